@@ -1,0 +1,1 @@
+"""The system of record: conversations and messages, stored with SQLModel."""

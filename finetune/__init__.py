@@ -1,0 +1,1 @@
+"""Learning side of supportbot: base-model preparation and LoRA adapter training."""

@@ -1,0 +1,69 @@
+"""The adapter store on disk: one folder per adapter version, and a pointer to the promoted one.
+
+Versions are named `<prefix>-v<N>` and never reused, so vLLM never sees two adapters under one name.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from finetune.sft import ADAPTER_META
+
+ACTIVE_FILE = "active.json"
+
+
+class AdapterNotFound(Exception):
+    """The named adapter version does not exist in the store."""
+
+
+class AdapterRegistry:
+    """Adapter versions kept under one root folder."""
+
+    def __init__(self, root: Path, prefix: str = "domain") -> None:
+        self.root = root
+        self.prefix = prefix
+        self._pattern = re.compile(rf"^{re.escape(prefix)}-v(\d+)$")
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def versions(self) -> list[str]:
+        """Complete adapter versions, oldest first; staging folders of interrupted runs are skipped."""
+        if not self.root.exists():
+            return []
+        found = [
+            (int(match.group(1)), entry.name)
+            for entry in self.root.iterdir()
+            if (match := self._pattern.match(entry.name)) and (entry / ADAPTER_META).exists()
+        ]
+        return [name for _, name in sorted(found)]
+
+    def next_name(self) -> str:
+        numbers = [
+            int(match.group(1))
+            for entry in (self.root.iterdir() if self.root.exists() else [])
+            if (match := self._pattern.match(entry.name.removesuffix(".partial")))
+        ]
+        return f"{self.prefix}-v{max(numbers, default=0) + 1}"
+
+    def active(self) -> str | None:
+        """The promoted version, or None when nothing has been promoted yet."""
+        pointer = self.root / ACTIVE_FILE
+        if not pointer.exists():
+            return None
+        name = json.loads(pointer.read_text())["active"]
+        return name if name in self.versions() else None
+
+    def promote(self, name: str) -> None:
+        if name not in self.versions():
+            raise AdapterNotFound(name)
+        # Write-then-rename, so a crash never leaves a half-written pointer.
+        staging = self.root / (ACTIVE_FILE + ".tmp")
+        staging.write_text(json.dumps({"active": name}))
+        os.replace(staging, self.root / ACTIVE_FILE)
+
+    def metadata(self, name: str) -> dict:
+        if name not in self.versions():
+            raise AdapterNotFound(name)
+        return json.loads((self.path(name) / ADAPTER_META).read_text())

@@ -1,0 +1,1 @@
+"""HTTP side of supportbot: the customer API, the managed vLLM process and the CLI."""

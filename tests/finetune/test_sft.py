@@ -1,0 +1,62 @@
+"""Training data keeps the model's chat template and learns from assistant turns only."""
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from finetune.sft import IGNORE_INDEX, Example, LoraRecipe, learning_rate_at, make_batches, tokenize_conversation
+
+CONVERSATION = [
+    {"role": "system", "content": "You help customers of a shop."},
+    {"role": "user", "content": "Where is my order?"},
+    {"role": "assistant", "content": "Could you share your order number?"},
+    {"role": "user", "content": "It is LL-104233."},
+    {"role": "assistant", "content": "Thanks, I have noted LL-104233."},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(base_model_dir: Path):
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+def test_only_assistant_turns_are_labelled(tokenizer) -> None:
+    example = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=512)
+    full = tokenizer.apply_chat_template(CONVERSATION, tokenize=True)
+    full = full["input_ids"] if hasattr(full, "keys") else full
+    assert example.input_ids == full
+    learned = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX])
+    assert "Could you share your order number?" in learned and "Thanks, I have noted LL-104233." in learned
+    assert "Where is my order?" not in learned and "You help customers" not in learned
+
+
+def test_conversation_without_assistant_turn_gives_no_example(tokenizer) -> None:
+    assert tokenize_conversation(tokenizer, CONVERSATION[:2], max_seq_len=512) is None
+
+
+def test_long_conversation_is_cut_between_messages(tokenizer) -> None:
+    example = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=40)
+    assert example is not None and len(example.input_ids) <= 40
+    learned = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX])
+    assert learned.strip().endswith("<|im_end|>")
+
+
+def test_batches_respect_the_token_budget_and_keep_every_example() -> None:
+    examples = [Example(input_ids=[1] * n, labels=[1] * n) for n in (5, 300, 40, 41, 200, 7, 512)]
+    batches = make_batches(examples, tokens_per_batch=600, seed=1)
+    assert sorted(len(e.input_ids) for batch in batches for e in batch) == sorted(len(e.input_ids) for e in examples)
+    assert all(max(len(e.input_ids) for e in batch) * len(batch) <= 600 for batch in batches)
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    recipe = LoraRecipe(max_steps=100, warmup_ratio=0.1, learning_rate=1e-3)
+    rates = [learning_rate_at(step, 100, recipe) for step in range(100)]
+    assert rates[0] < rates[9] == pytest.approx(1e-3)
+    assert rates[50] < rates[10] and rates[99] < 1e-4
+
+
+@pytest.mark.parametrize("bad", [{"rank": 0}, {"dropout": 1.0}, {"max_steps": 0}, {"tokens_per_batch": 10}])
+def test_recipe_refuses_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        LoraRecipe(**bad)

@@ -1,0 +1,49 @@
+"""vLLM runs as a supervised child: a crash is followed by a restart that serves the adapter again."""
+
+import time
+
+import httpx
+import psutil
+
+from finetune.registry import AdapterRegistry
+from tests.utils.conversation import open_conversation, send
+
+
+def vllm_processes(live_app) -> list[psutil.Process]:
+    children = psutil.Process(live_app.process.pid).children(recursive=True)
+    return [child for child in children if "vllm.entrypoints.openai.api_server" in " ".join(child.cmdline())]
+
+
+def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx.Client, live_app) -> None:
+    [server] = vllm_processes(live_app)
+    conversation_id, headers = open_conversation(client)
+    server.kill()
+    server.wait(timeout=30)
+
+    # While the model server is down the customer gets an apology and the message is kept.
+    events = send(client, conversation_id, headers, "Is anyone there? My order LL-220931 is late.")
+    assert events[-2][1]["failed"] is True
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and client.get("/readyz").status_code != 200:
+        time.sleep(2)
+    assert client.get("/readyz").status_code == 200, live_app.log()[-3000:]
+    [restarted] = vllm_processes(live_app)
+    assert restarted.pid != server.pid
+
+    events = send(client, conversation_id, headers, "Hello again, can you help me now?")
+    reply = events[-2][1]
+    assert reply["failed"] is False and reply["model"] == AdapterRegistry(live_app.settings.adapters_dir).active()
+    texts = [m["text"] for m in client.get(f"/api/conversations/{conversation_id}", headers=headers).json()["messages"]]
+    assert texts[0] == "Is anyone there? My order LL-220931 is late."
+    assert texts[2] == "Hello again, can you help me now?"
+
+
+def test_ctrl_c_stops_the_app_and_vllm(live_app) -> None:
+    """Runs last in the session: the live app is stopped as a user's Ctrl-C would."""
+    import signal
+
+    [server] = vllm_processes(live_app)
+    live_app.process.send_signal(signal.SIGINT)
+    assert live_app.process.wait(timeout=120) == 0
+    assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
