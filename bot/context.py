@@ -62,6 +62,7 @@ class Turn:
 
     role: str  # "customer", "bot" or "staff"
     text: str
+    id: int | None = None
 
 
 class TokenCounter(ABC):
@@ -99,9 +100,16 @@ def relevant_policies(pack: DomainPack, text: str, limit: int = 1) -> list[Polic
     return [policy for _, _, policy in scored[:limit]]
 
 
-def system_text(pack: DomainPack, policies: Sequence[Policy]) -> str:
+def system_text(
+    pack: DomainPack, policies: Sequence[Policy], *, details: str = "", summary: str = ""
+) -> str:
+    """The system message: instructions, company, the policies in play, known details, earlier summary."""
     parts = [pack.system_prompt.strip(), f"About {pack.company_name}: {pack.company_profile.strip()}"]
     parts += [f"{policy.title}: {policy.text.strip()}" for policy in policies]
+    if details:
+        parts.append(f"Details the customer gave: {details}.")
+    if summary:
+        parts.append(f"Summary of the earlier conversation: {summary.strip()}")
     return "\n\n".join(parts)
 
 

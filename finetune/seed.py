@@ -15,12 +15,16 @@ logger = logging.getLogger(__name__)
 
 
 def seed_dataset(pack: DomainPack) -> list[list[dict[str, str]]]:
+    """The seed conversations with the system text the dialogue manager sends for their intent."""
+    intents = {intent.name: intent for intent in pack.intents}
     conversations = []
     for seed in pack.seed_conversations():
         messages = [{"role": message.role, "content": message.content} for message in seed.messages]
-        first_question = next(message["content"] for message in messages if message["role"] == "user")
-        system = system_text(pack, relevant_policies(pack, first_question))
-        conversations.append([{"role": "system", "content": system}, *messages])
+        if seed.intent in intents:
+            policies = [pack.policy(policy_id) for policy_id in intents[seed.intent].policies]
+        else:
+            policies = relevant_policies(pack, messages[0]["content"])
+        conversations.append([{"role": "system", "content": system_text(pack, policies)}, *messages])
     return conversations
 
 

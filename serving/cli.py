@@ -85,6 +85,12 @@ def prepare(
     prepare_models(get_settings(), steps)
 
 
+def default_dtype() -> str:
+    import torch
+
+    return "auto" if torch.cuda.is_available() else "float32"
+
+
 def vllm_server(settings: Settings):
     from finetune.registry import AdapterRegistry
     from serving.vllm_process import VLLMConfig, VLLMServer
@@ -104,6 +110,7 @@ def vllm_server(settings: Settings):
         max_model_len=settings.vllm_max_model_len,
         kvcache_gib=settings.vllm_kvcache_gib,
         max_lora_rank=settings.vllm_max_lora_rank,
+        dtype=settings.vllm_dtype or default_dtype(),
         extra_args=settings.vllm_extra_args.split(),
         start_timeout_s=settings.vllm_start_timeout_s,
     )

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = 2048
     vllm_kvcache_gib: int = 2
     vllm_max_lora_rank: int = 16
+    # Empty: float32 on CPUs (bf16 is emulated without AVX-512 and measured slower here), "auto" on GPUs.
+    vllm_dtype: str | None = None
     vllm_extra_args: str = ""
     vllm_start_timeout_s: float = 600.0
 
@@ -48,8 +50,20 @@ class Settings(BaseSettings):
     seed_adapter_steps: int = 120
     seed_adapter_max_minutes: float = 5.0
 
+    # Routing: below the confidence threshold or the top-1/top-2 margin a message counts as not
+    # understood. Empty means the values the promoted classifier recommends from its calibration.
+    intent_threshold: float | None = None
+    intent_margin: float | None = None
+    misses_before_handoff: int = 2
+    negative_turns_before_handoff: int = 2
+
     max_message_chars: int = 2000
     max_reply_tokens: int = 200
+    # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
+    # local mode), and how many messages one conversation and one client address may send a minute.
+    widget_allowed_origins: list[str] = []
+    rate_limit_per_minute_conversation: int = Field(default=12, ge=1)
+    rate_limit_per_minute_address: int = Field(default=60, ge=1)
     llm_timeout_s: float = 60.0
 
     @model_validator(mode="after")
@@ -69,6 +83,10 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.data_dir / "adapters"
+
+    @property
+    def classifiers_dir(self) -> Path:
+        return self.data_dir / "classifiers"
 
     @property
     def logs_dir(self) -> Path:

@@ -39,6 +39,7 @@ class VLLMConfig:
     max_model_len: int = 2048
     kvcache_gib: int = 2
     max_lora_rank: int = 16
+    dtype: str = "auto"
     extra_args: list[str] = field(default_factory=list)
     start_timeout_s: float = 600.0
 
@@ -70,6 +71,7 @@ class VLLMServer:
             "--host", config.host,
             "--port", str(config.port),
             "--max-model-len", str(config.max_model_len),
+            "--dtype", config.dtype,
             "--enable-lora",
             "--max-lora-rank", str(config.max_lora_rank),
             # Two adapters at once: the promoted one and the one it replaces, while replies finish.
@@ -92,6 +94,7 @@ class VLLMServer:
         self._stopping.clear()
         self._spawn()
         self.wait_ready(on_wait)
+        self.warm_up()
         self._watcher = threading.Thread(target=self._watch, name="vllm-watch", daemon=True)
         self._watcher.start()
 
@@ -125,6 +128,19 @@ class VLLMServer:
             if on_wait is not None:
                 on_wait(elapsed)
             time.sleep(1)
+
+    def warm_up(self) -> None:
+        """Send one short request to every served model: the first request pays one-off setup costs."""
+        try:
+            models = httpx.get(f"{self.url}/v1/models", timeout=30).json()["data"]
+            for model in models:
+                httpx.post(
+                    f"{self.url}/v1/chat/completions",
+                    json={"model": model["id"], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2},
+                    timeout=120,
+                )
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            logger.warning("vLLM warm-up failed: %s", error)
 
     def healthy(self) -> bool:
         try:

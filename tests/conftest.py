@@ -26,6 +26,11 @@ TEST_DATA = ROOT / "var" / "test-data"
 TEST_ADAPTER_STEPS = 4
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests marked `last` stop shared services, so they run after everything else.
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

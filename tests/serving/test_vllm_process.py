@@ -1,9 +1,11 @@
 """vLLM runs as a supervised child: a crash is followed by a restart that serves the adapter again."""
 
+import signal
 import time
 
 import httpx
 import psutil
+import pytest
 
 from finetune.registry import AdapterRegistry
 from tests.utils.conversation import open_conversation, send
@@ -39,10 +41,9 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
     assert texts[2] == "Hello again, can you help me now?"
 
 
+@pytest.mark.last
 def test_ctrl_c_stops_the_app_and_vllm(live_app) -> None:
-    """Runs last in the session: the live app is stopped as a user's Ctrl-C would."""
-    import signal
-
+    """The live app is stopped as a user's Ctrl-C would stop it."""
     [server] = vllm_processes(live_app)
     live_app.process.send_signal(signal.SIGINT)
     assert live_app.process.wait(timeout=120) == 0

@@ -1,0 +1,1 @@
+"""supportbot: decides what the customer-service bot says."""

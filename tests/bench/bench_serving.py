@@ -1,0 +1,420 @@
+"""Serving benchmark: N concurrent multi-turn conversations through the app, then straight to vLLM.
+
+Prints tokens/s, time to first token, reply latency and failures for the app, the base model and the adapter.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+# Varied on purpose: with one repeated question the prefix cache would make every row look fast.
+QUESTIONS = [
+    "Hi, how long do I have to return an item I bought last week?",
+    "Where is my order {order}? It was supposed to arrive yesterday.",
+    "Can I get a refund instead of store credit for a damaged lamp?",
+    "How much does standard shipping cost to Canada?",
+    "My package shows delivered but I never got it. Order {order}. What now?",
+    "Do you offer express shipping, and how fast is it?",
+    "I was charged twice for order {order}. Can you fix that?",
+    "Can I change the delivery address after placing an order?",
+    "The kettle I received doesn't turn on. Is it under warranty?",
+    "How do I cancel my order {order} before it ships?",
+    "Do you price match if I find the same blanket cheaper elsewhere?",
+    "How long does a refund take to show up on my credit card?",
+    "Can I return a gift without the receipt?",
+    "Is there a restocking fee for opened electronics?",
+    "I got the wrong color rug in order {order}. Can you exchange it?",
+    "Do you ship to PO boxes?",
+    "What payment methods do you accept?",
+    "Can I talk to a human about a missing part in my bookshelf kit?",
+    "My discount code didn't apply at checkout. Can you still honor it?",
+    "How do I track a return I sent back two weeks ago?",
+]
+# The app adds its own, longer system text; this keeps the vLLM rows' prompts in the same range.
+SYSTEM_PROMPT = (
+    "You are the customer support assistant for Lumen & Loom, an online shop for home goods and small "
+    "electronics. Reply in one to three short, polite sentences. Never invent order details; ask for the "
+    "order number when a question is about a specific order."
+)
+TEMPERATURE = 0.3  # the app's own sampling temperature
+
+
+@dataclass
+class Reply:
+    """One measured bot reply."""
+
+    ok: bool
+    completion_tokens: int = 0
+    prompt_tokens: int | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    model: str | None = None
+    error: str | None = None
+    text: str = ""
+
+
+@dataclass
+class Row:
+    """One target at one concurrency, summarised."""
+
+    target: str
+    concurrency: int
+    replies: int
+    failures: int
+    completion_tokens: int
+    wall_s: float
+    tokens_per_s: float
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    prompt_tokens_mean: float | None
+    models: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class SSEParser:
+    """Turns server-sent-event lines into (event, data) pairs; an event ends at a blank line."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self.data:
+                self.event = "message"
+                return None
+            done = (self.event, "\n".join(self.data))
+            self.event, self.data = "message", []
+            return done
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self.event = value
+        elif name == "data":
+            self.data.append(value)
+        return None
+
+    def flush(self) -> tuple[str, str] | None:
+        """The last event when the stream ended without a trailing blank line."""
+        return self.feed("")
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    parser = SSEParser()
+    async for line in response.aiter_lines():
+        if (event := parser.feed(line)) is not None:
+            yield event
+    if (event := parser.flush()) is not None:
+        yield event
+
+
+def question(conversation: int, turn: int, turns: int) -> str:
+    text = QUESTIONS[(conversation * turns + turn) % len(QUESTIONS)]
+    return text.format(order=f"LL-{104233 + conversation}")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarise(target: str, concurrency: int, replies: Sequence[Reply], wall_s: float) -> Row:
+    good = [r for r in replies if r.ok]
+    tokens = sum(r.completion_tokens for r in replies)
+    ttfts = [r.ttft_s for r in good if r.ttft_s is not None]
+    latencies = [r.latency_s for r in good if r.latency_s is not None]
+    prompts = [r.prompt_tokens for r in good if r.prompt_tokens is not None]
+    errors = sorted({r.error for r in replies if r.error})
+    return Row(
+        target=target,
+        concurrency=concurrency,
+        replies=len(replies),
+        failures=len(replies) - len(good),
+        completion_tokens=tokens,
+        wall_s=wall_s,
+        tokens_per_s=tokens / wall_s if wall_s > 0 else 0.0,
+        ttft_p50_s=percentile(ttfts, 50),
+        ttft_p95_s=percentile(ttfts, 95),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None,
+        models=sorted({r.model for r in good if r.model}),
+        errors=errors[:5],
+    )
+
+
+async def app_reply(client: httpx.AsyncClient, app: str, conversation_id: str, token: str, text: str) -> Reply:
+    start = time.perf_counter()
+    ttft: float | None = None
+    stored: dict[str, Any] | None = None
+    async with client.stream(
+        "POST",
+        f"{app}/api/conversations/{conversation_id}/messages",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"text": text},
+    ) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return Reply(ok=False, error=f"HTTP {response.status_code}: {response.text[:200]}")
+        async for event, data in sse_events(response):
+            if event == "token" and ttft is None and json.loads(data).get("text"):
+                ttft = time.perf_counter() - start
+            elif event == "bot_message":
+                stored = json.loads(data)
+            elif event == "done":
+                break
+    latency = time.perf_counter() - start
+    if stored is None:
+        return Reply(ok=False, ttft_s=ttft, latency_s=latency, error="stream ended without bot_message")
+    reply = Reply(
+        ok=not stored.get("failed") and ttft is not None,
+        completion_tokens=stored.get("completion_tokens") or 0,
+        prompt_tokens=stored.get("prompt_tokens"),
+        ttft_s=ttft,
+        latency_s=latency,
+        model=stored.get("model"),
+        text=stored.get("text") or "",
+    )
+    if stored.get("failed"):
+        reply.error = f"bot_message failed: {stored.get('error') or stored.get('text', '')[:200]}"
+    elif ttft is None:
+        reply.error = "no token events"
+    return reply
+
+
+async def app_conversation(client: httpx.AsyncClient, app: str, index: int, turns: int) -> list[Reply]:
+    try:
+        opened = await client.post(f"{app}/api/conversations", json={"channel": "api"})
+        opened.raise_for_status()
+        body = opened.json()
+        conversation_id, token = body["conversation"]["id"], body["token"]
+    except (httpx.HTTPError, KeyError, ValueError) as error:
+        return [Reply(ok=False, error=f"open conversation: {error!r}"[:200]) for _ in range(turns)]
+    replies = []
+    for turn in range(turns):
+        try:
+            replies.append(await app_reply(client, app, conversation_id, token, question(index, turn, turns)))
+        except (httpx.HTTPError, ValueError) as error:
+            replies.append(Reply(ok=False, error=f"{type(error).__name__}: {error}"[:200]))
+    return replies
+
+
+async def vllm_reply(
+    client: httpx.AsyncClient, vllm: str, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> Reply:
+    payload = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": TEMPERATURE,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    ttft: float | None = None
+    usage: dict[str, Any] | None = None
+    served: str | None = None
+    pieces: list[str] = []
+    async with client.stream("POST", f"{vllm}/v1/chat/completions", json=payload) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return Reply(ok=False, error=f"HTTP {response.status_code}: {response.text[:200]}")
+        async for _, data in sse_events(response):
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            served = chunk.get("model", served)
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                if content := (choice.get("delta") or {}).get("content"):
+                    if ttft is None:
+                        ttft = time.perf_counter() - start
+                    pieces.append(content)
+    latency = time.perf_counter() - start
+    if usage is None:
+        return Reply(ok=False, ttft_s=ttft, latency_s=latency, error="no usage in final chunk")
+    return Reply(
+        ok=ttft is not None,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        prompt_tokens=usage.get("prompt_tokens"),
+        ttft_s=ttft,
+        latency_s=latency,
+        model=served,
+        error=None if ttft is not None else "no content",
+        text="".join(pieces),
+    )
+
+
+async def vllm_conversation(
+    client: httpx.AsyncClient, vllm: str, model: str, index: int, turns: int, max_tokens: int
+) -> list[Reply]:
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    replies = []
+    for turn in range(turns):
+        messages.append({"role": "user", "content": question(index, turn, turns)})
+        try:
+            reply = await vllm_reply(client, vllm, model, messages, max_tokens)
+        except (httpx.HTTPError, ValueError) as error:
+            reply = Reply(ok=False, error=f"{type(error).__name__}: {error}"[:200])
+        replies.append(reply)
+        if reply.ok:
+            messages.append({"role": "assistant", "content": reply.text})
+        else:
+            messages.pop()  # the app also leaves failed replies out of the history
+    return replies
+
+
+Conversation = Callable[[httpx.AsyncClient, int], Coroutine[Any, Any, list[Reply]]]
+
+
+async def run_row(target: str, concurrency: int, conversation: Conversation, max_connections: int) -> Row:
+    # HTTP/1.1 needs one connection per open stream, so the pool must hold all N at once.
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(conversation(client, index) for index in range(concurrency)))
+        wall = time.perf_counter() - start
+    return summarise(target, concurrency, [reply for replies in results for reply in replies], wall)
+
+
+async def pick_adapter(vllm: str) -> str | None:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        response = await client.get(f"{vllm}/v1/models")
+        response.raise_for_status()
+        ids = [model["id"] for model in response.json().get("data", [])]
+    return next((model for model in ids if model != "base"), None)
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COLUMNS = [
+    ("target", 13),
+    ("N", 4),
+    ("replies", 8),
+    ("fail", 5),
+    ("tokens", 8),
+    ("wall s", 8),
+    ("tok/s", 8),
+    ("ttft p50", 9),
+    ("ttft p95", 9),
+    ("lat p50", 8),
+    ("lat p95", 8),
+    ("prompt tok", 11),
+]
+
+
+def table_line(cells: Iterable[str]) -> str:
+    return "  ".join(
+        cell.ljust(width) if i == 0 else cell.rjust(width)
+        for i, (cell, (_, width)) in enumerate(zip(cells, COLUMNS, strict=True))
+    )
+
+
+def row_cells(row: Row) -> list[str]:
+    return [
+        row.target,
+        str(row.concurrency),
+        str(row.replies),
+        str(row.failures),
+        str(row.completion_tokens),
+        fmt(row.wall_s),
+        fmt(row.tokens_per_s, ".1f"),
+        fmt(row.ttft_p50_s, ".3f"),
+        fmt(row.ttft_p95_s, ".3f"),
+        fmt(row.latency_p50_s),
+        fmt(row.latency_p95_s),
+        fmt(row.prompt_tokens_mean, ".0f"),
+    ]
+
+
+def ratio_line(rows: Sequence[Row]) -> str:
+    by_key = {(row.target, row.concurrency): row for row in rows}
+    parts = []
+    for n in sorted({row.concurrency for row in rows}):
+        app = by_key.get(("app", n))
+        if app is None:
+            continue
+        ratios = []
+        for other in ("vllm-base", "vllm-adapter"):
+            ref = by_key.get((other, n))
+            value = app.tokens_per_s / ref.tokens_per_s if ref and ref.tokens_per_s > 0 else None
+            ratios.append(f"/{other} {fmt(value)}")
+        parts.append(f"N={n}: " + ", ".join(ratios))
+    return "app tok/s ratio  " + "; ".join(parts)
+
+
+async def main(args: argparse.Namespace) -> list[Row]:
+    app, vllm = args.app.rstrip("/"), args.vllm.rstrip("/")
+    levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
+    adapter = args.adapter = args.adapter or await pick_adapter(vllm)  # so the JSON records which one ran
+    if adapter is None:
+        print("no adapter served (only 'base' in /v1/models): the vllm-adapter rows are skipped")
+    pool = max(levels) + 4
+
+    targets: list[tuple[str, Conversation]] = [
+        ("app", lambda client, i: app_conversation(client, app, i, args.turns)),
+        ("vllm-base", lambda client, i: vllm_conversation(client, vllm, "base", i, args.turns, args.max_tokens)),
+    ]
+    if adapter is not None:
+        targets.append(
+            ("vllm-adapter", lambda client, i: vllm_conversation(client, vllm, adapter, i, args.turns, args.max_tokens))
+        )
+
+    print(f"app {app}, vllm {vllm}, adapter {adapter}, turns {args.turns}, max_tokens {args.max_tokens}")
+    print(table_line(name for name, _ in COLUMNS))
+    rows: list[Row] = []
+    for n in levels:
+        for target, conversation in targets:
+            row = await run_row(target, n, conversation, pool)
+            rows.append(row)
+            print(table_line(row_cells(row)), flush=True)
+    print("(seconds; 'prompt tok' is the mean prompt size per reply)")
+    for row in rows:
+        if row.target == "app" and row.models:
+            print(f"app N={row.concurrency} answered with model(s): {', '.join(row.models)}")
+        if row.errors:
+            print(f"{row.target} N={row.concurrency} errors: {' | '.join(row.errors)}")
+    print(ratio_line(rows))
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="http://127.0.0.1:8000", help="supportbot base URL")
+    parser.add_argument("--vllm", default="http://127.0.0.1:8001", help="vLLM OpenAI-compatible base URL")
+    parser.add_argument("--concurrency", default="1,32", help="comma list of concurrent conversations")
+    parser.add_argument("--turns", type=int, default=3, help="messages per conversation, sent one after another")
+    parser.add_argument(
+        "--max-tokens", type=int, default=200, help="reply limit for the vLLM rows; match the app's max_reply_tokens"
+    )
+    parser.add_argument("--adapter", default=None, help="served adapter name (default: first non-'base' model)")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    result = asyncio.run(main(arguments))
+    if arguments.json:
+        with open(arguments.json, "w") as out:
+            json.dump({"args": vars(arguments), "rows": [asdict(row) for row in result]}, out, indent=2)
+        print(f"wrote {arguments.json}")
