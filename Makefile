@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SERVING ?= cpu
 STAMP := $(VENV)/.installed-$(SERVING)
 
-.PHONY: install start test lint clean
+.PHONY: install start test lint clean browsers postgres
 
 install: $(STAMP)
 
@@ -26,7 +26,23 @@ $(STAMP): pyproject.toml Makefile
 start: install
 	$(BIN)/supportbot start
 
-test: install
+# The widget's browser tests drive Debian's Chromium through Playwright for Python. Never run
+# `playwright install`: it downloads a browser of its own from the internet.
+browsers:
+	@test -x /usr/bin/chromium || { \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# The store tests also run on PostgreSQL: Debian's package, installed once. The tests start a private
+# server of their own in a temporary folder; the package's own cluster is not used.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
+test: install browsers postgres
 	$(BIN)/python -m pytest
 
 lint: install

@@ -153,3 +153,258 @@ class CsatRating(CsatCreate, table=True):
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", unique=True, index=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Staff console: accounts, server-side sign-in sessions, takeovers and the audit log. ---
+
+
+class StaffRole(StrEnum):
+    """What a staff account may do: staff review and take over; admins also manage accounts and models."""
+
+    admin = "admin"
+    staff = "staff"
+
+
+# Fields every staff account shape shares.
+class StaffAccountBase(SQLModel):
+    email: str = Field(max_length=254)
+    display_name: str = Field(min_length=1, max_length=120)
+    role: StaffRole = StaffRole.staff
+
+
+# What an admin sends to create a staff account.
+class StaffAccountCreate(StaffAccountBase):
+    password: str = Field(min_length=12, max_length=256)
+
+
+# A staff account as the console shows it; the password hash never leaves the store.
+class StaffAccountPublic(StaffAccountBase):
+    id: int
+    active: bool
+    created_at: datetime
+
+
+# Stored staff account; only a slow salted hash of the password is kept.
+class StaffAccount(StaffAccountBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True, index=True)
+    password_hash: str = Field(max_length=255)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# A signed-in browser; kept server-side so signing out or deactivating an account ends it at once.
+class StaffSession(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    staff_id: int = Field(foreign_key="staffaccount.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+# Who owns a conversation a human has taken over; the row goes when it is handed back or resolved.
+class Assignment(SQLModel, table=True):
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
+    staff_id: int = Field(foreign_key="staffaccount.id", index=True)
+    claimed_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every audit entry shape shares.
+class AuditLogBase(SQLModel):
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(default="", max_length=200)
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# An audit entry as the console shows it.
+class AuditLogPublic(AuditLogBase):
+    id: int
+    actor_id: int | None
+    at: datetime
+
+
+# One admin action or takeover step; `actor_id` is empty for actions taken from the command line.
+class AuditLog(AuditLogBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: int | None = Field(default=None, foreign_key="staffaccount.id", index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class RunStatus(StrEnum):
+    """Where a retraining run stands."""
+
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    interrupted = "interrupted"
+    cancelled = "cancelled"
+
+
+# A retraining run as admins see it.
+class TrainingRunPublic(SQLModel):
+    id: int
+    status: RunStatus
+    trigger: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    adapter: str | None
+    classifier: str | None
+    dataset_hash: str | None
+    progress: dict
+    card: dict | None
+    report: dict | None
+    promoted: bool
+    error: str | None
+
+
+# Stored retraining run: persisted so a restart shows an interrupted run that can be resumed.
+class TrainingRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    status: RunStatus = Field(default=RunStatus.queued, index=True)
+    trigger: str = Field(default="manual", max_length=32)  # manual, schedule, cli
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_pid: int | None = None
+    adapter: str | None = Field(default=None, max_length=64)
+    classifier: str | None = Field(default=None, max_length=64)
+    dataset_hash: str | None = Field(default=None, max_length=64)
+    # Live progress: stage, step, total, loss, eta_s, and the loss curve for the console plot.
+    progress: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    card: dict | None = Field(default=None, sa_column=Column(JSON))
+    report: dict | None = Field(default=None, sa_column=Column(JSON))
+    promoted: bool = False
+    cancel_requested: bool = False
+    error: str | None = Field(default=None, max_length=2000)
+
+
+# --- Staff review: verdicts and corrections of bot replies, intent relabels, tags, conversation marks. ---
+
+
+class ReviewRating(StrEnum):
+    """A staff member's verdict on one bot reply."""
+
+    good = "good"
+    bad = "bad"
+
+
+# Fields every review of a bot reply shares.
+class ReviewBase(SQLModel):
+    rating: ReviewRating
+    # The reply the bot should have given; training uses it instead of the original.
+    corrected_text: str | None = None
+
+
+# What a reviewer sends; expected_version is the version they saw (0: none yet), so edits never cross.
+class ReviewCreate(ReviewBase):
+    corrected_text: str | None = Field(default=None, max_length=4000)
+    expected_version: int = Field(default=0, ge=0)
+
+
+# A review as the staff console shows it.
+class ReviewPublic(ReviewBase):
+    message_id: int
+    conversation_id: str
+    reviewer_id: int | None
+    updated_at: datetime
+    version: int
+
+
+# Stored review, one per bot reply; every saved edit raises its version by one.
+class Review(ReviewBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", unique=True, index=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    # A staff account id; no foreign key, so the store does not depend on how accounts are kept.
+    reviewer_id: int | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    version: int = 1
+
+
+# What a reviewer sends to correct the intent predicted for one customer message.
+class IntentRelabelCreate(SQLModel):
+    new_intent: str = Field(min_length=1, max_length=64)
+
+
+# An intent correction as the staff console shows it.
+class IntentRelabelPublic(IntentRelabelCreate):
+    message_id: int
+    old_intent: str | None
+    reviewer_id: int | None
+    updated_at: datetime
+
+
+# Stored intent correction, one per customer message; old_intent keeps the classifier's prediction.
+class IntentRelabel(IntentRelabelCreate, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", unique=True, index=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    old_intent: str | None = Field(default=None, max_length=64)
+    new_intent: str = Field(max_length=64, index=True)
+    reviewer_id: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every tag shape shares: a short lower-case label such as "refund" or "angry-customer".
+class TagBase(SQLModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+# What a reviewer sends to tag a conversation.
+class TagCreate(TagBase):
+    pass
+
+
+# A tag as the staff console shows it.
+class TagPublic(TagBase):
+    id: int
+
+
+# Stored tag; names are unique and kept lower-case.
+class Tag(TagBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Stored link of one tag to one conversation.
+class ConversationTag(SQLModel, table=True):
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
+    tag_id: int = Field(foreign_key="tag.id", primary_key=True, index=True)
+    reviewer_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every conversation-level review mark shares.
+class ConversationReviewBase(SQLModel):
+    reviewed: bool = False
+    # Only conversations a reviewer marked for training are used to retrain the bot.
+    use_for_training: bool = False
+
+
+# What a reviewer sends to mark a whole conversation; expected_version works as in ReviewCreate.
+class ConversationReviewCreate(ConversationReviewBase):
+    expected_version: int = Field(default=0, ge=0)
+
+
+# A conversation's review mark as the staff console shows it.
+class ConversationReviewPublic(ConversationReviewBase):
+    conversation_id: str
+    reviewer_id: int | None
+    updated_at: datetime
+    version: int
+
+
+# Stored review mark, one per conversation; versioned like Review.
+class ConversationReview(ConversationReviewBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", unique=True, index=True, max_length=32)
+    reviewed: bool = Field(default=False, index=True)
+    use_for_training: bool = Field(default=False, index=True)
+    reviewer_id: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+    version: int = 1

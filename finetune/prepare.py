@@ -73,9 +73,7 @@ def convert_gguf(gguf_file: Path, model_dir: Path) -> Path:
     staging.mkdir(parents=True)
     logger.info("converting %s into %s", gguf_file.name, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, torch_dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, torch_dtype=torch.float32)
     # The GGUF loader marks the model as quantized; the weights are already dequantized to fp32,
     # and save_pretrained refuses quantized models, so drop the flag.
     model.hf_quantizer = None
@@ -85,9 +83,7 @@ def convert_gguf(gguf_file: Path, model_dir: Path) -> Path:
     tokenizer.save_pretrained(staging)
     if not tokenizer.chat_template:
         raise PrepareError(f"{gguf_file.name} carries no chat template")
-    (staging / MARKER).write_text(
-        json.dumps({"source": gguf_file.name, "source_sha256": source_hash}, indent=2)
-    )
+    (staging / MARKER).write_text(json.dumps({"source": gguf_file.name, "source_sha256": source_hash}, indent=2))
     shutil.rmtree(model_dir, ignore_errors=True)
     staging.rename(model_dir)
     return model_dir

@@ -47,23 +47,37 @@ class AdapterRegistry:
         ]
         return f"{self.prefix}-v{max(numbers, default=0) + 1}"
 
+    def _pointer(self) -> dict:
+        pointer = self.root / ACTIVE_FILE
+        return json.loads(pointer.read_text()) if pointer.exists() else {}
+
     def active(self) -> str | None:
         """The promoted version, or None when nothing has been promoted yet."""
-        pointer = self.root / ACTIVE_FILE
-        if not pointer.exists():
-            return None
-        name = json.loads(pointer.read_text())["active"]
+        name = self._pointer().get("active")
         return name if name in self.versions() else None
+
+    def previous(self) -> str | None:
+        """The version promoted before the active one (what a rollback returns to)."""
+        history = self._pointer().get("history", [])
+        active = self.active()
+        return next((name for name in reversed(history) if name != active and name in self.versions()), None)
 
     def promote(self, name: str) -> None:
         if name not in self.versions():
             raise AdapterNotFound(name)
+        pointer = self._pointer()
+        history = [*pointer.get("history", []), *([pointer["active"]] if pointer.get("active") else [])]
         # Write-then-rename, so a crash never leaves a half-written pointer.
         staging = self.root / (ACTIVE_FILE + ".tmp")
-        staging.write_text(json.dumps({"active": name}))
+        staging.write_text(json.dumps({"active": name, "history": history[-20:]}))
         os.replace(staging, self.root / ACTIVE_FILE)
 
     def metadata(self, name: str) -> dict:
         if name not in self.versions():
             raise AdapterNotFound(name)
         return json.loads((self.path(name) / ADAPTER_META).read_text())
+
+
+def classifier_registry(root: Path) -> AdapterRegistry:
+    """The intent classifiers' store (placeholder until classifiers have their own marker file)."""
+    return AdapterRegistry(root, prefix="intent")

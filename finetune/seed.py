@@ -14,18 +14,23 @@ from finetune.sft import LoraRecipe, ProgressFn, TrainResult, train_lora
 logger = logging.getLogger(__name__)
 
 
+def with_system(pack: DomainPack, messages: list[dict[str, str]], intent: str | None) -> list[dict[str, str]]:
+    """A conversation preceded by the system text the dialogue manager sends for its intent."""
+    names = {known.name for known in pack.intents}
+    if intent in names:
+        policies = [pack.policy(policy_id) for policy_id in pack.intent(intent).policies]
+    else:
+        first = next((m["content"] for m in messages if m["role"] == "user"), "")
+        policies = relevant_policies(pack, first)
+    return [{"role": "system", "content": system_text(pack, policies)}, *messages]
+
+
 def seed_dataset(pack: DomainPack) -> list[list[dict[str, str]]]:
     """The seed conversations with the system text the dialogue manager sends for their intent."""
-    intents = {intent.name: intent for intent in pack.intents}
-    conversations = []
-    for seed in pack.seed_conversations():
-        messages = [{"role": message.role, "content": message.content} for message in seed.messages]
-        if seed.intent in intents:
-            policies = [pack.policy(policy_id) for policy_id in intents[seed.intent].policies]
-        else:
-            policies = relevant_policies(pack, messages[0]["content"])
-        conversations.append([{"role": "system", "content": system_text(pack, policies)}, *messages])
-    return conversations
+    return [
+        with_system(pack, [{"role": m.role, "content": m.content} for m in seed.messages], seed.intent)
+        for seed in pack.seed_conversations()
+    ]
 
 
 def ensure_seed_adapter(

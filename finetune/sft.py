@@ -55,6 +55,12 @@ class LoraRecipe:
     """Seed for batch order and LoRA initialisation."""
     threads: int = 2
     """CPU threads for torch, kept bounded so training does not starve serving."""
+    eval_every: int = 10
+    """Steps between validation evaluations (when a validation split is given)."""
+    patience: int = 3
+    """Evaluations without a better validation loss before training stops early."""
+    checkpoint_every: int = 10
+    """Steps between checkpoints (when a checkpoint folder is given), for resume after a crash."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha < 1:
@@ -65,6 +71,8 @@ class LoraRecipe:
             raise ValueError("learning_rate, max_steps and max_minutes must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("warmup_ratio must be in [0, 1)")
+        if self.eval_every < 1 or self.patience < 1 or self.checkpoint_every < 1:
+            raise ValueError("eval_every, patience and checkpoint_every must be at least 1")
         if self.tokens_per_batch < self.max_seq_len:
             raise ValueError("tokens_per_batch must hold at least one max_seq_len sequence")
 
@@ -89,6 +97,8 @@ class TrainResult:
     first_loss: float
     last_loss: float
     recipe: dict
+    best_step: int = 0
+    validation_losses: list = field(default_factory=list)
 
 
 Conversation = Sequence[dict[str, str]]
@@ -186,15 +196,57 @@ def learning_rate_at(step: int, total: int, recipe: LoraRecipe) -> float:
     return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class TrainingCancelled(Exception):
+    """An admin cancelled the run; its last checkpoint is kept so it can be resumed."""
+
+
+def load_examples(tokenizer, conversations: Sequence[Conversation], max_seq_len: int) -> list[Example]:
+    return [
+        example
+        for conversation in conversations
+        if (example := tokenize_conversation(tokenizer, conversation, max_seq_len)) is not None
+    ]
+
+
+def mean_assistant_loss(model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048) -> float:
+    """Token-weighted mean loss over assistant tokens, without updating the model."""
+    import torch
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in make_batches(list(examples), tokens_per_batch, seed=0):
+            ids, labels, mask = collate(batch, pad_id)
+            tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            total += float(assistant_loss(model, ids, mask, labels)) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _lora_state(model) -> dict:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if "lora_" in name}
+
+
 def train_lora(
     *,
     base_model_dir: Path,
     conversations: Sequence[Conversation],
     output_dir: Path,
     recipe: LoraRecipe,
+    validation: Sequence[Conversation] = (),
+    checkpoint_dir: Path | None = None,
     on_step: ProgressFn | None = None,
+    on_eval: Callable[[int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter and write it to `output_dir` (atomically: staged, then renamed)."""
+    """Train a LoRA adapter and write it to `output_dir` (atomically: staged, then renamed).
+
+    With `validation`, the adapter is evaluated every `recipe.eval_every` steps, the best one is kept
+    and training stops after `recipe.patience` evaluations without improvement. With `checkpoint_dir`,
+    state is saved every `recipe.checkpoint_every` steps and a later call resumes from it.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -204,13 +256,10 @@ def train_lora(
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    examples = [
-        example
-        for conversation in conversations
-        if (example := tokenize_conversation(tokenizer, conversation, recipe.max_seq_len)) is not None
-    ]
+    examples = load_examples(tokenizer, conversations, recipe.max_seq_len)
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
+    held_out = load_examples(tokenizer, validation, recipe.max_seq_len)
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     model = get_peft_model(
         model,
@@ -227,15 +276,46 @@ def train_lora(
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batches = make_batches(examples, recipe.tokens_per_batch, recipe.seed)
+
+    state = {
+        "step": 0,
+        "losses": [],
+        "trained_tokens": 0,
+        "best_loss": None,
+        "best_step": 0,
+        "stale": 0,
+        "evals": [],
+        "seconds": 0.0,
+    }
+    best_weights: dict | None = None
+    checkpoint = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["lora"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        state, best_weights = saved["state"], saved["best"]
+        logger.info("resuming training from step %d", state["step"])
+
+    def save_checkpoint() -> None:
+        if checkpoint is None:
+            return
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        partial = checkpoint.with_suffix(".partial")
+        torch.save(
+            {"lora": _lora_state(model), "optimizer": optimizer.state_dict(), "state": state, "best": best_weights},
+            partial,
+        )
+        partial.replace(checkpoint)
+
     model.train()
-    started = time.monotonic()
+    started = time.monotonic() - state["seconds"]
     deadline = started + recipe.max_minutes * 60
-    losses: list[float] = []
-    trained_tokens = 0
-    step = 0
-    while step < recipe.max_steps and time.monotonic() < deadline:
-        batch = batches[step % len(batches)]
-        ids, labels, mask = collate(batch, pad_id)
+    while state["step"] < recipe.max_steps and time.monotonic() < deadline:
+        if should_stop is not None and should_stop():
+            save_checkpoint()
+            raise TrainingCancelled(f"cancelled at step {state['step']}")
+        step = state["step"]
+        ids, labels, mask = collate(batches[step % len(batches)], pad_id)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, recipe.max_steps, recipe)
         loss = assistant_loss(model, ids, mask, labels)
@@ -245,31 +325,58 @@ def train_lora(
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(loss.item()):
             raise TrainingError(f"loss became {loss.item()} at step {step}; the adapter was not saved")
-        losses.append(loss.item())
-        trained_tokens += int(mask.sum())
-        step += 1
+        state["losses"].append(round(loss.item(), 4))
+        state["trained_tokens"] += int(mask.sum())
+        state["step"] = step + 1
+        state["seconds"] = time.monotonic() - started
         if on_step is not None:
-            on_step(step, recipe.max_steps, losses[-1])
+            on_step(state["step"], recipe.max_steps, state["losses"][-1])
+        if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == recipe.max_steps):
+            validation_loss = mean_assistant_loss(model, held_out, pad_id)
+            state["evals"].append([state["step"], round(validation_loss, 4)])
+            if on_eval is not None:
+                on_eval(state["step"], validation_loss)
+            if state["best_loss"] is None or validation_loss < state["best_loss"]:
+                state.update(best_loss=validation_loss, best_step=state["step"], stale=0)
+                best_weights = _lora_state(model)
+            else:
+                state["stale"] += 1
+                if state["stale"] >= recipe.patience:
+                    logger.info(
+                        "early stop at step %d: no better validation loss since step %d",
+                        state["step"],
+                        state["best_step"],
+                    )
+                    break
+        if state["step"] % recipe.checkpoint_every == 0:
+            save_checkpoint()
 
+    if best_weights is not None:
+        model.load_state_dict(best_weights, strict=False)
     staging = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
+    losses = state["losses"]
     result = TrainResult(
         adapter_dir=str(output_dir),
-        steps=step,
+        steps=state["step"],
         examples=len(examples),
-        trained_tokens=trained_tokens,
+        trained_tokens=state["trained_tokens"],
         seconds=round(time.monotonic() - started, 1),
-        first_loss=round(losses[0], 4),
+        first_loss=losses[0],
         last_loss=round(sum(losses[-5:]) / len(losses[-5:]), 4),
         recipe=asdict(recipe),
+        best_step=state["best_step"] or state["step"],
+        validation_losses=state["evals"],
     )
     (staging / ADAPTER_META).write_text(json.dumps(asdict(result), indent=2))
     staging.rename(output_dir)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     logger.info(
         "adapter written to %s after %d steps (loss %.3f -> %.3f)",
         output_dir,
-        step,
+        result.steps,
         result.first_loss,
         result.last_loss,
     )

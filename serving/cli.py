@@ -11,10 +11,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from serving import cli_training
+from serving.cli_staff import staff_app
+from serving.cli_store import store_app
 from serving.settings import Settings, get_settings
 
 app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
 console = Console()
+app.add_typer(staff_app, name="staff")
+app.add_typer(store_app, name="store")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -159,6 +164,8 @@ def start(
                 server.stop()
         console.print("supportbot stopped.")
 
+
+cli_training.register(app)
 
 if __name__ == "__main__":
     app()

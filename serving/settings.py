@@ -3,6 +3,7 @@
 Everything else receives the values it needs through constructors; `get_settings()` is read once.
 """
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -57,8 +58,25 @@ class Settings(BaseSettings):
     misses_before_handoff: int = 2
     negative_turns_before_handoff: int = 2
 
+    # Retraining: a candidate is promoted when it is not worse than the adapter in service.
+    promote_loss_tolerance: float = 0.02
+    promote_rouge_tolerance: float = 0.01
+    promote_checks_tolerance: int = 0
+    # Scheduled retraining: a daily time ("03:00", server local time) and/or a number of newly
+    # reviewed-for-training conversations since the last run; empty/0 turns that trigger off.
+    retrain_daily_at: str | None = None
+    retrain_after_reviews: int = 0
+    # Evaluation size: assistant turns scored with ROUGE-L, must-pass checks run (empty: all).
+    eval_max_conversations: int = 60
+    eval_max_turns: int = 40
+    eval_max_checks: int | None = None
+    eval_reply_tokens: int = 96
+
     max_message_chars: int = 2000
     max_reply_tokens: int = 200
+    # Conversations idle longer than this are anonymised (personal data masked) or deleted by the retention job.
+    retention_days: int = Field(default=365, ge=1)
+    retention_mode: Literal["anonymise", "delete"] = "anonymise"
     # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
     # local mode), and how many messages one conversation and one client address may send a minute.
     widget_allowed_origins: list[str] = []
@@ -71,6 +89,15 @@ class Settings(BaseSettings):
         if self.mode != "local" and self.secret_key == DEFAULT_SECRET:
             raise ValueError("SUPPORTBOT_SECRET_KEY must be set to a real secret outside local mode")
         return self
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as SUPPORTBOT_* variables, for child processes (training workers)."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                text = value if isinstance(value, str) else json.dumps(value)
+                env[f"SUPPORTBOT_{name.upper()}"] = text
+        return env
 
     @property
     def resolved_database_url(self) -> str:

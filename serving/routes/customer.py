@@ -3,6 +3,7 @@
 A customer message is committed before the model is called, so a failed reply never loses it.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -14,12 +15,21 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from bot.context import Turn, WindowTooSmall
-from bot.dialogue import ReplyFinished, ReplyStarted
+from bot.dialogue import TurnResult
 from bot.llm import LLMUnavailable
+from bot.routing import Decision, DialogueState
 from conversations import crud
-from conversations.models import ConversationCreate, ConversationPublic, MessageCreate, MessagePublic, Role
+from conversations.models import (
+    ConversationCreate,
+    ConversationPublic,
+    ConversationStatus,
+    MessageCreate,
+    MessagePublic,
+    Role,
+)
 from serving.deps import CustomerToken, Services, ServicesDep, SessionDep
 from serving.errors import ApiError
+from serving.limits import SendLimited
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +83,7 @@ def clean_text(text: str, max_chars: int) -> str:
     responses={200: {"content": {"text/event-stream": {}}, "description": "The reply as server-sent events"}},
 )
 async def send_message(
-    conversation_id: str, body: MessageCreate, token: CustomerToken, services: ServicesDep
+    conversation_id: str, body: MessageCreate, token: CustomerToken, services: ServicesDep, _: SendLimited
 ) -> StreamingResponse:
     """Store the customer's message, then stream the bot's reply as server-sent events.
 
@@ -104,49 +114,146 @@ def sse(event: str, data: object) -> str:
 async def stream_reply(services: Services, conversation_id: str, customer: MessagePublic) -> AsyncIterator[str]:
     yield sse("customer_message", customer)
 
-    def history() -> list[Turn]:
+    def load() -> tuple[list[Turn], DialogueState, str, int | None]:
         with Session(services.engine) as session:
+            conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
             messages = crud.list_messages(session=session, conversation_id=conversation_id)
-            return [Turn(role=message.role, text=message.text) for message in messages if not message.failed]
-
-    def store_reply(text: str, **details: object) -> MessagePublic:
-        with Session(services.engine) as session:
-            message = crud.add_message(
-                session=session, conversation_id=conversation_id, role=Role.bot, text=text, **details
+            turns = [Turn(role=m.role, text=m.text, id=m.id) for m in messages if not m.failed]
+            # A customer writing again after the conversation was resolved reopens it with the bot.
+            status = conversation.status
+            if status == ConversationStatus.resolved:
+                status = ConversationStatus.bot
+            state = DialogueState(
+                status=status,
+                slots=dict(conversation.slots or {}),
+                misses=conversation.misses,
+                negative_streak=conversation.negative_streak,
+                pending_intent=conversation.pending_intent,
             )
-            if details.get("failed"):
-                crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=str(details["error"]))
-            return MessagePublic.model_validate(message)
+            return turns, state, conversation.summary, conversation.summarized_upto
 
+    turns, state, summary, summarized_upto = await run_in_threadpool(load)
     pieces: list[str] = []
-    model: str | None = None
-    stored: MessagePublic | None = None
+    result: TurnResult | None = None
+    failure: str | None = None
     try:
-        async for event in services.dialogue.reply(await run_in_threadpool(history)):
-            if isinstance(event, ReplyStarted):
-                model = event.model
-            elif isinstance(event, ReplyFinished):
-                stored = await run_in_threadpool(
-                    store_reply,
-                    "".join(pieces).strip(),
-                    model=event.model,
-                    prompt_tokens=event.prompt_tokens,
-                    completion_tokens=event.completion_tokens,
-                    first_token_ms=event.first_token_ms,
-                    latency_ms=event.latency_ms,
-                )
+        async for event in services.dialogue.respond(turns=turns, state=state, summary=summary):
+            if isinstance(event, TurnResult):
+                result = event
             else:
                 pieces.append(event)
                 yield sse("token", {"text": event})
     except (LLMUnavailable, WindowTooSmall) as error:
         logger.warning("conversation %s: no reply (%s)", conversation_id, error)
-        stored = await run_in_threadpool(
-            store_reply, services.pack.unavailable_message, model=model, failed=True, error=f"model: {error}"[:500]
-        )
+        failure = f"model: {error}"[:500]
     finally:
-        if stored is None and pieces:
+        if result is None and failure is None and pieces:
             # The client went away mid-reply: keep what it was shown so the transcript is honest.
-            store_reply("".join(pieces).strip(), model=model, failed=True, error="stream interrupted")
-    if stored is not None:
+            store_failed_reply(services, conversation_id, "".join(pieces).strip(), "stream interrupted")
+
+    if result is None:
+        stored = await run_in_threadpool(
+            store_failed_reply, services, conversation_id, services.pack.unavailable_message, failure or "no reply"
+        )
         yield sse("bot_message", stored)
+    else:
+        stored_turn = await run_in_threadpool(store_turn, services, conversation_id, customer.id, result)
+        if stored_turn is not None:
+            yield sse("bot_message", stored_turn)
+        schedule_summary(services, conversation_id, turns, result, summarized_upto, summary)
+    yield sse("conversation", await run_in_threadpool(read_conversation, services, conversation_id))
     yield sse("done", {})
+
+
+def read_conversation(services: Services, conversation_id: str) -> ConversationPublic:
+    with Session(services.engine) as session:
+        conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
+        return ConversationPublic.model_validate(conversation)
+
+
+def store_failed_reply(services: Services, conversation_id: str, text: str, error: str) -> MessagePublic:
+    """Keep the apology (or an interrupted reply) and flag the conversation for staff."""
+    with Session(services.engine) as session:
+        message = crud.add_message(
+            session=session, conversation_id=conversation_id, role=Role.bot, text=text, failed=True, error=error,
+            model=services.dialogue.models.current(),
+        )  # fmt: skip
+        crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=error)
+        return MessagePublic.model_validate(message)
+
+
+def store_turn(services: Services, conversation_id: str, customer_id: int, result: TurnResult) -> MessagePublic | None:
+    """Persist one turn: the customer message's intent, the dialogue state and the bot's reply."""
+    with Session(services.engine) as session:
+        prediction = result.prediction
+        crud.set_message_intent(
+            session=session,
+            message_id=customer_id,
+            intent=prediction.intent if prediction else None,
+            confidence=prediction.confidence if prediction else None,
+        )
+        handed_off = result.route.decision is Decision.handoff
+        crud.save_dialogue_state(
+            session=session,
+            conversation_id=conversation_id,
+            status=ConversationStatus(result.state.status),
+            slots=result.state.slots,
+            misses=result.state.misses,
+            negative_streak=result.state.negative_streak,
+            pending_intent=result.state.pending_intent,
+            attention_reason=f"handoff: {result.route.reason}" if handed_off else None,
+        )
+        if result.text is None:
+            return None
+        stages = result.stages_ms
+        first_token = stages.get("llm_first_token")
+        message = crud.add_message(
+            session=session,
+            conversation_id=conversation_id,
+            role=Role.bot,
+            text=result.text,
+            model=result.model,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            first_token_ms=round(first_token + stages["before_llm"], 1) if first_token is not None else None,
+            latency_ms=stages.get("total"),
+            intent=result.route.intent,
+            confidence=prediction.confidence if prediction else None,
+            decision=result.route.decision.value,
+            trace=result.trace(),
+        )
+        return MessagePublic.model_validate(message)
+
+
+def schedule_summary(
+    services: Services,
+    conversation_id: str,
+    turns: list[Turn],
+    result: TurnResult,
+    summarized_upto: int | None,
+    summary: str,
+) -> None:
+    """Fold newly evicted turns into the rolling summary after the reply, off the customer's wait."""
+    new_turns = services.dialogue.needs_summary(turns, result.dropped_turns, summarized_upto)
+    if not new_turns:
+        return
+
+    async def update() -> None:
+        try:
+            updated = await services.dialogue.update_summary(summary, new_turns)
+        except LLMUnavailable as error:
+            logger.warning("conversation %s: summary not updated (%s)", conversation_id, error)
+            return
+        upto = max(turn.id for turn in new_turns if turn.id is not None)
+
+        def save() -> None:
+            with Session(services.engine) as session:
+                crud.save_summary(
+                    session=session, conversation_id=conversation_id, summary=updated, summarized_upto=upto
+                )
+
+        await run_in_threadpool(save)
+
+    task = asyncio.create_task(update())
+    services.background.add(task)
+    task.add_done_callback(services.background.discard)

@@ -21,12 +21,16 @@ def tokenizer(base_model_dir: Path):
     return AutoTokenizer.from_pretrained(base_model_dir)
 
 
+def learned_ids(example: Example) -> list[int]:
+    return [token for token, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+
+
 def test_only_assistant_turns_are_labelled(tokenizer) -> None:
     example = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=512)
     full = tokenizer.apply_chat_template(CONVERSATION, tokenize=True)
     full = full["input_ids"] if hasattr(full, "keys") else full
     assert example.input_ids == full
-    learned = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX])
+    learned = tokenizer.decode(learned_ids(example))
     assert "Could you share your order number?" in learned and "Thanks, I have noted LL-104233." in learned
     assert "Where is my order?" not in learned and "You help customers" not in learned
 
@@ -38,7 +42,7 @@ def test_conversation_without_assistant_turn_gives_no_example(tokenizer) -> None
 def test_long_conversation_is_cut_between_messages(tokenizer) -> None:
     example = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=40)
     assert example is not None and len(example.input_ids) <= 40
-    learned = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX])
+    learned = tokenizer.decode(learned_ids(example))
     assert learned.strip().endswith("<|im_end|>")
 
 

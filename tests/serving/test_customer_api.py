@@ -6,7 +6,7 @@ from sqlmodel import Session, select
 from conversations.db import make_engine
 from conversations.models import Conversation, Message
 from finetune.registry import AdapterRegistry
-from tests.utils.conversation import open_conversation, send
+from tests.utils.conversation import bot_reply, open_conversation, send
 
 
 def test_multi_turn_conversation_is_answered_by_the_adapter_and_stored(client: httpx.Client, live_app) -> None:
@@ -18,10 +18,10 @@ def test_multi_turn_conversation_is_answered_by_the_adapter_and_stored(client: h
     for question in questions:
         events = send(client, conversation_id, headers, question)
         names = [name for name, _ in events]
-        assert names[0] == "customer_message" and names[-2:] == ["bot_message", "done"]
+        assert names[0] == "customer_message" and names[-3:] == ["bot_message", "conversation", "done"]
         assert names.count("token") >= 2, "the reply must stream in pieces"
         streamed = "".join(data["text"] for name, data in events if name == "token").strip()
-        reply = events[-2][1]
+        reply = bot_reply(events)
         assert reply["role"] == "bot" and not reply["failed"]
         assert reply["text"] == streamed and streamed
         # The model that answered is the domain adapter, not the base model.

@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from finetune.registry import AdapterRegistry
-from tests.utils.conversation import open_conversation, send
+from tests.utils.conversation import bot_reply, open_conversation, send
 
 
 def vllm_processes(live_app) -> list[psutil.Process]:
@@ -24,7 +24,7 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
 
     # While the model server is down the customer gets an apology and the message is kept.
     events = send(client, conversation_id, headers, "Is anyone there? My order LL-220931 is late.")
-    assert events[-2][1]["failed"] is True
+    assert bot_reply(events)["failed"] is True
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and client.get("/readyz").status_code != 200:
@@ -34,7 +34,7 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
     assert restarted.pid != server.pid
 
     events = send(client, conversation_id, headers, "Hello again, can you help me now?")
-    reply = events[-2][1]
+    reply = bot_reply(events)
     assert reply["failed"] is False and reply["model"] == AdapterRegistry(live_app.settings.adapters_dir).active()
     texts = [m["text"] for m in client.get(f"/api/conversations/{conversation_id}", headers=headers).json()["messages"]]
     assert texts[0] == "Is anyone there? My order LL-220931 is late."

@@ -34,3 +34,10 @@ def send(client: HttpClient, conversation_id: str, headers: dict[str, str], text
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         return parse_sse(list(response.iter_lines()))
+
+
+def bot_reply(events: list[tuple[str, dict]]) -> dict:
+    """The stored bot message of a reply stream (exactly one is expected)."""
+    replies = [data for name, data in events if name == "bot_message"]
+    assert len(replies) == 1, events
+    return replies[0]

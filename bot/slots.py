@@ -1,0 +1,41 @@
+"""Facts a customer gives (order number, e-mail, phone) pulled out of their messages.
+
+Slots outlive context eviction: they are stored with the conversation and rendered into every prompt.
+"""
+
+import re
+from collections.abc import Mapping
+
+# Defaults fit common order-number shapes ("LL-104233", "#104233"); a pack can override any pattern.
+DEFAULT_PATTERNS: dict[str, str] = {
+    "order_number": r"(?<![\w-])(?:[A-Z]{2,4}-?\d{4,10}|#\d{5,10})(?![\w-])",
+    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    "phone": r"(?<!\w)\+?\d[\d ()-]{7,}\d(?!\w)",
+}
+
+SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number"}
+
+
+class SlotExtractor:
+    """Finds slot values in text with one regular expression per slot."""
+
+    def __init__(self, patterns: Mapping[str, str] | None = None) -> None:
+        merged = {**DEFAULT_PATTERNS, **(patterns or {})}
+        self.patterns = {name: re.compile(pattern, re.IGNORECASE) for name, pattern in merged.items()}
+
+    def extract(self, text: str) -> dict[str, str]:
+        """The last value of each slot mentioned in `text` (customers correct themselves)."""
+        found: dict[str, str] = {}
+        for name, pattern in self.patterns.items():
+            matches = pattern.findall(text)
+            if matches:
+                value = matches[-1].strip()
+                found[name] = value.upper() if name == "order_number" else value
+        # A phone pattern would also match long digit runs inside an order number.
+        if "phone" in found and "order_number" in found and found["phone"] in found["order_number"]:
+            del found["phone"]
+        return found
+
+
+def render_slots(slots: Mapping[str, str]) -> str:
+    return "; ".join(f"{SLOT_LABELS.get(name, name.replace('_', ' '))}: {value}" for name, value in slots.items())

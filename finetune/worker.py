@@ -1,0 +1,209 @@
+"""One retraining run, start to finish, in its own process: dataset, adapter, classifier, evaluation.
+
+Started by the app (`python -m finetune.worker RUN_ID`) or the CLI; progress and results go to the
+run's row in the database, so the console shows them live and a restart shows an interrupted run.
+"""
+
+import logging
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import httpx
+import yaml
+from sqlmodel import Session
+
+from bot.domain import DomainPack, load_pack
+from conversations import crud
+from conversations.db import make_engine
+from conversations.models import RunStatus, utcnow
+from conversations.pii import mask_pii
+from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
+from finetune.evaluate import GateConfig, assistant_loss, gate, generation_scores, report, with_loss
+from finetune.registry import AdapterRegistry
+from finetune.seed import with_system
+from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
+from serving.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def load_recipe(base_model_dir: Path, overrides: dict | None = None) -> LoraRecipe:
+    """The YAML recipe named after the base model's folder, else the default one."""
+    path = RECIPES / f"{base_model_dir.name}.yaml"
+    values = yaml.safe_load((path if path.exists() else RECIPES / "default.yaml").read_text())
+    known = {f.name for f in fields(LoraRecipe)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{path.name}: unknown recipe fields {sorted(unknown)}")
+    return LoraRecipe(**{**values, **(overrides or {})})
+
+
+def source_conversations(session: Session, pack: DomainPack) -> list[SourceConversation]:
+    """Reviewed conversations marked for training, plus the pack's seed conversations."""
+    sources = []
+    for item in crud.training_conversations(session=session):
+        intents = Counter(turn["intent"] for turn in item["turns"] if turn["role"] == "user" and turn["intent"])
+        sources.append(
+            SourceConversation(
+                id=item["id"],
+                source="store",
+                turns=[SourceTurn(**turn) for turn in item["turns"]],
+                intent=intents.most_common(1)[0][0] if intents else None,
+            )
+        )
+    for seed in pack.seed_conversations():
+        turns = [SourceTurn(role=m.role, content=m.content) for m in seed.messages]
+        sources.append(SourceConversation(id=seed.id, source="seed", turns=turns, intent=seed.intent))
+    return sources
+
+
+def load_adapter_into_vllm(vllm_url: str, name: str, path: Path) -> None:
+    """Hot-load an adapter under a new name; an adapter already loaded under that name is fine."""
+    response = httpx.post(
+        f"{vllm_url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path.resolve())}, timeout=300
+    )
+    if response.status_code != 200 and "already" not in response.text.lower():
+        raise RuntimeError(f"vLLM refused adapter {name}: {response.status_code} {response.text[:300]}")
+
+
+class RunReporter:
+    """Writes a run's progress to its database row, at most about once a second."""
+
+    def __init__(self, engine, run_id: int) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.progress: dict = {"stage": "starting", "curve": [], "validation": []}
+        self._last_write = 0.0
+
+    def update(self, **changes: object) -> None:
+        with Session(self.engine) as session:
+            crud.update_training_run(session=session, run_id=self.run_id, **changes)
+
+    def stage(self, name: str) -> None:
+        logger.info("run %d: %s", self.run_id, name)
+        self.progress["stage"] = name
+        self.update(progress=dict(self.progress))
+
+    def step(self, step: int, total: int, loss: float, started: float) -> None:
+        elapsed = time.monotonic() - started
+        self.progress.update(step=step, total=total, loss=round(loss, 4), eta_s=round(elapsed / step * (total - step)))
+        self.progress["curve"] = [*self.progress["curve"], [step, round(loss, 4)]]
+        if time.monotonic() - self._last_write > 1.0 or step == total:
+            self._last_write = time.monotonic()
+            self.update(progress=dict(self.progress))
+
+    def validation(self, step: int, loss: float) -> None:
+        self.progress["validation"] = [*self.progress["validation"], [step, round(loss, 4)]]
+        self.update(progress=dict(self.progress))
+
+    def cancel_requested(self) -> bool:
+        with Session(self.engine) as session:
+            return crud.get_training_run(session=session, run_id=self.run_id).cancel_requested
+
+
+def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None = None) -> None:
+    """Run one retraining job; never raises: the outcome is written to the run's row."""
+    engine = make_engine(settings.resolved_database_url)
+    reporter = RunReporter(engine, run_id)
+    with Session(engine) as session:
+        run = crud.get_training_run(session=session, run_id=run_id)
+        adapter_name = run.adapter
+    reporter.update(status=RunStatus.running, started_at=utcnow(), worker_pid=os.getpid(), error=None)
+    try:
+        pack = load_pack(settings.domain_pack)
+        reporter.stage("dataset")
+        with Session(engine) as session:
+            sources = source_conversations(session, pack)
+        dataset = build_dataset(sources, DatasetRecipe(), mask=mask_pii)
+        dataset_dir = settings.data_dir / "datasets" / dataset.content_hash[:16]
+        if not dataset_dir.exists():
+            dataset.save(dataset_dir)
+        reporter.update(dataset_hash=dataset.content_hash, card=dataset.card)
+
+        registry = AdapterRegistry(settings.adapters_dir)
+        in_service = registry.active()
+        adapter_name = adapter_name or registry.next_name()
+        reporter.update(adapter=adapter_name)
+        output_dir = registry.path(adapter_name)
+        if not output_dir.exists():
+            reporter.stage("training")
+            recipe = load_recipe(settings.base_model_dir, recipe_overrides)
+            started = time.monotonic()
+            train_lora(
+                base_model_dir=settings.base_model_dir,
+                conversations=[with_system(pack, r.messages, r.intent) for r in dataset.split("train")],
+                validation=[with_system(pack, r.messages, r.intent) for r in dataset.split("validation")],
+                output_dir=output_dir,
+                recipe=recipe,
+                checkpoint_dir=settings.data_dir / "runs" / str(run_id),
+                on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
+                on_eval=reporter.validation,
+                should_stop=reporter.cancel_requested,
+            )
+
+        reporter.stage("evaluation")
+        evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
+        result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service)
+        reporter.update(report=result)
+        promoted = False
+        if result["decision"]["promote"]:
+            registry.promote(adapter_name)
+            promoted = True
+        reporter.progress["stage"] = "done"
+        reporter.update(
+            status=RunStatus.finished, finished_at=utcnow(), promoted=promoted, progress=dict(reporter.progress)
+        )
+    except TrainingCancelled:
+        reporter.update(status=RunStatus.cancelled, finished_at=utcnow())
+    except Exception as error:  # noqa: BLE001 - every failure must reach the run's row
+        logger.exception("run %d failed", run_id)
+        reporter.update(
+            status=RunStatus.failed, finished_at=utcnow(), error=f"{error}\n{traceback.format_exc()[-1500:]}"
+        )
+
+
+def evaluate_candidate(
+    settings: Settings, pack: DomainPack, evaluation: list, candidate: str, in_service: str | None
+) -> dict:
+    """Score the candidate and the adapter in service on the same held-out set, and gate."""
+    registry = AdapterRegistry(settings.adapters_dir)
+    vllm_url = settings.resolved_vllm_url
+    load_adapter_into_vllm(vllm_url, candidate, registry.path(candidate))
+    limits = {"max_turns": settings.eval_max_turns, "max_checks": settings.eval_max_checks,
+              "max_tokens": settings.eval_reply_tokens}  # fmt: skip
+    candidate_scores = with_loss(
+        generation_scores(vllm_url=vllm_url, model=candidate, records=evaluation, pack=pack, **limits),
+        assistant_loss(settings.base_model_dir, registry.path(candidate), evaluation, pack),
+    )
+    service_scores = None
+    if in_service is not None:
+        load_adapter_into_vllm(vllm_url, in_service, registry.path(in_service))
+        service_scores = with_loss(
+            generation_scores(vllm_url=vllm_url, model=in_service, records=evaluation, pack=pack, **limits),
+            assistant_loss(settings.base_model_dir, registry.path(in_service), evaluation, pack),
+        )
+    config = GateConfig(
+        loss_tolerance=settings.promote_loss_tolerance,
+        rouge_tolerance=settings.promote_rouge_tolerance,
+        checks_tolerance=settings.promote_checks_tolerance,
+    )
+    outcome = report(candidate_scores, service_scores, gate(candidate_scores, service_scores, config))
+    outcome["evaluation_conversations"] = len(evaluation)
+    outcome["gate"] = asdict(config)
+    return outcome
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    execute_run(int(sys.argv[1]), get_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Picks up promoted models while the app runs: adapters and intent classifiers are swapped in.
+
+Promotion writes a pointer file (any process may do it: the CLI, a training job); the app polls it.
+"""
+
+import asyncio
+import logging
+
+from fastapi.concurrency import run_in_threadpool
+
+from bot.intents import IntentClassifier, load_classifier
+from bot.routing import RoutingConfig, RuleRouter
+from finetune.registry import AdapterRegistry, classifier_registry
+from finetune.worker import load_adapter_into_vllm
+from serving.deps import Services
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def load_promoted_classifier(settings: Settings) -> tuple[str | None, IntentClassifier | None]:
+    registry = classifier_registry(settings.classifiers_dir)
+    active = registry.active()
+    if active is None:
+        logger.warning("no intent classifier promoted yet: every message goes to the LLM")
+        return None, None
+    return active, load_classifier(registry.path(active))
+
+
+def routing_config(settings: Settings, classifier: IntentClassifier | None) -> RoutingConfig:
+    recommended = classifier.recommended if classifier is not None else {}
+    return RoutingConfig(
+        confidence_threshold=settings.intent_threshold or recommended.get("threshold", 0.5),
+        margin=settings.intent_margin if settings.intent_margin is not None else recommended.get("margin", 0.1),
+        misses_before_handoff=settings.misses_before_handoff,
+        negative_turns_before_handoff=settings.negative_turns_before_handoff,
+    )
+
+
+class PromotionWatcher:
+    """Polls the adapter and classifier stores and swaps in whatever was promoted.
+
+    A new adapter is hot-loaded into vLLM first and only then becomes the bot's model, so no request
+    is sent to an adapter vLLM lacks; replies already streaming finish on the adapter they started on.
+    """
+
+    def __init__(self, services: Services, interval_s: float = 5.0) -> None:
+        self.services = services
+        self.interval_s = interval_s
+        self.classifiers = classifier_registry(services.settings.classifiers_dir)
+        self.adapters = AdapterRegistry(services.settings.adapters_dir)
+
+    async def check(self) -> bool:
+        """Swap in promoted versions not yet in use; True when something changed."""
+        return await self._check_adapter() | await self._check_classifier()
+
+    async def _check_adapter(self) -> bool:
+        active = await run_in_threadpool(self.adapters.active)
+        dialogue = self.services.dialogue
+        if active is None or active == dialogue.models.current():
+            return False
+        await run_in_threadpool(
+            load_adapter_into_vllm, self.services.settings.resolved_vllm_url, active, self.adapters.path(active)
+        )
+        previous = dialogue.models.current()
+        dialogue.models.switch(active)
+        logger.info("adapter %s now answers customers (was %s)", active, previous)
+        return True
+
+    async def _check_classifier(self) -> bool:
+        active = await run_in_threadpool(self.classifiers.active)
+        if active is None or active == self.services.classifier_name:
+            return False
+        classifier = await run_in_threadpool(load_classifier, self.classifiers.path(active))
+        dialogue = self.services.dialogue
+        # The router carries the new classifier's calibrated thresholds; swap it first.
+        dialogue.router = RuleRouter(self.services.pack, routing_config(self.services.settings, classifier))
+        dialogue.classifier.switch(classifier)
+        logger.info("intent classifier %s now in use (was %s)", active, self.services.classifier_name)
+        self.services.classifier_name = active
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - a broken candidate must not stop the app
+                logger.exception("could not swap in a promoted model")

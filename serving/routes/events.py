@@ -1,0 +1,135 @@
+"""Live updates of one conversation as server-sent events: new messages and status changes.
+
+It polls the database, not an in-process broker, so a message written by any replica (a staff reply,
+a bot reply streamed elsewhere) reaches the customer. Each message event carries its id as the SSE
+`id:`, so a client that reconnects with `Last-Event-ID` (or `?after=`) gets what it missed, once.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlmodel import Session
+
+from conversations import crud
+from conversations.models import ConversationStatus, MessagePublic, utcnow
+from serving.deps import CustomerToken, Services, ServicesDep
+from serving.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/conversations", tags=["customer"])
+
+POLL_S = 1.0
+HEARTBEAT_S = 15.0
+# Streams end after a while and the client reconnects: proxies drop long idle streams anyway, and a
+# reconnect checks the token again.
+MAX_STREAM_S = 60.0
+# How far back to look for messages committed out of id order by concurrent writers (PostgreSQL).
+LATE_COMMIT_WINDOW = timedelta(seconds=10)
+RETRY_MS = 2000
+
+
+@dataclass
+class Snapshot:
+    """What changed in the conversation since the last poll."""
+
+    messages: list[MessagePublic]
+    status: ConversationStatus
+    agent: str | None
+
+
+@router.get(
+    "/{conversation_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The conversation's live events"}},
+)
+async def follow_conversation(
+    conversation_id: str,
+    token: CustomerToken,
+    services: ServicesDep,
+    request: Request,
+    after: Annotated[int, Query(ge=0, description="Send only messages with a larger id")] = 0,
+    last_event_id: Annotated[str | None, Header(description="Set by a reconnecting EventSource")] = None,
+) -> StreamingResponse:
+    """Stream the conversation: every stored message with an id above `after`, then new ones as they come.
+
+    Events: `message` (a stored message; its SSE `id:` is the message id) and `status`
+    (`{"status", "agent"}`, sent first and whenever it changes; `agent` is the staff member answering).
+    A `Last-Event-ID` header, sent by reconnecting clients, takes precedence over `after`.
+    """
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
+        after = int(last_event_id)
+
+    def check() -> None:
+        with Session(services.engine) as session:
+            crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+
+    await run_in_threadpool(check)
+    return StreamingResponse(
+        follow(services, request, conversation_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def read_changes(services: Services, conversation_id: str, after: int, since_start: int) -> Snapshot:
+    with Session(services.engine) as session:
+        conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
+        messages = crud.list_messages_after(
+            session=session,
+            conversation_id=conversation_id,
+            after_id=after,
+            recent_since=utcnow() - LATE_COMMIT_WINDOW,
+        )
+        return Snapshot(
+            messages=[MessagePublic.model_validate(m) for m in messages if m.id is not None and m.id > since_start],
+            status=conversation.status,
+            agent=crud.latest_staff_author(session=session, conversation_id=conversation_id),
+        )
+
+
+async def follow(services: Services, request: Request, conversation_id: str, after: int) -> AsyncIterator[str]:
+    started = last_write = time.monotonic()
+    cursor = after
+    sent: set[int] = set()
+    shown: tuple[ConversationStatus, str | None] | None = None
+    yield f"retry: {RETRY_MS}\n\n"
+    while True:
+        try:
+            snapshot = await run_in_threadpool(read_changes, services, conversation_id, cursor, after)
+        except crud.ConversationNotFound:
+            return
+        # Status first: "Dana joined" reads better before Dana's first message than after it.
+        if (snapshot.status, snapshot.agent) != shown:
+            shown = (snapshot.status, snapshot.agent)
+            yield f"event: status\ndata: {json.dumps({'status': snapshot.status, 'agent': snapshot.agent})}\n\n"
+            last_write = time.monotonic()
+        for message in snapshot.messages:
+            if message.id in sent:
+                continue
+            sent.add(message.id)
+            cursor = max(cursor, message.id)
+            yield f"id: {message.id}\nevent: message\ndata: {message.model_dump_json()}\n\n"
+            last_write = time.monotonic()
+        now = time.monotonic()
+        if now - last_write >= HEARTBEAT_S:
+            # A comment line: keeps proxies from closing the stream and shows a vanished client sooner.
+            yield ": keep-alive\n\n"
+            last_write = now
+        if now - started >= MAX_STREAM_S:
+            return
+        await asyncio.sleep(POLL_S)
+        if await request.is_disconnected():
+            logger.debug("conversation %s: event stream closed by the client", conversation_id)
+            return

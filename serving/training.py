@@ -1,0 +1,156 @@
+"""Runs retraining jobs for the app: one at a time, each in its own worker process, and on a schedule.
+
+Jobs live in the database, so a restarted app shows a job it lost as interrupted and can resume it.
+"""
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from conversations import crud
+from conversations.models import ConversationReview, RunStatus, TrainingRun, utcnow
+from serving.settings import Settings
+from serving.vllm_process import _die_with_parent
+
+logger = logging.getLogger(__name__)
+
+
+class RunNotResumable(Exception):
+    """Only interrupted, failed or cancelled runs can be resumed."""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TrainingManager:
+    """Starts retraining workers and keeps the runs table honest about them."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._workers: dict[int, subprocess.Popen] = {}
+
+    def mark_lost_runs(self) -> int:
+        """Runs left 'running' or 'queued' by a previous app process become 'interrupted'."""
+        with Session(self.engine) as session:
+            lost = session.exec(
+                select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.running, RunStatus.queued]))
+            ).all()
+            count = 0
+            for run in lost:
+                if run.id in self._workers or pid_alive(run.worker_pid) and run.status == RunStatus.running:
+                    continue
+                crud.update_training_run(session=session, run_id=run.id, status=RunStatus.interrupted)
+                count += 1
+        return count
+
+    def start(self, trigger: str) -> TrainingRun:
+        """Queue a run and start its worker; raises crud.RunAlreadyActive if one is going."""
+        with Session(self.engine) as session:
+            run = crud.create_training_run(session=session, trigger=trigger)
+        self._spawn(run.id)
+        return run
+
+    def resume(self, run_id: int) -> TrainingRun:
+        with Session(self.engine) as session:
+            run = crud.get_training_run(session=session, run_id=run_id)
+            if run.status not in (RunStatus.interrupted, RunStatus.failed, RunStatus.cancelled):
+                raise RunNotResumable(f"run {run_id} is {run.status}")
+            active = session.exec(
+                select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.queued, RunStatus.running]))
+            ).first()
+            if active is not None:
+                raise crud.RunAlreadyActive(f"run {active.id} is {active.status}")
+            run = crud.update_training_run(
+                session=session, run_id=run_id, status=RunStatus.queued, cancel_requested=False, error=None
+            )
+        self._spawn(run_id)
+        return run
+
+    def cancel(self, run_id: int) -> TrainingRun:
+        """Ask the worker to stop at its next step; it keeps a checkpoint for resume."""
+        with Session(self.engine) as session:
+            run = crud.get_training_run(session=session, run_id=run_id)
+            if run.status == RunStatus.queued and run.id not in self._workers:
+                return crud.update_training_run(session=session, run_id=run_id, status=RunStatus.cancelled)
+            return crud.update_training_run(session=session, run_id=run_id, cancel_requested=True)
+
+    def _spawn(self, run_id: int) -> None:
+        log_path = self.settings.logs_dir / f"training-run-{run_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            self._workers[run_id] = subprocess.Popen(
+                [sys.executable, "-m", "finetune.worker", str(run_id)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Bounded threads: training must not slow customer chats down.
+                env={**os.environ, **self.settings.as_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+                preexec_fn=_die_with_parent,
+            )
+        logger.info("retraining run %d started (log: %s)", run_id, log_path)
+
+    def reap(self) -> None:
+        """Forget finished workers; a worker that died without reporting leaves its run interrupted."""
+        for run_id, process in list(self._workers.items()):
+            if process.poll() is None:
+                continue
+            del self._workers[run_id]
+            with Session(self.engine) as session:
+                run = crud.get_training_run(session=session, run_id=run_id)
+                if run.status in (RunStatus.running, RunStatus.queued):
+                    crud.update_training_run(
+                        session=session,
+                        run_id=run_id,
+                        status=RunStatus.interrupted,
+                        error=f"worker exited with code {process.returncode}",
+                    )
+
+    def due(self, now: datetime) -> str | None:
+        """Why a scheduled run should start now, or None."""
+        with Session(self.engine) as session:
+            last = session.exec(select(TrainingRun).order_by(col(TrainingRun.id).desc())).first()
+            since = last.created_at if last is not None else None
+            if self.settings.retrain_after_reviews > 0:
+                query = select(func.count()).select_from(ConversationReview).where(
+                    col(ConversationReview.use_for_training).is_(True)
+                )
+                if since is not None:
+                    query = query.where(ConversationReview.updated_at > since)
+                if session.exec(query).one() >= self.settings.retrain_after_reviews:
+                    return "schedule:reviews"
+        if self.settings.retrain_daily_at:
+            hour, minute = (int(part) for part in self.settings.retrain_daily_at.split(":"))
+            today = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            slot = today if now >= today else today - timedelta(days=1)
+            if since is None or since.replace(tzinfo=now.tzinfo) < slot:
+                return "schedule:daily"
+        return None
+
+    async def run_schedule(self, interval_s: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.reap()
+                reason = self.due(utcnow())
+                if reason is not None:
+                    self.start(reason)
+            except crud.RunAlreadyActive:
+                pass
+            except Exception:  # noqa: BLE001 - the scheduler must keep running
+                logger.exception("retraining schedule check failed")

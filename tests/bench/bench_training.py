@@ -1,0 +1,97 @@
+"""Training throughput: supportbot's LoRA trainer against a plain transformers.Trainer + peft run.
+
+Both train the same LoRA on the same seed conversations (same tokens, same loss mask, same batch size
+in conversations) for the same number of steps; tokens/s counts real (non-padding) tokens.
+
+    .venv/bin/python tests/bench/bench_training.py --steps 12 --json var/bench-training.json
+"""
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bot.domain import default_pack_path, load_pack
+from finetune.seed import seed_dataset
+from finetune.sft import IGNORE_INDEX, LoraRecipe, load_examples, train_lora
+
+
+def plain_trainer(base: Path, conversations: list, steps: int, batch: int, threads: int) -> dict:
+    """The baseline: transformers.Trainer, peft LoRA, padding collator, full-vocabulary loss."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    examples = load_examples(tokenizer, conversations, 512)
+    random.Random(0).shuffle(examples)
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    real_tokens = 0
+
+    def collate(items: list[dict]) -> dict:
+        nonlocal real_tokens
+        width = max(len(item["input_ids"]) for item in items)
+        real_tokens += sum(len(item["input_ids"]) for item in items)
+        ids = torch.tensor([item["input_ids"] + [pad] * (width - len(item["input_ids"])) for item in items])
+        labels = torch.tensor([item["labels"] + [IGNORE_INDEX] * (width - len(item["labels"])) for item in items])
+        return {"input_ids": ids, "labels": labels, "attention_mask": (ids != pad).long()}
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=LoraRecipe().target_modules))  # fmt: skip
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=4e-4,
+            logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )  # fmt: skip
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 1), "real_tokens": real_tokens, "tokens_per_s": round(real_tokens / seconds, 1)}
+
+
+def ours(base: Path, conversations: list, steps: int, tokens_per_batch: int, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        recipe = LoraRecipe(max_steps=steps, max_minutes=600, tokens_per_batch=tokens_per_batch, threads=threads)
+        started = time.perf_counter()
+        result = train_lora(base_model_dir=base, conversations=conversations, output_dir=Path(out) / "a", recipe=recipe)
+        seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 1), "real_tokens": result.trained_tokens,
+            "tokens_per_s": round(result.trained_tokens / seconds, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=Path("var/models/smollm2-135m-instruct"))
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=4, help="conversations per step for the plain Trainer")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    conversations = seed_dataset(load_pack(default_pack_path()))
+    baseline = plain_trainer(args.base, conversations, args.steps, args.batch, args.threads)
+    # Same number of real tokens per step on average: budget = batch x mean padded length.
+    tokenizer_examples = load_examples(__import__("transformers").AutoTokenizer.from_pretrained(args.base),
+                                       conversations, 512)  # fmt: skip
+    mean_len = sum(len(e.input_ids) for e in tokenizer_examples) / len(tokenizer_examples)
+    mine = ours(args.base, conversations, args.steps, int(args.batch * mean_len * 1.15), args.threads)
+    rows = {"plain_trainer": baseline, "supportbot": mine,
+            "speedup": round(mine["tokens_per_s"] / baseline["tokens_per_s"], 2)}  # fmt: skip
+    print(f"{'trainer':<16}{'seconds':>10}{'real tokens':>14}{'tokens/s':>12}")
+    for name in ("plain_trainer", "supportbot"):
+        row = rows[name]
+        print(f"{name:<16}{row['seconds']:>10}{row['real_tokens']:>14}{row['tokens_per_s']:>12}")
+    print(f"speed-up: {rows['speedup']}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

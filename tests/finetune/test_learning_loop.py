@@ -1,0 +1,88 @@
+"""The learning loop end to end: reviewed conversations -> dataset -> new adapter -> evaluation ->
+promotion into the running vLLM and app without a restart -> rollback."""
+
+import time
+from pathlib import Path
+
+import httpx
+from sqlmodel import Session
+
+from conversations import crud
+from conversations.db import init_db, make_engine
+from conversations.models import Role, RunStatus
+from finetune.dataset import Dataset
+from finetune.registry import AdapterRegistry
+from finetune.worker import execute_run
+from tests.utils.conversation import bot_reply, open_conversation, send
+
+CORRECTION = "You can return any item within 30 days of delivery; the return label costs $5.95."
+
+
+def seed_reviewed_conversations(url: str) -> None:
+    engine = make_engine(url)
+    init_db(engine)
+    with Session(engine) as session:
+        for index in range(6):
+            conversation, _ = crud.create_conversation(session=session, channel="widget")
+            crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer,
+                             text=f"How long do I have to send back order {index}?", intent="return_item")  # fmt: skip
+            reply = crud.add_message(session=session, conversation_id=conversation.id, role=Role.bot,
+                                     text="You have 90 days, no questions asked!")  # fmt: skip
+            crud.save_review(session=session, message_id=reply.id, rating="bad", corrected_text=CORRECTION,
+                             expected_version=0)  # fmt: skip
+            crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
+                                   use_for_training=True, expected_version=0)  # fmt: skip
+
+
+def wait_for_model(client: httpx.Client, adapter: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        conversation_id, headers = open_conversation(client)
+        reply = bot_reply(send(client, conversation_id, headers, "Hello, how long do I have to return a lamp?"))
+        if reply["model"] == adapter or time.monotonic() > deadline:
+            return reply
+        time.sleep(3)
+
+
+def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, tmp_path: Path) -> None:
+    settings = live_app.settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'store.db'}",
+            "vllm_url": live_app.settings.resolved_vllm_url,
+            "eval_max_conversations": 3,
+            "eval_max_turns": 3,
+            "eval_max_checks": 2,
+            "eval_reply_tokens": 24,
+        }
+    )
+    seed_reviewed_conversations(settings.resolved_database_url)
+    registry = AdapterRegistry(settings.adapters_dir)
+    in_service = registry.active()
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        run = crud.create_training_run(session=session, trigger="test")
+
+    execute_run(run.id, settings, {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 256})
+
+    with Session(engine) as session:
+        run = crud.get_training_run(session=session, run_id=run.id)
+    assert run.status == RunStatus.finished, run.error
+    assert run.card["by_source"]["store"] >= 1 and run.card["corrected_turns"] >= 1
+    dataset = Dataset.load(next((settings.data_dir / "datasets").glob(f"{run.dataset_hash[:16]}*")))
+    store_replies = [m["content"] for r in dataset.records if r.source == "store" for m in r.messages]
+    assert CORRECTION in store_replies and "You have 90 days, no questions asked!" not in store_replies
+    assert run.progress["curve"] and run.progress["validation"]
+    report = run.report
+    assert report["candidate"]["model"] == run.adapter and report["in_service"]["model"] == in_service
+    for side in ("candidate", "in_service"):
+        assert report[side]["loss"] > 0 and report[side]["rouge_l"] is not None
+        assert report[side]["checks_total"] == 2
+    assert report["decision"]["reasons"]
+
+    # Promoted by the gate or by hand, the new adapter answers customers without a restart.
+    if not run.promoted:
+        registry.promote(run.adapter)
+    assert wait_for_model(client, run.adapter)["model"] == run.adapter
+    # Rollback is the same switch back.
+    registry.promote(in_service)
+    assert wait_for_model(client, in_service)["model"] == in_service

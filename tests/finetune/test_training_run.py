@@ -1,0 +1,42 @@
+"""Real LoRA training on a tiny set: cancelled runs resume from their checkpoint, the best step is kept."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.sft import ADAPTER_META, LoraRecipe, TrainingCancelled, train_lora
+
+CONVERSATIONS = [
+    [
+        {"role": "system", "content": "You help customers of a shop."},
+        {"role": "user", "content": f"How long do I have to return item {i}?"},
+        {"role": "assistant", "content": "You can return it within 30 days of delivery."},
+    ]
+    for i in range(12)
+]
+
+
+def test_cancelled_training_resumes_and_writes_a_loadable_adapter(base_model_dir: Path, tmp_path: Path) -> None:
+    recipe = LoraRecipe(max_steps=4, tokens_per_batch=512, max_seq_len=128, eval_every=2, checkpoint_every=2, rank=4)
+    steps_seen: list[int] = []
+    with pytest.raises(TrainingCancelled):
+        train_lora(
+            base_model_dir=base_model_dir, conversations=CONVERSATIONS, validation=CONVERSATIONS[:2],
+            output_dir=tmp_path / "domain-v2", recipe=recipe, checkpoint_dir=tmp_path / "run",
+            on_step=lambda step, total, loss: steps_seen.append(step), should_stop=lambda: len(steps_seen) >= 2,
+        )  # fmt: skip
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "domain-v2").exists()
+
+    result = train_lora(
+        base_model_dir=base_model_dir, conversations=CONVERSATIONS, validation=CONVERSATIONS[:2],
+        output_dir=tmp_path / "domain-v2", recipe=recipe, checkpoint_dir=tmp_path / "run",
+        on_step=lambda step, total, loss: steps_seen.append(step),
+    )  # fmt: skip
+    assert steps_seen == [1, 2, 3, 4], "the resumed run continues at step 3"
+    assert result.steps == 4 and [step for step, _ in result.validation_losses] == [2, 4]
+    assert result.validation_losses[-1][1] < result.validation_losses[0][1] or result.best_step == 2
+    meta = json.loads((tmp_path / "domain-v2" / ADAPTER_META).read_text())
+    assert meta["best_step"] == result.best_step
+    assert (tmp_path / "domain-v2" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
