@@ -7,6 +7,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from bot.domain import DomainPack, Policy
@@ -71,6 +72,13 @@ class TokenCounter(ABC):
     @abstractmethod
     def count(self, messages: Sequence[dict[str, str]]) -> int: ...
 
+    def count_message(self, message: dict[str, str]) -> int:
+        """Tokens one message adds to a prompt (used to search quickly; the final count is exact)."""
+        if message["role"] == "system":
+            return self.count([message])
+        anchor = {"role": "system", "content": "."}
+        return self.count([anchor, message]) - self.count([anchor])
+
 
 class ChatTemplateCounter(TokenCounter):
     """Exact count: the model's tokenizer applied to its chat template, generation prompt included."""
@@ -84,6 +92,14 @@ class ChatTemplateCounter(TokenCounter):
         ids = self.tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True)
         # transformers 5 returns a BatchEncoding here, 4.x a plain list.
         return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def count_message(self, message: dict[str, str]) -> int:
+        # Earlier turns come back every turn: cache their cost instead of re-tokenizing the history.
+        return self._count_cached(message["role"], message["content"])
+
+    @lru_cache(maxsize=8192)  # noqa: B019 - one counter lives as long as the app
+    def _count_cached(self, role: str, content: str) -> int:
+        return super().count_message({"role": role, "content": content})
 
 
 def relevant_policies(pack: DomainPack, text: str, limit: int = 1) -> list[Policy]:
@@ -132,22 +148,29 @@ class WindowTooSmall(Exception):
 
 
 def fit_recent_turns(*, system: str, turns: Sequence[Turn], budget: int, counter: TokenCounter) -> Prompt:
-    """Keep the system text and as many of the newest whole turns as fit in `budget` tokens."""
+    """Keep the system text and as many of the newest whole turns as fit in `budget` tokens.
+
+    Turns are added newest first using cached per-message costs; the chosen prompt is then counted
+    exactly, and shortened further if the template costs more than the sum of its messages.
+    """
     header = [{"role": "system", "content": system}]
     rendered = [{"role": chat_role(turn), "content": turn.text} for turn in turns]
-    # Search for the smallest start index that fits; cost grows as the start moves back.
-    low, high = 0, len(rendered)
-    while low < high:
-        middle = (low + high) // 2
-        if counter.count(header + rendered[middle:]) <= budget:
-            high = middle
-        else:
-            low = middle + 1
-    start = low
-    # A prompt that opens on an assistant turn confuses small models; start on a customer turn.
-    while start < len(rendered) and rendered[start]["role"] != "user":
+    used = counter.count_message(header[0])
+    start = len(rendered)
+    while start > 0:
+        cost = counter.count_message(rendered[start - 1])
+        if used + cost > budget:
+            break
+        used += cost
+        start -= 1
+    while True:
+        # A prompt that opens on an assistant turn confuses small models; start on a customer turn.
+        while start < len(rendered) and rendered[start]["role"] != "user":
+            start += 1
+        if start >= len(rendered):
+            raise WindowTooSmall(f"the newest message does not fit in {budget} tokens")
+        messages = header + rendered[start:]
+        tokens = counter.count(messages)
+        if tokens <= budget:
+            return Prompt(messages=messages, tokens=tokens, dropped_turns=start)
         start += 1
-    if start >= len(rendered):
-        raise WindowTooSmall(f"the newest message does not fit in {budget} tokens")
-    messages = header + rendered[start:]
-    return Prompt(messages=messages, tokens=counter.count(messages), dropped_turns=start)

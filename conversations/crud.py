@@ -174,9 +174,9 @@ def list_messages_after(
     With `recent_since`, messages written since then are included even when their id is lower: on
     PostgreSQL ids are handed out before commit, so two writers can commit out of id order.
     """
-    newer = Message.id > after_id  # type: ignore[operator]
+    newer = col(Message.id) > after_id
     if recent_since is not None:
-        newer = or_(newer, Message.created_at >= recent_since)  # type: ignore[assignment]
+        newer = or_(newer, col(Message.created_at) >= recent_since)
     statement = select(Message).where(Message.conversation_id == conversation_id, newer).order_by(Message.id)
     return session.exec(statement).all()
 
@@ -185,8 +185,8 @@ def latest_staff_author(*, session: Session, conversation_id: str) -> str | None
     """Display name of the staff member who wrote last in the conversation, if any did."""
     statement = (
         select(Message.author)
-        .where(Message.conversation_id == conversation_id, Message.role == Role.staff, Message.author != None)  # noqa: E711
-        .order_by(Message.id.desc())  # type: ignore[union-attr]
+        .where(Message.conversation_id == conversation_id, Message.role == Role.staff, col(Message.author).is_not(None))
+        .order_by(col(Message.id).desc())
         .limit(1)
     )
     return session.exec(statement).first()
@@ -390,6 +390,9 @@ def update_staff(
 
 def create_staff_session(*, session: Session, staff_id: int, expires_at: datetime) -> tuple[StaffSession, str]:
     """Sign a staff member in; returns the session with the token for the cookie (only its hash is kept)."""
+    # Sessions that ran out are otherwise only removed when their cookie comes back.
+    expired = col(StaffSession.staff_id) == staff_id, col(StaffSession.expires_at) <= utcnow()
+    session.exec(delete(StaffSession).where(*expired))
     token = secrets.token_urlsafe(32)
     staff_session = StaffSession(
         token_hash=hash_token(token), staff_id=staff_id, csrf_token=secrets.token_urlsafe(32), expires_at=expires_at
@@ -451,6 +454,11 @@ def list_audit(
     return session.exec(statement).all()
 
 
+def audit_actions(*, session: Session) -> list[str]:
+    """Every action name the audit log holds, for filtering it."""
+    return list(session.exec(select(AuditLog.action).distinct().order_by(col(AuditLog.action))).all())
+
+
 def get_assignment(*, session: Session, conversation_id: str) -> Assignment | None:
     return session.get(Assignment, conversation_id)
 
@@ -467,16 +475,24 @@ def list_assignments(*, session: Session, conversation_ids: Sequence[str]) -> di
     return {assignment.conversation_id: account for assignment, account in session.exec(statement).all()}
 
 
-def claim_conversation(*, session: Session, conversation_id: str, staff_id: int) -> Conversation:
-    """A staff member takes over a conversation that is pending or live with the bot; the bot falls silent."""
+def claim_conversation(
+    *, session: Session, conversation_id: str, staff_id: int, force: bool = False
+) -> Conversation:
+    """A staff member takes over a conversation that is pending or live with the bot; the bot falls silent.
+
+    One a colleague already has stays theirs, unless their account was deactivated or `force` is given
+    (an admin stepping in).
+    """
     conversation = get_conversation(session=session, conversation_id=conversation_id)
     assignment = get_assignment(session=session, conversation_id=conversation_id)
     if conversation.status == ConversationStatus.resolved:
         raise NotClaimable(conversation_id)
     if conversation.status == ConversationStatus.human and assignment is not None:
-        if assignment.staff_id != staff_id:
+        if assignment.staff_id == staff_id:
+            return conversation
+        owner = session.get(StaffAccount, assignment.staff_id)
+        if not force and owner is not None and owner.active:
             raise NotClaimable(conversation_id)
-        return conversation
     if assignment is None:
         assignment = Assignment(conversation_id=conversation_id, staff_id=staff_id)
     else:
@@ -485,7 +501,12 @@ def claim_conversation(*, session: Session, conversation_id: str, staff_id: int)
     conversation.updated_at = utcnow()
     session.add(assignment)
     session.add(conversation)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A colleague claimed it at the same moment and was first.
+        session.rollback()
+        raise NotClaimable(conversation_id) from None
     session.refresh(conversation)
     return conversation
 
@@ -663,7 +684,7 @@ def get_review(*, session: Session, message_id: int) -> Review | None:
 
 
 def list_reviews(*, session: Session, conversation_id: str) -> Sequence[Review]:
-    statement = select(Review).where(Review.conversation_id == conversation_id).order_by(Review.message_id)
+    statement = select(Review).where(Review.conversation_id == conversation_id).order_by(col(Review.message_id))
     return session.exec(statement).all()
 
 
@@ -708,7 +729,7 @@ def save_review(
             # Compare-and-set in one statement: of two edits of the same version only one matches.
             result = session.exec(
                 update(Review)
-                .where(col(Review.message_id) == message_id)
+                .where(col(Review.message_id) == message_id, col(Review.version) == expected_version)
                 .values(
                     rating=rating,
                     corrected_text=corrected,
@@ -765,7 +786,7 @@ def relabel_intent(
 
 def list_relabels(*, session: Session, conversation_id: str) -> Sequence[IntentRelabel]:
     statement = select(IntentRelabel).where(IntentRelabel.conversation_id == conversation_id)
-    return session.exec(statement.order_by(IntentRelabel.message_id)).all()
+    return session.exec(statement.order_by(col(IntentRelabel.message_id))).all()
 
 
 def _get_or_create_tag(session: Session, name: str) -> Tag:

@@ -3,17 +3,21 @@
 The app calls `upgrade_db` at start; `new_revision` writes a migration after a model change.
 """
 
+import json
 import logging
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 from alembic import command
 from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, event, inspect, text
+from sqlalchemy import Column, Connection, Table, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -62,11 +66,55 @@ def upgrade_db(engine: Engine, revision: str = "head") -> None:
         config = alembic_config(connection)
         tables = set(inspect(connection).get_table_names())
         if "alembic_version" not in tables and "conversation" in tables:
-            # Made by create_all before the store had migrations: add the missing tables, then adopt it.
-            logger.warning("database has no migration history; creating missing tables and stamping it current")
-            SQLModel.metadata.create_all(connection)
+            _adopt_unversioned(connection)
             command.stamp(config, "head")
         command.upgrade(config, revision)
+
+
+class UnversionedDatabase(RuntimeError):
+    """A database made before the store had migrations that cannot be brought up to date automatically."""
+
+
+def _adopt_unversioned(connection: Connection) -> None:
+    """Bring a database made by create_all (before migrations) up to the models by adding what it lacks.
+
+    Only additions: missing tables, missing columns (with the model's default filled in) and their indexes.
+    """
+    logger.warning("database has no migration history; adding missing tables and columns, then stamping it current")
+    SQLModel.metadata.create_all(connection)
+    inspector = inspect(connection)
+    operations = Operations(MigrationContext.configure(connection))
+    for mapper in SQLModel._sa_registry.mappers:
+        table, fields = cast(Table, mapper.local_table), mapper.class_.model_fields
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            field = fields.get(column.name)
+            default = field.get_default(call_default_factory=True) if field is not None else None
+            if default is None and not column.nullable:
+                raise UnversionedDatabase(
+                    f"{table.name}.{column.name} is missing and has no default to fill it; "
+                    "move this database aside and start with a fresh one"
+                )
+            operations.add_column(
+                table.name,
+                Column(column.name, column.type, nullable=column.nullable, server_default=_literal(default)),
+            )
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+
+
+def _literal(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
 
 
 def init_db(engine: Engine) -> None:

@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
@@ -193,7 +193,7 @@ def export_csv(
         buffer = io.StringIO()
         writer = csv.writer(buffer)
 
-        def emit(row: list[object]) -> str:
+        def emit(row: Sequence[object]) -> str:
             buffer.seek(0)
             buffer.truncate()
             writer.writerow([_cell(value) for value in row])

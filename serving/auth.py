@@ -5,7 +5,6 @@ staff route, and the session cookie never opens a customer's conversation.
 """
 
 import hmac
-import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,8 +21,6 @@ from conversations import crud
 from conversations.models import StaffAccount, StaffSession, utcnow
 from serving.errors import error_response
 from serving.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "supportbot_staff"
 # Double-submit cookie for the sign-in form, which is posted before any session exists.

@@ -17,8 +17,8 @@ from rich.console import Console
 from serving.settings import get_settings
 
 store_app = typer.Typer(help="The conversation store: export, import, retention.", no_args_is_help=True)
-# Exports may go to standard output, so everything said to the user goes to standard error.
-console = Console(stderr=True)
+# Exports may go to standard output, so everything said to the user goes to standard error, unwrapped.
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ExportFormat(StrEnum):

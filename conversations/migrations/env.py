@@ -3,7 +3,7 @@
 There is no alembic.ini; `conversations.db.alembic_config` builds the configuration in code.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -15,7 +15,7 @@ from conversations import models  # noqa: F401  (registers every table on SQLMod
 config = context.config
 
 
-def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # sqlmodel's UTCDateTime is a timezone-aware DateTime; written as such, revisions work with any sqlmodel.
     utc_datetime = getattr(sqltypes, "UTCDateTime", None)
     if kind == "type" and utc_datetime is not None and isinstance(item, utc_datetime):

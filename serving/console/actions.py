@@ -25,21 +25,31 @@ def _target(conversation_id: str) -> str:
     return f"conversation:{conversation_id}"
 
 
-def claim(session: Session, signed: SignedIn, conversation_id: str) -> Conversation:
-    """Take a conversation over from the bot (pending or live); the bot stays silent until it is handed back."""
+def claim(session: Session, signed: SignedIn, conversation_id: str, force: bool = False) -> Conversation:
+    """Take a conversation over from the bot (pending or live); the bot stays silent until it is handed back.
+
+    Admins may `force` it away from a colleague; anyone may take it from a deactivated account.
+    """
     before = crud.get_conversation(session=session, conversation_id=conversation_id).status
+    previous = crud.get_assignment(session=session, conversation_id=conversation_id)
+    previous_owner = previous.staff_id if previous is not None else None
+    if force and not signed.is_admin:
+        raise ApiError(403, "admins_only", "Only admins may take a conversation from a colleague.")
     try:
         conversation = crud.claim_conversation(
-            session=session, conversation_id=conversation_id, staff_id=_id(signed.staff)
+            session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), force=force
         )
     except crud.NotClaimable as error:
         raise ApiError(
             409, "not_claimable", "This conversation is resolved or another staff member has taken it over."
         ) from error
-    if before != conversation.status:
+    if before != conversation.status or previous_owner != signed.staff.id:
+        details: dict[str, object] = {"from_status": str(before)}
+        if previous_owner is not None and previous_owner != signed.staff.id:
+            details["from_staff"] = previous_owner
         crud.record_audit(
             session=session, actor_id=signed.staff.id, action="takeover.claim", target=_target(conversation_id),
-            details={"from_status": str(before)},
+            details=details,
         )  # fmt: skip
     return conversation
 

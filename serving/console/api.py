@@ -105,9 +105,12 @@ def read_conversation(conversation_id: str, signed: CurrentStaff, session: Sessi
 
 
 @router.post("/conversations/{conversation_id}/claim")
-def claim(conversation_id: str, signed: CurrentStaff, session: SessionDep) -> views.StaffConversation:
-    """Take the conversation over; the bot stays silent until it is handed back."""
-    conversation = actions.claim(session, signed, conversation_id)
+def claim(
+    conversation_id: str, signed: CurrentStaff, session: SessionDep, force: bool = False
+) -> views.StaffConversation:
+    """Take the conversation over; the bot stays silent until it is handed back. With `force`, an admin
+    takes it from the colleague who has it."""
+    conversation = actions.claim(session, signed, conversation_id, force)
     return views.staff_conversation(session, conversation)
 
 

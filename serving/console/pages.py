@@ -218,9 +218,7 @@ def conversation_live(
     after: int = 0,
 ) -> JSONResponse:  # fmt: skip
     """New turns (as HTML to append) and the current status, polled by the open transcript."""
-    current = views.staff_conversation(
-        session, crud.get_conversation(session=session, conversation_id=conversation_id)
-    )
+    current = views.staff_conversation(session, crud.get_conversation(session=session, conversation_id=conversation_id))
     messages = views.staff_messages(session, conversation_id, after_id=after) if after >= 0 else []
     html = templates.get_template("_messages.html").render(
         messages=messages, signed=signed, conversation_id=conversation_id,
@@ -252,11 +250,12 @@ def _act(
 
 @router.post("/conversations/{conversation_id}/claim")
 def claim(
-    conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep
-) -> Response:
+    conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
+    force: Annotated[bool, Form()] = False,
+) -> Response:  # fmt: skip
     return _act(
         request, signed, session, services, conversation_id, "claimed", "",
-        lambda: actions.claim(session, signed, conversation_id),
+        lambda: actions.claim(session, signed, conversation_id, force),
     )  # fmt: skip
 
 
@@ -413,11 +412,5 @@ def audit(
     names = {account.id: account.display_name for account in crud.list_staff(session=session)}
     return render(
         request, "audit.html", signed, section="audit", entries=found[:AUDIT_PAGE], has_more=len(found) > AUDIT_PAGE,
-        offset=offset, limit=AUDIT_PAGE, action=action, names=names, actions=AUDIT_ACTIONS,
+        offset=offset, limit=AUDIT_PAGE, action=action, names=names, actions=crud.audit_actions(session=session),
     )  # fmt: skip
-
-
-AUDIT_ACTIONS = (
-    "sign_in", "sign_out", "staff.create", "staff.update", "takeover.claim", "takeover.reply",
-    "takeover.hand_back", "takeover.resolve",
-)  # fmt: skip

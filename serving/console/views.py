@@ -3,6 +3,7 @@
 Built once here for both the console pages and the JSON API, so both always show the same thing.
 """
 
+from dataclasses import asdict
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -131,18 +132,23 @@ def inbox_page(session: Session, filters: ConversationFilter) -> InboxPage:
     found = crud.list_conversations(session=session, filters=filters)
     shown = list(found[: filters.limit - 1])
     details = crud.inbox_details(session=session, conversation_ids=[c.id for c in shown])
-    rows = [
-        InboxRow(
-            id=c.id, channel=c.channel, status=c.status, needs_attention=c.needs_attention,
-            attention_reason=c.attention_reason, needs_human=needs_human(c), created_at=c.created_at,
-            updated_at=c.updated_at, messages=details[c.id].messages, last_text=details[c.id].last_text,
-            owner=details[c.id].owner, tags=details[c.id].tags, reviewed=details[c.id].reviewed,
-            use_for_training=details[c.id].use_for_training,
-        )  # fmt: skip
-        for c in shown
-    ]
+    rows = [_row(conversation, details[conversation.id]) for conversation in shown]
     return InboxPage(
         conversations=rows, offset=filters.offset, limit=filters.limit - 1, has_more=len(found) >= filters.limit
+    )
+
+
+def _row(conversation: Conversation, details: crud.InboxDetails) -> InboxRow:
+    return InboxRow(
+        id=conversation.id,
+        channel=conversation.channel,
+        status=conversation.status,
+        needs_attention=conversation.needs_attention,
+        attention_reason=conversation.attention_reason,
+        needs_human=needs_human(conversation),
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+        **asdict(details),
     )
 
 

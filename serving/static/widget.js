@@ -26,6 +26,7 @@
     subtitleEnded: 'This conversation has ended',
     greeting: 'Hi! How can we help you today?',
     conversation: 'Conversation',
+    messages: 'Messages',
     you: 'You',
     assistant: 'Assistant',
     teammate: 'Support team',
@@ -64,8 +65,16 @@
     chat: ['M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z'],
     close: ['M18 6 6 18', 'M6 6l12 12'],
     send: ['M22 2 11 13', 'M22 2l-7 20-4-9-9-4 20-7z'],
-    up: ['M7 10v12', 'M15 5.9 14 10h5.8a2 2 0 0 1 2 2.3l-1.4 8A2 2 0 0 1 18.4 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.8a2 2 0 0 0 1.8-1.1L12 2a3.1 3.1 0 0 1 3 3.9z'],
-    down: ['M17 14V2', 'M9 18.1 10 14H4.2a2 2 0 0 1-2-2.3l1.4-8A2 2 0 0 1 5.6 2H20a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2h-2.8a2 2 0 0 0-1.8 1.1L12 22a3.1 3.1 0 0 1-3-3.9z'],
+    up: [
+      'M7 10v12',
+      'M15 5.9 14 10h5.8a2 2 0 0 1 2 2.3l-1.4 8A2 2 0 0 1 18.4 22H4a2 2 0 0 1-2-2v-8a2 2 0 0 1 2-2h2.8' +
+        'a2 2 0 0 0 1.8-1.1L12 2a3.1 3.1 0 0 1 3 3.9z',
+    ],
+    down: [
+      'M17 14V2',
+      'M9 18.1 10 14H4.2a2 2 0 0 1-2-2.3l1.4-8A2 2 0 0 1 5.6 2H20a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2h-2.8' +
+        'a2 2 0 0 0-1.8 1.1L12 22a3.1 3.1 0 0 1-3-3.9z',
+    ],
     star: ['M12 2l3.1 6.3 6.9 1-5 4.9 1.2 6.8-6.2-3.2-6.2 3.2L7 14.2 2 9.3l6.9-1z'],
   }
   const IDLE_STREAM_MS = 45000 // the server sends a keep-alive every 15 s; silence this long means a dead link
@@ -147,9 +156,8 @@
   function icon(name) {
     const ns = 'http://www.w3.org/2000/svg'
     const svg = document.createElementNS(ns, 'svg')
-    for (const [key, value] of Object.entries({ viewBox: '0 0 24 24', 'aria-hidden': 'true', focusable: 'false', class: `sb-icon sb-icon--${name}` })) {
-      svg.setAttribute(key, value)
-    }
+    const attributes = { viewBox: '0 0 24 24', 'aria-hidden': 'true', focusable: 'false', class: `sb-icon sb-icon--${name}` }
+    for (const [key, value] of Object.entries(attributes)) svg.setAttribute(key, value)
     for (const d of ICONS[name]) {
       const path = document.createElementNS(ns, 'path')
       path.setAttribute('d', d)
@@ -164,7 +172,10 @@
 
   const host = h('div', { 'data-supportbot-widget': '' })
   const shadow = host.attachShadow({ mode: 'open' })
-  const root = h('div', { class: 'sb', 'data-position': data.position === 'left' ? 'left' : 'right', lang: data.lang || document.documentElement.lang || 'en', hidden: true })
+  const root = h('div', {
+    class: 'sb', 'data-position': data.position === 'left' ? 'left' : 'right',
+    lang: data.lang || document.documentElement.lang || 'en', hidden: true,
+  })
   for (const [attribute, property] of [['color', '--sb-accent'], ['textColor', '--sb-on-accent']]) {
     const value = data[attribute]
     if (value && window.CSS && CSS.supports('color', value)) root.style.setProperty(property, value)
@@ -177,12 +188,16 @@
   const title = h('h2', { class: 'sb-title', id: 'sb-title' }, data.title || strings.title)
   const subtitle = h('p', { class: 'sb-subtitle', id: 'sb-subtitle' }, strings.subtitleBot)
   const endButton = h('button', { type: 'button', class: 'sb-end', hidden: true, onclick: endConversation }, strings.end)
-  const closeButton = h('button', { type: 'button', class: 'sb-icon-button', 'aria-label': strings.close, title: strings.close, onclick: () => setOpen(false) }, icon('close'))
+  const closeButton = h('button', {
+    type: 'button', class: 'sb-icon-button', 'aria-label': strings.close, title: strings.close, onclick: () => setOpen(false),
+  }, icon('close'))
   const header = h('div', { class: 'sb-header' }, h('div', { class: 'sb-heading' }, title, subtitle), endButton, closeButton)
 
   const greetingText = h('p', { class: 'sb-text' }, data.greeting || strings.greeting)
   const greeting = h('div', { class: 'sb-msg sb-msg--bot sb-greeting' }, srOnly(`${strings.assistant}: `), greetingText)
-  const log = h('div', { class: 'sb-log', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': strings.conversation }, greeting)
+  const log = h('div', {
+    class: 'sb-log', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': strings.messages,
+  }, greeting)
   const draftText = h('p', { class: 'sb-text' })
   // The reply as it streams in: hidden from screen readers, which hear the finished reply in the log.
   const draft = h('div', { class: 'sb-msg sb-msg--bot sb-draft', 'aria-hidden': 'true', hidden: true }, draftText)
@@ -191,7 +206,8 @@
   const csat = buildCsat()
   const newConversationButton = h('button', { type: 'button', class: 'sb-link-button', onclick: startOver }, strings.newConversation)
   const endedBox = h('div', { class: 'sb-ended', hidden: true }, newConversationButton)
-  const scroller = h('div', { class: 'sb-scroll', tabindex: '0', role: 'region', 'aria-label': strings.conversation }, log, draft, typing, csat.wrapper, endedBox)
+  const scroller = h('div', { class: 'sb-scroll', tabindex: '0', role: 'region', 'aria-label': strings.conversation },
+    log, draft, typing, csat.wrapper, endedBox)
 
   const connection = h('p', { class: 'sb-connection', role: 'status' })
   const notice = h('p', { class: 'sb-notice', role: 'alert' })
@@ -208,11 +224,15 @@
     srOnly(strings.inputHint, { id: 'sb-hint' }), count,
   )
 
-  const panel = h('div', { class: 'sb-panel', id: 'sb-panel', role: 'dialog', 'aria-labelledby': 'sb-title', 'aria-describedby': 'sb-subtitle', hidden: true },
-    header, connection, scroller, notice, composer)
+  const panel = h('div', {
+    class: 'sb-panel', id: 'sb-panel', role: 'dialog', 'aria-labelledby': 'sb-title', 'aria-describedby': 'sb-subtitle',
+    hidden: true,
+  }, header, connection, scroller, notice, composer, typingStatus)
   const badge = h('span', { class: 'sb-badge', 'aria-hidden': 'true', hidden: true })
-  const launcher = h('button', { type: 'button', class: 'sb-launcher', 'aria-controls': 'sb-panel', 'aria-expanded': 'false', 'aria-label': strings.open, onclick: () => setOpen(!state.open) },
-    icon('chat'), icon('close'), badge)
+  const launcher = h('button', {
+    type: 'button', class: 'sb-launcher', 'aria-controls': 'sb-panel', 'aria-expanded': 'false',
+    'aria-label': strings.open, onclick: () => setOpen(!state.open),
+  }, icon('chat'), icon('close'), badge)
   // Heard while the panel is closed, e.g. "New message from Dana".
   const announcer = h('div', { class: 'sb-sr', role: 'status' })
   root.append(panel, launcher, announcer)
@@ -230,10 +250,7 @@
       submit()
     }
   })
-  input.addEventListener('input', () => {
-    autosize()
-    updateCount()
-  })
+  input.addEventListener('input', inputChanged)
   input.addEventListener('paste', (event) => {
     const pasted = event.clipboardData ? event.clipboardData.getData('text') : ''
     const room = state.config.max_message_chars - (input.value.length - (input.selectionEnd - input.selectionStart))
@@ -241,6 +258,14 @@
   })
   window.addEventListener('online', () => state.follower && state.follower.wake())
   window.addEventListener('offline', () => state.follower && state.follower.drop())
+  // Another tab of the site started a new conversation or ended this one: follow it.
+  window.addEventListener('storage', (event) => {
+    if (event.key !== storageKey) return
+    const next = saved()
+    if (next && state.conversation && next.id === state.conversation.id) return
+    reset()
+    if (next) resume(next)
+  })
 
   // ---- Opening and closing --------------------------------------------------------------------------
 
@@ -252,6 +277,7 @@
     store.set('sessionStorage', `${storageKey}:open`, open ? '1' : null)
     if (open) {
       state.unread = 0
+      inputChanged() // its height can only be measured once the panel shows
       scrollToEnd(true)
       if (focus) input.focus()
     } else if (focus) {
@@ -285,7 +311,8 @@
   }
 
   function messageNode(message) {
-    const node = h('div', { class: `sb-msg sb-msg--${message.role === 'customer' || message.role === 'staff' ? message.role : 'bot'}`, 'data-id': message.id })
+    const role = message.role === 'customer' || message.role === 'staff' ? message.role : 'bot'
+    const node = h('div', { class: `sb-msg sb-msg--${role}`, 'data-id': message.id })
     if (message.role === 'staff') node.append(h('span', { class: 'sb-author' }, authorName(message)))
     else node.append(srOnly(`${authorName(message)}: `))
     node.append(h('p', { class: 'sb-text' }, String(message.text)))
@@ -409,6 +436,11 @@
     }
   }
 
+  // Path of an API call about the current conversation.
+  function here(path = '') {
+    return `/api/conversations/${encodeURIComponent(state.conversation.id)}${path}`
+  }
+
   function authHeaders() {
     return state.conversation ? { Authorization: `Bearer ${state.conversation.token}` } : {}
   }
@@ -418,7 +450,8 @@
     if (body !== undefined) headers['Content-Type'] = 'application/json'
     let response
     try {
-      response = await fetch(apiBase + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', signal })
+      const payload = body === undefined ? undefined : JSON.stringify(body)
+      response = await fetch(apiBase + path, { method, headers, body: payload, cache: 'no-store', signal })
     } catch (error) {
       if (error.name === 'AbortError') throw error
       throw new ApiFailure(0, 'network', String(error))
@@ -536,7 +569,7 @@
   async function resume(conversation) {
     remember(conversation)
     try {
-      const transcript = await requestJson(`/api/conversations/${encodeURIComponent(conversation.id)}`)
+      const transcript = await requestJson(here())
       log.setAttribute('aria-busy', 'true') // the history is not news: do not read it all out
       for (const message of transcript.messages) addMessage(message, { live: false })
       state.cursor = Math.max(0, ...transcript.messages.map((message) => message.id))
@@ -558,7 +591,7 @@
 
   async function loadFeedback() {
     try {
-      const feedback = await requestJson(`/api/conversations/${encodeURIComponent(state.conversation.id)}/feedback`)
+      const feedback = await requestJson(here('/feedback'))
       for (const rating of feedback.ratings) {
         state.ratings.set(rating.message_id, rating.rating)
         syncRating(rating.message_id)
@@ -569,10 +602,11 @@
     }
   }
 
-  function forget() {
+  // Back to a blank chat on this page; `forget` also drops the stored conversation for every page.
+  function reset() {
     if (state.follower) state.follower.stop()
     state.follower = null
-    remember(null)
+    state.conversation = null
     for (const node of [...log.children]) if (node !== greeting) node.remove()
     state.rendered.clear()
     state.ratings.clear()
@@ -580,6 +614,11 @@
     csat.reset()
     connection.textContent = ''
     applyStatus('bot', null)
+  }
+
+  function forget() {
+    reset()
+    remember(null)
   }
 
   function startOver() {
@@ -649,9 +688,13 @@
 
   // ---- Sending ------------------------------------------------------------------------------------------
 
-  function autosize() {
+  // After any change of the text box: fit its height, show the characters left, and keep an unsent
+  // draft for the next page of the site.
+  function inputChanged() {
     input.style.height = 'auto'
     input.style.height = `${Math.min(input.scrollHeight, 128)}px`
+    updateCount()
+    store.set('sessionStorage', `${storageKey}:draft`, input.value || null)
   }
 
   function updateCount() {
@@ -662,8 +705,7 @@
   function putBack(text) {
     // Whatever the customer typed meanwhile stays too: nothing they wrote is lost.
     input.value = input.value.trim() ? `${text}\n${input.value}` : text
-    autosize()
-    updateCount()
+    inputChanged()
   }
 
   async function submit() {
@@ -681,8 +723,7 @@
     root.classList.add('sb-is-sending')
     showNotice('')
     input.value = ''
-    autosize()
-    updateCount()
+    inputChanged()
     let pending = addPending(text)
     let stored = false
     showTyping(true)
@@ -690,7 +731,7 @@
       for (let attempt = 0; ; attempt += 1) {
         try {
           await ensureConversation()
-          const response = await request(`/api/conversations/${encodeURIComponent(state.conversation.id)}/messages`, { method: 'POST', body: { text } })
+          const response = await request(here('/messages'), { method: 'POST', body: { text } })
           await readEvents(response, (event) => {
             if (event.name === 'customer_message') {
               stored = true
@@ -753,7 +794,7 @@
 
   async function rate(messageId, rating) {
     try {
-      await request(`/api/conversations/${encodeURIComponent(state.conversation.id)}/messages/${messageId}/feedback`, { method: 'POST', body: { rating } })
+      await request(here(`/messages/${messageId}/feedback`), { method: 'POST', body: { rating } })
       state.ratings.set(messageId, rating)
       syncRating(messageId)
       typingStatus.textContent = strings.feedbackThanks
@@ -765,7 +806,7 @@
   async function endConversation() {
     if (!state.conversation) return
     try {
-      const body = await requestJson(`/api/conversations/${encodeURIComponent(state.conversation.id)}/end`, { method: 'POST' })
+      const body = await requestJson(here('/end'), { method: 'POST' })
       applyStatus(body.conversation.status, null)
       csat.focus()
     } catch {
@@ -785,7 +826,9 @@
     const paint = (upTo) => stars.forEach((label, index) => label.classList.toggle('sb-on', index < upTo))
     const chosen = () => Number((fieldset.querySelector('input:checked') || {}).value || 0)
     for (let n = 1; n <= 5; n += 1) {
-      const radio = h('input', { type: 'radio', name: 'sb-score', value: String(n), id: `sb-star-${n}`, class: 'sb-sr', onchange: () => paint(n) })
+      const radio = h('input', {
+        type: 'radio', name: 'sb-score', value: String(n), id: `sb-star-${n}`, class: 'sb-sr', onchange: () => paint(n),
+      })
       const label = h('label', { for: `sb-star-${n}`, class: 'sb-star', onmouseenter: () => paint(n), onmouseleave: () => paint(chosen()) },
         icon('star'), srOnly(fmt(strings.csatStar, { n })))
       stars.push(label)
@@ -803,7 +846,8 @@
           return
         }
         try {
-          await request(`/api/conversations/${encodeURIComponent(state.conversation.id)}/csat`, { method: 'POST', body: { score, comment: comment.value.trim() || null } })
+          const body = { score, comment: comment.value.trim() || null }
+          await request(here('/csat'), { method: 'POST', body })
           showNotice('')
           csatDone()
         } catch {
@@ -842,6 +886,7 @@
 
   function mount() {
     (document.body || document.documentElement).append(host)
+    input.value = store.get('sessionStorage', `${storageKey}:draft`) || ''
     updateHeader()
     loadConfig()
     const conversation = saved()

@@ -1,21 +1,13 @@
-"""The store keeps conversations behind their tokens and messages in order, on a real SQLite file."""
+"""The store keeps conversations behind their tokens and messages in order, on SQLite and PostgreSQL.
 
-from pathlib import Path
+The `session` fixture (tests/conversations/conftest.py) runs each test on both engines.
+"""
 
 import pytest
 from sqlmodel import Session
 
 from conversations import crud
-from conversations.db import init_db, make_engine
 from conversations.models import Role
-
-
-@pytest.fixture
-def session(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    init_db(engine)
-    with Session(engine) as session:
-        yield session
 
 
 def test_token_opens_its_conversation_only(session: Session) -> None:

@@ -1,8 +1,10 @@
 """Migrations build the whole schema from nothing on SQLite and PostgreSQL, and running them again is harmless."""
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import ForeignKeyConstraint, MetaData, Table, inspect
 from sqlmodel import Session, SQLModel
 
 from conversations import crud
@@ -67,19 +69,73 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
     engine.dispose()
 
 
+# The walking skeleton's tables, made by create_all before the store had migrations.
+SKELETON = {
+    "conversation": [
+        "channel",
+        "id",
+        "token_hash",
+        "status",
+        "needs_attention",
+        "attention_reason",
+        "created_at",
+        "updated_at",
+    ],
+    "message": [
+        "role",
+        "text",
+        "id",
+        "conversation_id",
+        "created_at",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "first_token_ms",
+        "latency_ms",
+        "failed",
+        "error",
+    ],
+}
+
+
 def test_database_made_before_migrations_is_adopted(db_url: str) -> None:
     engine = make_engine(db_url)
-    # What the app's create_all made before the store had migrations: some tables, no history.
-    tables = [SQLModel.metadata.tables[name] for name in ("conversation", "message")]
-    SQLModel.metadata.create_all(engine, tables=tables)
-    with Session(engine) as session:
-        conversation, token = crud.create_conversation(session=session)
-        conversation_id = conversation.id
+    skeleton = MetaData()
+    for name, columns in SKELETON.items():
+        source = SQLModel.metadata.tables[name]
+        links = [ForeignKeyConstraint([fk.parent.name], [fk.target_fullname]) for fk in source.foreign_keys]
+        Table(name, skeleton, *[source.c[column]._copy() for column in columns], *links)
+    skeleton.create_all(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            skeleton.tables["conversation"]
+            .insert()
+            .values(
+                channel="api",
+                id="c1",
+                token_hash=crud.hash_token("secret"),
+                status="bot",
+                needs_attention=False,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        connection.execute(
+            skeleton.tables["message"]
+            .insert()
+            .values(role="customer", text="from before", conversation_id="c1", created_at=now, failed=False)
+        )
+
     upgrade_db(engine)
     assert current_revision(engine) == head_revision()
-    assert set(SQLModel.metadata.tables) <= set(inspect(engine).get_table_names())
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
     with Session(engine) as session:
-        assert crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT count(*) FROM review")).scalar() == 0
+        conversation = crud.open_conversation(session=session, conversation_id="c1", token="secret")
+        assert (conversation.slots, conversation.misses, conversation.summary) == ({}, 0, "")
+        assert [m.text for m in crud.list_messages(session=session, conversation_id="c1")] == ["from before"]
+        crud.add_tag(session=session, conversation_id="c1", name="legacy")
+    upgrade_db(engine)
     engine.dispose()

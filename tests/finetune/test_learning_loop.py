@@ -62,7 +62,7 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     with Session(engine) as session:
         run = crud.create_training_run(session=session, trigger="test")
 
-    execute_run(run.id, settings, {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 256})
+    execute_run(run.id, settings, {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 512})
 
     with Session(engine) as session:
         run = crud.get_training_run(session=session, run_id=run.id)

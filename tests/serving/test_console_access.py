@@ -65,7 +65,8 @@ def gets_through(role: str, credential: str) -> bool:
 def denied(response) -> bool:
     if response.status_code in (401, 403):
         return True
-    return response.status_code in (302, 303, 307) and response.headers["location"].startswith("/console/login")
+    # Sent to sign in (signing out also ends on the sign-in page, but not with `next`).
+    return response.status_code in (302, 303, 307) and response.headers["location"].startswith("/console/login?next=")
 
 
 @pytest.fixture(scope="module")

@@ -215,10 +215,12 @@ def test_customer_chats_reloads_moves_to_another_page_and_rates_a_reply(pages, l
     assert widget.panel.is_visible()
     assert widget.messages("customer") == [question] and widget.messages("bot") == [reply.text]
     widget.wait_pressed("down")
+    widget.input.fill("And for a rug?")  # typed, not sent: it comes along to the next page
     page.get_by_role("link", name="Help centre").click()
     page.wait_for_url("**/demo/help")
     widget.replies().first.wait_for(timeout=LIVE_MS)
     assert widget.messages("customer") == [question] and widget.messages("bot") == [reply.text]
+    assert widget.input.input_value() == "And for a rug?"
     assert widget.message_ids() == [m.id for m in messages]
     assert widget.conversation() == conversation
     assert widget.errors == []
