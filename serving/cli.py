@@ -157,7 +157,14 @@ def start(
     console.print(f"  Health:        {base}/readyz")
     console.print("Press Ctrl-C to stop.\n")
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            # Open widget event streams would otherwise hold Ctrl-C for up to a minute.
+            timeout_graceful_shutdown=5,
+        )
     finally:
         if server is not None:
             with console.status("Stopping vLLM..."):

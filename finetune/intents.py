@@ -1,0 +1,453 @@
+"""Train, calibrate and evaluate the intent classifier from labelled utterances (a domain pack's examples).
+
+The result is a classifier folder that `bot.intents.load_classifier` reads; see `train_intent_classifier`.
+"""
+
+import logging
+import math
+import os
+import random
+import shutil
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+from bot.domain import DomainPack
+from bot.intents import (
+    EncoderIntentClassifier,
+    IntentClassifier,
+    IntentNet,
+    encoder_info,
+    encoder_path,
+    expected_calibration_error,
+)
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, float], None]
+"""Called after each optimiser step with (step, total steps, loss)."""
+
+
+class ClassifierTrainingError(Exception):
+    """The examples cannot train a classifier (too few, or a single intent)."""
+
+
+@dataclass
+class ClassifierRecipe:
+    """Hyper-parameters of one intent-classifier training run.
+
+    Defaults were picked on BANKING77's train split (a validation part cut from it) and the demo
+    pack's held-out split; tests/bench/bench_intents.py reports what they give.
+    """
+
+    train_layers: int = 2
+    """Upper encoder layers fine-tuned; the lower ones stay as all-MiniLM-L6-v2 has them, and their
+    output is computed once per example, so each training step costs about train_layers/6 of a full one."""
+    epochs: float = 4.0
+    """Passes over the training split."""
+    min_steps: int = 120
+    """At least this many optimiser steps, so a small pack still trains long enough."""
+    batch_size: int = 32
+    """Utterances per optimiser step."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of the encoder layers, reached after warmup and then decayed linearly."""
+    head_learning_rate: float = 3e-3
+    """Peak learning rate of the intent vectors and the logit scale."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming the learning rates up linearly."""
+    weight_decay: float = 0.01
+    """AdamW weight decay of the encoder layers."""
+    label_smoothing: float = 0.1
+    """Cross-entropy label smoothing; keeps training from pushing logits to extremes that the
+    calibration split is too small to undo."""
+    max_length: int = 64
+    """Tokens kept per utterance; customer messages beyond it are cut."""
+    holdout_fraction: float = 0.2
+    """Share of each intent's examples kept out of training to calibrate and measure the classifier."""
+    in_scope_rejection: float = 0.05
+    """Share of correctly classified held-out messages the recommended threshold may turn away; the
+    threshold is the confidence at this quantile, kept within [min_threshold, max_threshold]."""
+    min_threshold: float = 0.3
+    """Lowest recommended confidence threshold."""
+    max_threshold: float = 0.7
+    """Highest recommended confidence threshold."""
+    margin: float = 0.1
+    """Recommended top-1 minus top-2 margin below which a message counts as ambiguous."""
+    quantize: bool = True
+    """Run the classifier with int8 weights (about 2.5x faster on CPU, accuracy within noise)."""
+    max_minutes: float = 30.0
+    """Wall-clock bound of the training loop; the learning-rate schedule is cut short there."""
+    seed: int = 0
+    """Seed of the held-out split, batch order and dropout."""
+    threads: int = 2
+    """CPU threads for torch during training."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the classifier (e.g. where the examples came from)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.train_layers <= 12:
+            raise ValueError("train_layers must be between 0 and the encoder's number of layers")
+        if self.epochs <= 0 or self.min_steps < 0 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be positive and min_steps not negative")
+        if self.learning_rate <= 0 or self.head_learning_rate <= 0 or self.weight_decay < 0:
+            raise ValueError("learning rates must be positive and weight_decay not negative")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("warmup_ratio and label_smoothing must be in [0, 1)")
+        if self.max_length < 8:
+            raise ValueError("max_length must be at least 8 tokens")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError("holdout_fraction must be in (0, 1)")
+        if not 0 <= self.in_scope_rejection < 1:
+            raise ValueError("in_scope_rejection must be in [0, 1)")
+        if not 0 <= self.min_threshold <= self.max_threshold <= 1 or not 0 <= self.margin < 1:
+            raise ValueError("need 0 <= min_threshold <= max_threshold <= 1 and margin in [0, 1)")
+        if self.max_minutes <= 0 or self.threads < 1:
+            raise ValueError("max_minutes and threads must be positive")
+
+
+@dataclass
+class IntentReport:
+    """How a classifier did on labelled utterances."""
+
+    examples: int
+    accuracy: float
+    macro_f1: float
+    confused: list[tuple[str, str, int]]
+    """The most frequent (true intent, predicted intent, count) mistakes, most frequent first."""
+    latency_ms_p50: float
+    latency_ms_p95: float
+    per_intent_f1: dict[str, float]
+    unknown_labels: int = 0
+    """Examples whose intent the classifier does not know (counted as mistakes)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def examples_from_pack(pack: DomainPack) -> list[tuple[str, str]]:
+    """The pack's example utterances as (text, intent) pairs, in pack order."""
+    return [(example, intent.name) for intent in pack.intents for example in intent.examples]
+
+
+def split_examples(
+    examples: Sequence[tuple[str, str]], holdout_fraction: float, seed: int
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """A per-intent (stratified) split into training and held-out examples; deterministic for a seed.
+
+    Each intent keeps at least one training example, and gives at least one held-out example when it
+    has two or more.
+    """
+    by_intent: dict[str, list[str]] = {}
+    for text, intent in examples:
+        by_intent.setdefault(intent, []).append(text)
+    rng = random.Random(seed)
+    train, held_out = [], []
+    for intent in sorted(by_intent):
+        texts = sorted(by_intent[intent])
+        rng.shuffle(texts)
+        count = 0 if len(texts) < 2 else min(len(texts) - 1, max(1, round(len(texts) * holdout_fraction)))
+        held_out += [(text, intent) for text in texts[:count]]
+        train += [(text, intent) for text in texts[count:]]
+    return train, held_out
+
+
+def train_intent_classifier(
+    examples: list[tuple[str, str]],
+    *,
+    output_dir: Path,
+    recipe: ClassifierRecipe | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Fine-tune all-MiniLM-L6-v2's upper layers and a cosine head on (text, intent) examples.
+
+    A stratified held-out split (recipe.holdout_fraction) is kept out of training; the classifier's
+    temperature is fitted on it, its metrics measured on it, and the recommended threshold read from
+    it. The folder is written to `<output_dir>.partial` and renamed when complete, so an interrupted
+    run never looks like a classifier. Returns what classifier.json holds.
+    """
+    recipe = recipe or ClassifierRecipe()
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise FileExistsError(f"{output_dir} already exists; classifier folders are never overwritten")
+    cleaned = [(" ".join(text.split()), intent) for text, intent in examples if text.strip()]
+    counts = Counter(intent for _, intent in cleaned)
+    if len(counts) < 2:
+        raise ClassifierTrainingError(f"need examples of at least two intents, got {sorted(counts)}")
+    started = time.monotonic()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        train, held_out = split_examples(cleaned, recipe.holdout_fraction, recipe.seed)
+        labels = sorted(counts)
+        classifier, stats = _fit(train, labels, recipe, on_progress)
+        calibration = calibrate(classifier, held_out, recipe)
+        report = evaluate_classifier(classifier, held_out) if held_out else None
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    meta = {
+        "encoder": {**encoder_info(), "pooling": "mean", "fine_tuned_layers": recipe.train_layers},
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "examples": {"train": len(train), "held_out": len(held_out), "intents": len(labels)},
+        "training": {**stats, "seconds": round(time.monotonic() - started, 1)},
+        "calibration": calibration,
+        "metrics": report.to_dict() if report else {},
+        "recipe": asdict(recipe),
+    }
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    classifier.save(staging, extra=meta)
+    os.replace(staging, output_dir)
+    logger.info(
+        "intent classifier trained on %d examples of %d intents in %.0f s: held-out accuracy %s, "
+        "temperature %.2f, threshold %.2f",
+        len(train),
+        len(labels),
+        meta["training"]["seconds"],
+        f"{report.accuracy:.3f}" if report else "n/a",
+        classifier.temperature,
+        classifier.threshold,
+    )
+    return {**meta, **classifier.recommended, "temperature": classifier.temperature, "labels": labels}
+
+
+# --- Training -----------------------------------------------------------------------------------
+
+
+def _fit(
+    train: list[tuple[str, str]],
+    labels: list[str],
+    recipe: ClassifierRecipe,
+    on_progress: ProgressCallback | None,
+) -> tuple[EncoderIntentClassifier, dict[str, Any]]:
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    path = encoder_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    net = IntentNet(AutoModel.from_pretrained(path), len(labels))
+    if recipe.train_layers > net.num_layers:
+        raise ValueError(f"train_layers is {recipe.train_layers} but the encoder has {net.num_layers} layers")
+    frozen = net.num_layers - recipe.train_layers
+    index = {label: position for position, label in enumerate(labels)}
+    targets = torch.tensor([index[intent] for _, intent in train])
+    ids = [
+        torch.tensor(row) for row in tokenizer([text for text, _ in train], truncation=True, max_length=recipe.max_length)["input_ids"]
+    ]
+
+    # One pass in eval mode: the frozen layers' output (kept, so training starts above it) and the
+    # sentence embeddings the intent vectors start from (each intent's mean, as nearest-centroid).
+    net.eval()
+    cached: list[torch.Tensor] = []
+    pooled = torch.empty(len(train), net.weight.shape[1])
+    with torch.inference_mode():
+        for batch in _batches(ids, 128, None):
+            input_ids, mask = _pad([ids[i] for i in batch])
+            lower = net.run_layers(net.embed_tokens(input_ids), mask, 0, frozen)
+            cached += [lower[row, : len(ids[i])].clone() for row, i in enumerate(batch)]
+            upper = net.run_layers(lower, mask, frozen)
+            pooled[batch] = F.normalize(_masked_mean(upper, mask), dim=-1)
+    with torch.no_grad():
+        centroids = torch.zeros_like(net.weight).index_add_(0, targets, pooled)
+        net.weight.copy_(F.normalize(centroids, dim=-1))
+
+    for parameter in net.encoder.parameters():
+        parameter.requires_grad_(False)
+    trained = [p for layer in net.encoder.encoder.layer[frozen:] for p in layer.parameters()]
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    groups = [{"params": [net.weight, net.scale], "lr": recipe.head_learning_rate, "weight_decay": 0.0}]
+    if trained:
+        groups.append({"params": trained, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay})
+    optimizer = torch.optim.AdamW(groups)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    total = max(recipe.min_steps, math.ceil(recipe.epochs * steps_per_epoch))
+    warmup = int(recipe.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total - step) / (total - warmup))
+    )
+
+    net.train()
+    deadline = time.monotonic() + recipe.max_minutes * 60
+    step, losses = 0, []
+    while step < total and time.monotonic() < deadline:
+        for batch in _batches(cached, recipe.batch_size, rng):
+            hidden, mask = _pad([cached[i] for i in batch])
+            upper = net.run_layers(hidden, mask, frozen)
+            logits = net.head(_masked_mean(upper, mask))
+            loss = F.cross_entropy(logits, targets[batch], label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(loss.item())
+            if on_progress is not None:
+                on_progress(step, total, losses[-1])
+            if step >= total or time.monotonic() >= deadline:
+                break
+    if step < total:
+        logger.warning("intent classifier training stopped at the %.0f-minute bound: %d of %d steps", recipe.max_minutes, step, total)
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    classifier = EncoderIntentClassifier(
+        net, tokenizer, labels, max_length=recipe.max_length, quantize=recipe.quantize, threads=1
+    )
+    stats = {
+        "steps": step,
+        "planned_steps": total,
+        "first_loss": round(statistics.fmean(losses[:10]), 4) if losses else None,
+        "last_loss": round(statistics.fmean(losses[-10:]), 4) if losses else None,
+    }
+    return classifier, stats
+
+
+def _batches(items: Sequence[torch.Tensor], size: int, rng: random.Random | None) -> list[list[int]]:
+    """Index batches of similar lengths, so little padding is computed; shuffled when rng is given."""
+    order = list(range(len(items)))
+    if rng is not None:
+        rng.shuffle(order)
+    batches = []
+    # Sorting within windows of 50 batches keeps the order random while grouping lengths.
+    for start in range(0, len(order), size * 50):
+        window = sorted(order[start : start + size * 50], key=lambda i: items[i].shape[0])
+        batches += [window[i : i + size] for i in range(0, len(window), size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(row.shape[0] for row in rows)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for index, row in enumerate(rows):
+        mask[index, : row.shape[0]] = 1
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    return padded, mask
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+# --- Calibration --------------------------------------------------------------------------------
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The softmax temperature that minimises the negative log-likelihood of the targets.
+
+    A 1-D search over log-temperature: the NLL is convex in 1/T, so a golden-section search finds
+    the optimum without an optimiser's learning rate to tune. Bounded to [0.05, 20].
+    """
+    low, high = math.log(0.05), math.log(20.0)
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), targets))
+
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(60):
+        if nll(c) < nll(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    return math.exp((a + b) / 2)
+
+
+def calibrate(
+    classifier: EncoderIntentClassifier, held_out: list[tuple[str, str]], recipe: ClassifierRecipe
+) -> dict[str, Any]:
+    """Fit the temperature and pick the recommended threshold on held-out examples, in place.
+
+    Logits come from `predict`'s own path (one unpadded message at a time, int8), so the calibration
+    holds for what is served.
+    """
+    classifier.margin = recipe.margin
+    known = [(text, intent) for text, intent in held_out if intent in classifier.labels]
+    if not known:
+        classifier.threshold = recipe.min_threshold
+        return {"held_out": 0, "note": "no held-out examples: temperature 1"}
+    logits = torch.cat([classifier.logits([text]) for text, _ in known])
+    targets = torch.tensor([classifier.labels.index(intent) for _, intent in known])
+    before = torch.softmax(logits, dim=-1)
+    classifier.temperature = fit_temperature(logits, targets)
+    after = classifier.probabilities(logits)
+    confidence, predicted = after.max(-1)
+    correct = (predicted == targets).tolist()
+    right = sorted(value for value, ok in zip(confidence.tolist(), correct, strict=True) if ok)
+    quantile = right[int(recipe.in_scope_rejection * len(right))] if right else recipe.min_threshold
+    classifier.threshold = round(min(recipe.max_threshold, max(recipe.min_threshold, quantile)), 3)
+    return {
+        "held_out": len(known),
+        "temperature": round(classifier.temperature, 4),
+        "nll_before": round(float(F.nll_loss(before.log(), targets)), 4),
+        "nll_after": round(float(F.nll_loss(after.log(), targets)), 4),
+        "ece_before": round(expected_calibration_error(before.max(-1).values.tolist(), correct), 4),
+        "ece_after": round(expected_calibration_error(confidence.tolist(), correct), 4),
+        "threshold": classifier.threshold,
+        "margin": classifier.margin,
+    }
+
+
+# --- Evaluation ---------------------------------------------------------------------------------
+
+
+def evaluate_classifier(
+    classifier: IntentClassifier, examples: Sequence[tuple[str, str]], *, top_confusions: int = 10
+) -> IntentReport:
+    """Accuracy, macro-F1 over the true intents, the most confused pairs, and per-message latency.
+
+    Every message goes through `predict` one at a time, as in service, and is timed.
+    """
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    for text, _ in examples[:5]:  # warm-up: first calls pay for lazy initialisation
+        classifier.predict(text)
+    predicted, latencies = [], []
+    for text, _ in examples:
+        started = time.perf_counter()
+        predicted.append(classifier.predict(text).intent)
+        latencies.append((time.perf_counter() - started) * 1000)
+    truth = [intent for _, intent in examples]
+    known = set(classifier.labels)
+    pairs = Counter((t, p) for t, p in zip(truth, predicted, strict=True) if t != p)
+    f1 = {}
+    for intent in sorted(set(truth)):
+        true_positive = sum(1 for t, p in zip(truth, predicted, strict=True) if t == p == intent)
+        predicted_count = predicted.count(intent)
+        actual = truth.count(intent)
+        precision = true_positive / predicted_count if predicted_count else 0.0
+        recall = true_positive / actual
+        f1[intent] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    latencies.sort()
+    return IntentReport(
+        examples=len(examples),
+        accuracy=sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(examples),
+        macro_f1=statistics.fmean(f1.values()),
+        confused=[(t, p, n) for (t, p), n in pairs.most_common(top_confusions)],
+        latency_ms_p50=_percentile(latencies, 0.5),
+        latency_ms_p95=_percentile(latencies, 0.95),
+        per_intent_f1={intent: round(value, 4) for intent, value in f1.items()},
+        unknown_labels=sum(1 for t in truth if t not in known),
+    )
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    position = q * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)

@@ -1,0 +1,120 @@
+"""The learning loop on the demo domain: held-out loss and ROUGE-L of the base model, the adapter in
+service and an adapter retrained after a batch of corrected conversations, and the wall time from
+"retrain" to the new adapter answering customers.
+
+Run while `make start` is up (it uses the app's database, adapter store and vLLM):
+
+    .venv/bin/python tests/bench/bench_learning_loop.py --app http://127.0.0.1:8000 --corrected 30
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import httpx
+from sqlmodel import Session
+
+from bot.domain import load_pack
+from conversations import crud
+from conversations.db import init_db, make_engine
+from conversations.models import Role
+from finetune.dataset import Dataset
+from finetune.evaluate import assistant_loss, generation_scores, with_loss
+from finetune.registry import AdapterRegistry
+from finetune.worker import execute_run
+from serving.settings import get_settings
+
+# Customer questions answered badly by the bot and corrected by staff, from the demo pack's policies.
+CORRECTIONS = [
+    ("How long do I have to send something back?", "You have 30 days from delivery to return an item."),
+    ("When will I see my refund?", "We issue refunds within 2 business days; your bank shows them in 5 to 7."),
+    ("Is shipping free?", "Standard shipping is free on orders over $50; otherwise it costs $5.95."),
+    ("How long is the warranty on a lamp?", "Lamps and electronics have a 2-year warranty."),
+    ("Can I still cancel my order?", "You can cancel or change an order within 2 hours of placing it."),
+    ("Do you ship to Germany?", "Yes, we ship to the EU for a flat $19.95; delivery takes 7 to 14 business days."),
+]
+
+
+def seed_corrections(settings, count: int) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        for index in range(count):
+            question, answer = CORRECTIONS[index % len(CORRECTIONS)]
+            conversation, _ = crud.create_conversation(session=session, channel="bench")
+            crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer,
+                             text=f"{question} (order LL-{200000 + index})")  # fmt: skip
+            reply = crud.add_message(session=session, conversation_id=conversation.id, role=Role.bot,
+                                     text="I'm not sure, sorry.")  # fmt: skip
+            crud.save_review(session=session, message_id=reply.id, rating="bad", corrected_text=answer,
+                             expected_version=0)  # fmt: skip
+            crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
+                                   use_for_training=True, expected_version=0)  # fmt: skip
+
+
+def answering_model(app: str) -> str:
+    with httpx.Client(base_url=app, timeout=300) as client:
+        opened = client.post("/api/conversations", json={}).json()
+        headers = {"Authorization": f"Bearer {opened['token']}"}
+        url = f"/api/conversations/{opened['conversation']['id']}/messages"
+        question = {"text": "How long do I have to return a lamp?"}
+        with client.stream("POST", url, json=question, headers=headers) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and '"role": "bot"' in line:
+                    return json.loads(line[6:])["model"]
+    return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default="http://127.0.0.1:8000")
+    parser.add_argument("--corrected", type=int, default=30)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    settings = get_settings()
+    pack = load_pack(settings.domain_pack)
+    registry = AdapterRegistry(settings.adapters_dir)
+    in_service = registry.active()
+    seed_corrections(settings, args.corrected)
+
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        run = crud.create_training_run(session=session, trigger="bench")
+    started = time.monotonic()
+    execute_run(run.id, settings)
+    with Session(engine) as session:
+        run = crud.get_training_run(session=session, run_id=run.id)
+    trained_s = time.monotonic() - started
+    if not run.promoted and run.adapter:
+        registry.promote(run.adapter)  # measure the switch even when the gate kept the old one
+    while answering_model(args.app) != run.adapter and time.monotonic() - started < 1800:
+        time.sleep(2)
+    total_s = time.monotonic() - started
+
+    dataset = Dataset.load(next((settings.data_dir / "datasets").glob(f"{run.dataset_hash[:16]}*")))
+    held_out = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
+    rows = {}
+    for label, model, adapter_dir in (
+        ("base model", settings.served_model_name, None),
+        (f"in service ({in_service})", in_service, registry.path(in_service)),
+        (f"retrained ({run.adapter})", run.adapter, registry.path(run.adapter)),
+    ):
+        scores = generation_scores(vllm_url=settings.resolved_vllm_url, model=model, records=held_out, pack=pack)
+        scores = with_loss(scores, assistant_loss(settings.base_model_dir, adapter_dir, held_out, pack))
+        rows[label] = {"loss": scores.loss, "perplexity": scores.perplexity, "rouge_l": scores.rouge_l,
+                       "checks": f"{scores.checks_passed}/{scores.checks_total}"}  # fmt: skip
+    print(f"run {run.id}: {run.status}, gate promoted: {run.promoted} ({'; '.join(run.report['decision']['reasons'])})")
+    print(f"held-out conversations: {len(held_out)}; corrected conversations added: {args.corrected}")
+    print(f"{'model':<28}{'loss':>8}{'ppl':>9}{'ROUGE-L':>9}{'checks':>8}")
+    for label, row in rows.items():
+        print(f"{label:<28}{row['loss']:>8}{row['perplexity']:>9}{row['rouge_l']:>9}{row['checks']:>8}")
+    print(
+        f"retrain (dataset + training + evaluation): {trained_s:.0f} s; until the new adapter answered: {total_s:.0f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "trained_s": trained_s, "total_s": total_s}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
