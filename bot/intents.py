@@ -435,9 +435,7 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     error = 0.0
     for index in range(bins):
         low, high = index / bins, (index + 1) / bins
-        members = [
-            i for i, value in enumerate(confidences) if low < value <= high or (index == 0 and value == 0)
-        ]
+        members = [i for i, value in enumerate(confidences) if low < value <= high or (index == 0 and value == 0)]
         if members:
             accuracy = sum(correct[i] for i in members) / len(members)
             confidence = sum(confidences[i] for i in members) / len(members)

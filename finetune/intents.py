@@ -73,6 +73,9 @@ class ClassifierRecipe:
     """Tokens kept per utterance; customer messages beyond it are cut."""
     holdout_fraction: float = 0.2
     """Share of each intent's examples kept out of training to calibrate and measure the classifier."""
+    max_holdout_per_intent: int = 10
+    """At most this many held-out examples per intent; beyond a few hundred in all, more examples
+    teach the classifier more than they refine one temperature."""
     in_scope_rejection: float = 0.05
     """Share of correctly classified held-out messages the recommended threshold may turn away; the
     threshold is the confidence at this quantile, kept within [min_threshold, max_threshold]."""
@@ -104,8 +107,8 @@ class ClassifierRecipe:
             raise ValueError("warmup_ratio and label_smoothing must be in [0, 1)")
         if self.max_length < 8:
             raise ValueError("max_length must be at least 8 tokens")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError("holdout_fraction must be in (0, 1)")
+        if not 0 < self.holdout_fraction < 1 or self.max_holdout_per_intent < 1:
+            raise ValueError("holdout_fraction must be in (0, 1) and max_holdout_per_intent positive")
         if not 0 <= self.in_scope_rejection < 1:
             raise ValueError("in_scope_rejection must be in [0, 1)")
         if not 0 <= self.min_threshold <= self.max_threshold <= 1 or not 0 <= self.margin < 1:
@@ -139,7 +142,7 @@ def examples_from_pack(pack: DomainPack) -> list[tuple[str, str]]:
 
 
 def split_examples(
-    examples: Sequence[tuple[str, str]], holdout_fraction: float, seed: int
+    examples: Sequence[tuple[str, str]], holdout_fraction: float, seed: int, max_per_intent: int | None = None
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """A per-intent (stratified) split into training and held-out examples; deterministic for a seed.
 
@@ -155,9 +158,17 @@ def split_examples(
         texts = sorted(by_intent[intent])
         rng.shuffle(texts)
         count = 0 if len(texts) < 2 else min(len(texts) - 1, max(1, round(len(texts) * holdout_fraction)))
+        if max_per_intent is not None:
+            count = min(count, max_per_intent)
         held_out += [(text, intent) for text in texts[:count]]
         train += [(text, intent) for text in texts[count:]]
     return train, held_out
+
+
+def held_out_examples(examples: Sequence[tuple[str, str]], recipe: ClassifierRecipe) -> list[tuple[str, str]]:
+    """The examples `train_intent_classifier` keeps out of training under this recipe."""
+    cleaned = [(" ".join(text.split()), intent) for text, intent in examples if text.strip()]
+    return split_examples(cleaned, recipe.holdout_fraction, recipe.seed, recipe.max_holdout_per_intent)[1]
 
 
 def train_intent_classifier(
@@ -186,7 +197,7 @@ def train_intent_classifier(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        train, held_out = split_examples(cleaned, recipe.holdout_fraction, recipe.seed)
+        train, held_out = split_examples(cleaned, recipe.holdout_fraction, recipe.seed, recipe.max_holdout_per_intent)
         labels = sorted(counts)
         classifier, stats = _fit(train, labels, recipe, on_progress)
         calibration = calibrate(classifier, held_out, recipe)
@@ -241,19 +252,21 @@ def _fit(
     index = {label: position for position, label in enumerate(labels)}
     targets = torch.tensor([index[intent] for _, intent in train])
     ids = [
-        torch.tensor(row) for row in tokenizer([text for text, _ in train], truncation=True, max_length=recipe.max_length)["input_ids"]
+        torch.tensor(row)
+        for row in tokenizer([text for text, _ in train], truncation=True, max_length=recipe.max_length)["input_ids"]
     ]
 
     # One pass in eval mode: the frozen layers' output (kept, so training starts above it) and the
     # sentence embeddings the intent vectors start from (each intent's mean, as nearest-centroid).
     net.eval()
-    cached: list[torch.Tensor] = []
+    cached: list[torch.Tensor] = [torch.empty(0)] * len(train)
     pooled = torch.empty(len(train), net.weight.shape[1])
     with torch.inference_mode():
         for batch in _batches(ids, 128, None):
             input_ids, mask = _pad([ids[i] for i in batch])
             lower = net.run_layers(net.embed_tokens(input_ids), mask, 0, frozen)
-            cached += [lower[row, : len(ids[i])].clone() for row, i in enumerate(batch)]
+            for row, i in enumerate(batch):
+                cached[i] = lower[row, : len(ids[i])].clone()
             upper = net.run_layers(lower, mask, frozen)
             pooled[batch] = F.normalize(_masked_mean(upper, mask), dim=-1)
     with torch.no_grad():
@@ -273,7 +286,8 @@ def _fit(
     total = max(recipe.min_steps, math.ceil(recipe.epochs * steps_per_epoch))
     warmup = int(recipe.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total - step) / (total - warmup))
+        optimizer,
+        lambda step: (step + 1) / (warmup + 1) if step < warmup else max(0.0, (total - step) / (total - warmup)),
     )
 
     net.train()
@@ -296,7 +310,12 @@ def _fit(
             if step >= total or time.monotonic() >= deadline:
                 break
     if step < total:
-        logger.warning("intent classifier training stopped at the %.0f-minute bound: %d of %d steps", recipe.max_minutes, step, total)
+        logger.warning(
+            "intent classifier training stopped at the %.0f-minute bound: %d of %d steps",
+            recipe.max_minutes,
+            step,
+            total,
+        )
     net.eval()
     for parameter in net.parameters():
         parameter.requires_grad_(False)

@@ -1,6 +1,7 @@
-"""The adapter store on disk: one folder per adapter version, and a pointer to the promoted one.
+"""The model stores on disk: one folder per version, and a pointer to the promoted one.
 
-Versions are named `<prefix>-v<N>` and never reused, so vLLM never sees two adapters under one name.
+LoRA adapters and intent classifiers each have one. Versions are named `<prefix>-v<N>` and never
+reused, so vLLM never sees two adapters under one name.
 """
 
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 from finetune.sft import ADAPTER_META
 
 ACTIVE_FILE = "active.json"
+# bot.intents.CLASSIFIER_FILE; not imported, so that the store does not pull in torch.
+CLASSIFIER_MARKER = "classifier.json"
 
 
 class AdapterNotFound(Exception):
@@ -18,24 +21,25 @@ class AdapterNotFound(Exception):
 
 
 class AdapterRegistry:
-    """Adapter versions kept under one root folder."""
+    """Versions kept under one root folder; a version is complete once its marker file exists."""
 
-    def __init__(self, root: Path, prefix: str = "domain") -> None:
+    def __init__(self, root: Path, prefix: str = "domain", marker: str = ADAPTER_META) -> None:
         self.root = root
         self.prefix = prefix
+        self.marker = marker
         self._pattern = re.compile(rf"^{re.escape(prefix)}-v(\d+)$")
 
     def path(self, name: str) -> Path:
         return self.root / name
 
     def versions(self) -> list[str]:
-        """Complete adapter versions, oldest first; staging folders of interrupted runs are skipped."""
+        """Complete versions, oldest first; staging folders of interrupted runs are skipped."""
         if not self.root.exists():
             return []
         found = [
             (int(match.group(1)), entry.name)
             for entry in self.root.iterdir()
-            if (match := self._pattern.match(entry.name)) and (entry / ADAPTER_META).exists()
+            if (match := self._pattern.match(entry.name)) and (entry / self.marker).exists()
         ]
         return [name for _, name in sorted(found)]
 
@@ -75,9 +79,9 @@ class AdapterRegistry:
     def metadata(self, name: str) -> dict:
         if name not in self.versions():
             raise AdapterNotFound(name)
-        return json.loads((self.path(name) / ADAPTER_META).read_text())
+        return json.loads((self.path(name) / self.marker).read_text())
 
 
 def classifier_registry(root: Path) -> AdapterRegistry:
-    """The intent classifiers' store (placeholder until classifiers have their own marker file)."""
-    return AdapterRegistry(root, prefix="intent")
+    """The intent classifiers' store: folders `intent-vN` holding a classifier.json."""
+    return AdapterRegistry(root, prefix="intent", marker=CLASSIFIER_MARKER)

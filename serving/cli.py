@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from serving import cli_training
+from serving.cli_intents import intents_app
 from serving.cli_staff import staff_app
 from serving.cli_store import store_app
 from serving.settings import Settings, get_settings
@@ -152,6 +153,9 @@ def start(
 
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"\n[bold]supportbot is starting at {base}[/]")
+    if settings.mode == "local":
+        console.print(f"  Widget demo:   {base}/demo")
+    console.print(f"  Staff console: {base}/console  (first admin: supportbot staff create-admin)")
     console.print(f"  API docs:      {base}/docs")
     console.print(f"  Customer API:  {base}/api/conversations")
     console.print(f"  Health:        {base}/readyz")
@@ -172,6 +176,7 @@ def start(
         console.print("supportbot stopped.")
 
 
+app.add_typer(intents_app, name="intents")
 cli_training.register(app)
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
 
 from conversations import crud
-from conversations.models import ConversationReviewCreate, ReviewCreate, StaffRole
+from conversations.models import ConversationReviewCreate, ReviewCreate, RunStatus, StaffRole
+from finetune.registry import AdapterRegistry
 from serving.auth import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
@@ -33,6 +34,7 @@ from serving.console import actions, views
 from serving.console.signin import check_credentials, safe_next
 from serving.deps import CurrentAdmin, CurrentStaff, Services, ServicesDep, SessionDep
 from serving.errors import ApiError
+from serving.routes import training as training_api
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -59,6 +61,11 @@ NOTICES = {
     "created": "Account created.",
     "updated": "Account updated.",
     "signed_out": "You are signed out.",
+    "retrain_started": "Retraining started.",
+    "cancel_requested": "Cancel requested: the run stops at its next step and keeps a checkpoint to resume from.",
+    "resumed": "The run resumes from its last checkpoint.",
+    "promoted": "Adapter promoted: it answers customers within seconds.",
+    "rolled_back": "Rolled back to the previously promoted adapter.",
 }
 
 
@@ -67,7 +74,15 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, rest = divmod(max(round(seconds), 0), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 templates.env.filters["utc"] = _utc
+templates.env.filters["duration"] = _duration
 
 
 def render(
@@ -413,4 +428,42 @@ def audit(
     return render(
         request, "audit.html", signed, section="audit", entries=found[:AUDIT_PAGE], has_more=len(found) > AUDIT_PAGE,
         offset=offset, limit=AUDIT_PAGE, action=action, names=names, actions=crud.audit_actions(session=session),
+    )  # fmt: skip
+
+
+# --- Admin: models and retraining ---
+
+ACTIVE_RUNS = (RunStatus.queued, RunStatus.running)
+
+
+@router.get("/models")
+def models(signed: CurrentAdmin, request: Request, session: SessionDep, services: ServicesDep) -> HTMLResponse:
+    """Retraining runs (the one going shown live), and the adapter versions to promote or roll back to."""
+    runs = crud.list_training_runs(session=session)
+    return render(
+        request, "models.html", signed, section="models", runs=runs,
+        active_run=next((run for run in runs if run.status in ACTIVE_RUNS), None),
+        adapters=training_api.list_adapters(signed, services),
+        previous=AdapterRegistry(services.settings.adapters_dir).previous(),
+        # A name is reused only after a run that failed before training, so the newest run made it.
+        made_by={run.adapter: run.id for run in reversed(runs) if run.adapter},
+    )  # fmt: skip
+
+
+@router.get("/models/runs/{run_id}")
+def model_run(
+    run_id: int, signed: CurrentAdmin, request: Request, session: SessionDep, services: ServicesDep
+) -> HTMLResponse:
+    """One run: live progress and loss plot, its data card, and its evaluation beside the adapter in service."""
+    try:
+        run = crud.get_training_run(session=session, run_id=run_id)
+    except crud.RunNotFound:
+        return render(
+            request, "error.html", signed, 404, section="models", status=404, title="not found",
+            message=f"No retraining run {run_id}.",
+        )  # fmt: skip
+    adapters = training_api.list_adapters(signed, services)
+    return render(
+        request, "model_run.html", signed, section="models", run=run, active=adapters.active,
+        stored={version.name for version in adapters.versions},
     )  # fmt: skip

@@ -34,7 +34,9 @@ PUBLIC = {
     ("POST", "/api/conversations"),
     ("GET", "/api/widget/config"),
 }
-ADMIN_PREFIXES = ("/console/staff", "/console/audit", "/api/staff/accounts", "/api/staff/audit", "/api/admin/")
+ADMIN_PREFIXES = (
+    "/console/staff", "/console/audit", "/console/models", "/api/staff/accounts", "/api/staff/audit", "/api/admin/",
+)  # fmt: skip
 # Path parameters that point at nothing, so an admin call that gets through changes nothing.
 HARMLESS = {"run_id": "999999", "name": "no-such-thing"}
 
@@ -135,6 +137,8 @@ def test_the_matrix_covers_the_console_staff_admin_and_customer_routes(app_clien
     assert roles == set(ROLES), roles
     for page in ("/console", "/console/conversations/{conversation_id}", "/console/staff", "/console/audit"):
         assert ("GET", page) in found
+    for page in ("/console/models", "/console/models/runs/{run_id}"):
+        assert found.get(("GET", page)) == "admin", page
     assert ("POST", "/api/staff/conversations/{conversation_id}/claim") in found
     assert ("POST", "/api/conversations/{conversation_id}/messages") in found
 
@@ -176,6 +180,9 @@ def test_staff_get_403_on_admin_pages(app_client: TestClient, world: dict) -> No
     assert response.status_code == 403
     response = call(app_client, "POST", "/api/staff/accounts", "staff", world)
     assert response.status_code == 403
+    for page in ("/console/models", "/console/models/runs/1"):
+        response = call(app_client, "GET", page, "staff", world)
+        assert response.status_code == 403, page
 
 
 def test_tokens_do_not_cross_over(app_client: TestClient, world: dict) -> None:
