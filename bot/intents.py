@@ -138,7 +138,8 @@ class IntentNet(nn.Module):
             raise ClassifierError(
                 f"only BERT encoders with gelu and absolute positions are supported, not {config.model_type}"
             )
-        self.encoder = encoder
+        # transformers' BertModel; typed Any because its submodules are reached by name.
+        self.encoder: Any = encoder
         self.heads = int(config.num_attention_heads)
         self.hidden_dropout = float(config.hidden_dropout_prob)
         self.attention_dropout = float(config.attention_probs_dropout_prob)
@@ -164,7 +165,7 @@ class IntentNet(nn.Module):
             x = self._layer(layer, x, mask)
         return x
 
-    def _layer(self, layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _layer(self, layer: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, hidden = x.shape
         attention = layer.attention.self
 
@@ -210,7 +211,7 @@ class IntentNet(nn.Module):
 
 
 class _FastLayer(nn.Module):
-    def __init__(self, layer: nn.Module, heads: int) -> None:
+    def __init__(self, layer: Any, heads: int) -> None:
         super().__init__()
         attention = layer.attention.self
         hidden = attention.query.weight.shape[0]
@@ -236,6 +237,10 @@ class _FastLayer(nn.Module):
 
 class _FastIntentNet(nn.Module):
     """IntentNet's logits for inference only; shares the (unquantised) embedding tables with it."""
+
+    positions: torch.Tensor
+    token_type: torch.Tensor
+    head: torch.Tensor
 
     def __init__(self, net: IntentNet) -> None:
         super().__init__()

@@ -257,6 +257,7 @@ class TrainingRunPublic(SQLModel):
     card: dict | None
     report: dict | None
     promoted: bool
+    cancel_requested: bool
     error: str | None
 
 

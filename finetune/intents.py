@@ -205,7 +205,7 @@ def train_intent_classifier(
     finally:
         torch.set_num_threads(previous_threads)
 
-    meta = {
+    meta: dict[str, Any] = {
         "encoder": {**encoder_info(), "pooling": "mean", "fine_tuned_layers": recipe.train_layers},
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "examples": {"train": len(train), "held_out": len(held_out), "intents": len(labels)},

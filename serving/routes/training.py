@@ -3,6 +3,7 @@
 Every call here is an admin action and lands in the audit log.
 """
 
+import httpx
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
@@ -11,6 +12,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.models import TrainingRunPublic
 from finetune.registry import AdapterNotFound, AdapterRegistry
+from finetune.worker import load_adapter_into_vllm
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
 from serving.training import RunNotResumable
@@ -102,6 +104,13 @@ async def promote_adapter(name: str, admin: CurrentAdmin, services: ServicesDep)
     """Serve this adapter version from now on (also how an admin rolls back to an older one)."""
     registry = AdapterRegistry(services.settings.adapters_dir)
     previous = registry.active()
+    if name not in registry.versions():
+        raise ApiError(404, "adapter_not_found", f"No adapter version {name}.")
+    # Loaded into vLLM before the pointer moves: a refused load leaves the adapter in service as it was.
+    try:
+        await run_in_threadpool(load_adapter_into_vllm, services.settings.resolved_vllm_url, name, registry.path(name))
+    except (RuntimeError, httpx.HTTPError) as error:
+        raise ApiError(503, "model_server_refused", f"vLLM could not load {name}: {error}") from error
     try:
         await run_in_threadpool(registry.promote, name)
     except AdapterNotFound as error:
