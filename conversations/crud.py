@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, case, delete, exists, func, not_, true, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, func, not_, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, or_, select
 
@@ -258,8 +258,15 @@ class RunNotFound(Exception):
     """No retraining run has this id."""
 
 
+# PostgreSQL advisory lock taken while queueing a retraining run (conversations.db uses 73_310_001).
+_RUN_QUEUE_LOCK_KEY = 73_310_002
+
+
 def create_training_run(*, session: Session, trigger: str) -> TrainingRun:
     """Queue a retraining run, unless one is already queued or running."""
+    if session.connection().dialect.name == "postgresql":
+        # App replicas check the schedule at the same moment: they take turns, so only one queues the run.
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _RUN_QUEUE_LOCK_KEY})
     active = session.exec(
         select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.queued, RunStatus.running]))
     ).first()
@@ -291,6 +298,26 @@ def update_training_run(*, session: Session, run_id: int, **changes: object) -> 
     session.commit()
     session.refresh(run)
     return run
+
+
+def claim_training_run(*, session: Session, worker_pid: int | None = None) -> TrainingRun | None:
+    """The oldest queued run, now marked running for the calling worker; None when none is queued.
+
+    The status check and the change are one UPDATE, so two workers never claim the same run.
+    """
+    queued = session.exec(
+        select(TrainingRun.id).where(TrainingRun.status == RunStatus.queued).order_by(col(TrainingRun.id))
+    ).all()
+    for run_id in queued:
+        claimed = session.exec(
+            update(TrainingRun)
+            .where(col(TrainingRun.id) == run_id, col(TrainingRun.status) == RunStatus.queued)
+            .values(status=RunStatus.running, worker_pid=worker_pid)
+        )
+        session.commit()
+        if claimed.rowcount == 1:
+            return get_training_run(session=session, run_id=run_id)
+    return None
 
 
 # --- Staff console: accounts, sign-in sessions, the audit log, taking over conversations. ---

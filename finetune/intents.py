@@ -12,7 +12,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,10 @@ class ClassifierRecipe:
     max_holdout_per_intent: int = 10
     """At most this many held-out examples per intent; beyond a few hundred in all, more examples
     teach the classifier more than they refine one temperature."""
+    refit_min_share: float = 0.1
+    """When the held-out part is at least this share of the examples (small packs, few-shot), a
+    second run trains on all examples with the same recipe and is the one kept, with the first run's
+    temperature, threshold and held-out metrics; 1 never refits."""
     in_scope_rejection: float = 0.05
     """Share of correctly classified held-out messages the recommended threshold may turn away; the
     threshold is the confidence at this quantile, kept within [min_threshold, max_threshold]."""
@@ -93,8 +97,6 @@ class ClassifierRecipe:
     """Seed of the held-out split, batch order and dropout."""
     threads: int = 2
     """CPU threads for torch during training."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the classifier (e.g. where the examples came from)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.train_layers <= 12:
@@ -109,6 +111,8 @@ class ClassifierRecipe:
             raise ValueError("max_length must be at least 8 tokens")
         if not 0 < self.holdout_fraction < 1 or self.max_holdout_per_intent < 1:
             raise ValueError("holdout_fraction must be in (0, 1) and max_holdout_per_intent positive")
+        if not 0 < self.refit_min_share <= 1:
+            raise ValueError("refit_min_share must be in (0, 1]")
         if not 0 <= self.in_scope_rejection < 1:
             raise ValueError("in_scope_rejection must be in [0, 1)")
         if not 0 <= self.min_threshold <= self.max_threshold <= 1 or not 0 <= self.margin < 1:
@@ -182,8 +186,10 @@ def train_intent_classifier(
 
     A stratified held-out split (recipe.holdout_fraction) is kept out of training; the classifier's
     temperature is fitted on it, its metrics measured on it, and the recommended threshold read from
-    it. The folder is written to `<output_dir>.partial` and renamed when complete, so an interrupted
-    run never looks like a classifier. Returns what classifier.json holds.
+    it. Where that split is a large share of the examples, the classifier is then trained again on
+    all of them (recipe.refit_min_share). The folder is written to `<output_dir>.partial` and renamed
+    when complete, so an interrupted run never looks like a classifier. Returns what classifier.json
+    holds.
     """
     recipe = recipe or ClassifierRecipe()
     output_dir = Path(output_dir)
@@ -199,16 +205,40 @@ def train_intent_classifier(
     try:
         train, held_out = split_examples(cleaned, recipe.holdout_fraction, recipe.seed, recipe.max_holdout_per_intent)
         labels = sorted(counts)
-        classifier, stats = _fit(train, labels, recipe, on_progress)
+        refit = bool(held_out) and len(held_out) >= recipe.refit_min_share * len(cleaned)
+        planned = _planned_steps(len(train), recipe) + (_planned_steps(len(cleaned), recipe) if refit else 0)
+        deadline = started + recipe.max_minutes * 60
+
+        def progress(offset: int) -> Callable[[int, float], None]:
+            def report_step(step: int, loss: float) -> None:
+                if on_progress is not None:
+                    on_progress(offset + step, planned, loss)
+
+            return report_step
+
+        classifier, stats = _fit(train, labels, recipe, progress(0), deadline)
         calibration = calibrate(classifier, held_out, recipe)
         report = evaluate_classifier(classifier, held_out) if held_out else None
+        if refit:
+            final, refit_stats = _fit(cleaned, labels, recipe, progress(stats["steps"]), deadline)
+            final.temperature, final.threshold, final.margin = (
+                classifier.temperature,
+                classifier.threshold,
+                classifier.margin,
+            )
+            classifier, stats = final, {**stats, "refit_on_all": refit_stats}
     finally:
         torch.set_num_threads(previous_threads)
 
     meta: dict[str, Any] = {
         "encoder": {**encoder_info(), "pooling": "mean", "fine_tuned_layers": recipe.train_layers},
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "examples": {"train": len(train), "held_out": len(held_out), "intents": len(labels)},
+        "examples": {
+            "train": len(cleaned) if refit else len(train),
+            "held_out": len(held_out),
+            "intents": len(labels),
+            "refit_on_all": refit,
+        },
         "training": {**stats, "seconds": round(time.monotonic() - started, 1)},
         "calibration": calibration,
         "metrics": report.to_dict() if report else {},
@@ -235,11 +265,16 @@ def train_intent_classifier(
 # --- Training -----------------------------------------------------------------------------------
 
 
+def _planned_steps(examples: int, recipe: ClassifierRecipe) -> int:
+    return max(recipe.min_steps, math.ceil(recipe.epochs * math.ceil(examples / recipe.batch_size)))
+
+
 def _fit(
     train: list[tuple[str, str]],
     labels: list[str],
     recipe: ClassifierRecipe,
-    on_progress: ProgressCallback | None,
+    on_step: Callable[[int, float], None],
+    deadline: float,
 ) -> tuple[EncoderIntentClassifier, dict[str, Any]]:
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
@@ -282,8 +317,7 @@ def _fit(
     if trained:
         groups.append({"params": trained, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay})
     optimizer = torch.optim.AdamW(groups)
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    total = max(recipe.min_steps, math.ceil(recipe.epochs * steps_per_epoch))
+    total = _planned_steps(len(train), recipe)
     warmup = int(recipe.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -291,7 +325,6 @@ def _fit(
     )
 
     net.train()
-    deadline = time.monotonic() + recipe.max_minutes * 60
     step, losses = 0, []
     while step < total and time.monotonic() < deadline:
         for batch in _batches(cached, recipe.batch_size, rng):
@@ -305,8 +338,7 @@ def _fit(
             scheduler.step()
             step += 1
             losses.append(loss.item())
-            if on_progress is not None:
-                on_progress(step, total, losses[-1])
+            on_step(step, losses[-1])
             if step >= total or time.monotonic() >= deadline:
                 break
     if step < total:

@@ -14,9 +14,11 @@ from bot.context import ChatTemplateCounter
 from bot.dialogue import DialogueManager, Swappable
 from bot.domain import load_pack
 from bot.llm import VLLMChatModel
+from bot.replicas import ReplicaPool
 from bot.routing import RuleRouter
 from conversations.db import init_db, make_engine
 from finetune.registry import AdapterRegistry
+from serving import metrics
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
 from serving.console import pages as console_pages
@@ -36,7 +38,9 @@ def build_services(settings: Settings) -> Services:
     init_db(engine)
     pack = load_pack(settings.domain_pack)
     llm = VLLMChatModel(
-        base_url=settings.resolved_vllm_url, max_tokens=settings.max_reply_tokens, timeout_s=settings.llm_timeout_s
+        replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
+        max_tokens=settings.max_reply_tokens,
+        timeout_s=settings.llm_timeout_s,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
@@ -88,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(widget.router)
     app.include_router(training.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
     app.include_router(staff_api.router)

@@ -3,7 +3,6 @@
 Each subcommand is a plain typed function; long work shows a progress bar.
 """
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from serving import cli_training
+from serving import cli_ops, cli_training
 from serving.cli_intents import intents_app
 from serving.cli_staff import staff_app
 from serving.cli_store import store_app
+from serving.logging import configure_logging, uvicorn_log_config
 from serving.settings import Settings, get_settings
 
 app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
@@ -24,11 +24,8 @@ app.add_typer(store_app, name="store")
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "httpcore", "openai", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Text locally, one JSON object per line in production (SUPPORTBOT_LOG_FORMAT overrides).
+    configure_logging(get_settings().resolved_log_format, verbose=verbose)
 
 
 def prepare_models(settings: Settings, steps: int | None = None) -> None:
@@ -166,6 +163,7 @@ def start(
             host=settings.host,
             port=settings.port,
             log_level="info",
+            log_config=uvicorn_log_config(settings.resolved_log_format),
             # Open widget event streams would otherwise hold Ctrl-C for up to a minute.
             timeout_graceful_shutdown=5,
         )
@@ -178,6 +176,7 @@ def start(
 
 app.add_typer(intents_app, name="intents")
 cli_training.register(app)
+cli_ops.register(app)
 
 if __name__ == "__main__":
     app()

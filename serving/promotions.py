@@ -42,6 +42,8 @@ class PromotionWatcher:
 
     A new adapter is hot-loaded into vLLM first and only then becomes the bot's model, so no request
     is sent to an adapter vLLM lacks; replies already streaming finish on the adapter they started on.
+    With vLLM run elsewhere (one server or several replicas), a server found without the promoted
+    adapter (restarted, or newly scaled up) gets it loaded again; until then no request is routed to it.
     """
 
     def __init__(self, services: Services, interval_s: float = 5.0) -> None:
@@ -57,15 +59,32 @@ class PromotionWatcher:
     async def _check_adapter(self) -> bool:
         active = await run_in_threadpool(self.adapters.active)
         dialogue = self.services.dialogue
-        if active is None or active == dialogue.models.current():
+        if active is None:
             return False
+        if active == dialogue.models.current():
+            if not self.services.settings.manages_vllm:
+                await self._reload_where_missing(active)
+            return False
+        settings = self.services.settings
         await run_in_threadpool(
-            load_adapter_into_vllm, self.services.settings.resolved_vllm_url, active, self.adapters.path(active)
+            load_adapter_into_vllm, settings.vllm_urls or settings.resolved_vllm_url, active, self.adapters.path(active)
         )
+        if not self.services.llm.replicas.single:
+            await self.services.llm.replicas.refresh()
         previous = dialogue.models.current()
         dialogue.models.switch(active)
         logger.info("adapter %s now answers customers (was %s)", active, previous)
         return True
+
+    async def _reload_where_missing(self, active: str) -> None:
+        """A vLLM server run elsewhere forgets runtime-loaded adapters when it restarts: load it there again."""
+        replicas = await self.services.llm.replicas.view()
+        missing = [url for url, replica in replicas.items() if replica.up and active not in replica.models]
+        if not missing:
+            return
+        logger.warning("vLLM replica(s) %s lack adapter %s; loading it", missing, active)
+        await run_in_threadpool(load_adapter_into_vllm, missing, active, self.adapters.path(active))
+        await self.services.llm.replicas.refresh()
 
     async def _check_classifier(self) -> bool:
         active = await run_in_threadpool(self.classifiers.active)

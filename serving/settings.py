@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     vllm_dtype: str | None = None
     vllm_extra_args: str = ""
     vllm_start_timeout_s: float = 600.0
+    # Several vLLM replicas (instead of vllm_url), as a JSON list of URLs. An entry "dns+http://name:port"
+    # stands for every address `name` resolves to (a Kubernetes headless service), re-resolved on refresh.
+    # Each request goes only to a replica whose /v1/models lists the adapter it asks for.
+    vllm_urls: list[str] = []
+    vllm_refresh_s: float = Field(default=10.0, gt=0)
 
     # First adapter, trained on the domain pack's seed conversations at first start.
     seed_adapter_steps: int = 120
@@ -83,6 +88,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute_conversation: int = Field(default=12, ge=1)
     rate_limit_per_minute_address: int = Field(default=60, ge=1)
     llm_timeout_s: float = 60.0
+
+    # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
+    # Prometheus metrics at /metrics (unauthenticated: keep it off the public internet).
+    log_format: Literal["text", "json"] | None = None
+    metrics_enabled: bool = True
+    # Where retraining runs: "local" spawns a worker process on the app host; "queue" only queues the run
+    # for a `supportbot worker` elsewhere (a GPU container or Kubernetes Job) to claim.
+    training_runner: Literal["local", "queue"] = "local"
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
@@ -128,8 +141,17 @@ class Settings(BaseSettings):
         return (self.vllm_url or f"http://{self.vllm_host}:{self.vllm_port}").rstrip("/")
 
     @property
+    def vllm_replica_urls(self) -> list[str]:
+        """The vLLM servers to talk to: the replicas when several are set, else the one server."""
+        return [url.rstrip("/") for url in self.vllm_urls] or [self.resolved_vllm_url]
+
+    @property
     def manages_vllm(self) -> bool:
-        return self.vllm_url is None
+        return self.vllm_url is None and not self.vllm_urls
+
+    @property
+    def resolved_log_format(self) -> str:
+        return self.log_format or ("json" if self.mode == "production" else "text")
 
 
 @lru_cache

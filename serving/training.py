@@ -47,6 +47,8 @@ class TrainingManager:
 
     def mark_lost_runs(self) -> int:
         """Runs left 'running' or 'queued' by a previous app process become 'interrupted'."""
+        if self.settings.training_runner == "queue":
+            return 0  # runs belong to `supportbot worker`, which marks the ones it lost itself
         with Session(self.engine) as session:
             lost = session.exec(
                 select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.running, RunStatus.queued]))
@@ -91,6 +93,9 @@ class TrainingManager:
             return crud.update_training_run(session=session, run_id=run_id, cancel_requested=True)
 
     def _spawn(self, run_id: int) -> None:
+        if self.settings.training_runner == "queue":
+            logger.info("retraining run %d queued for a `supportbot worker` to claim", run_id)
+            return
         log_path = self.settings.logs_dir / f"training-run-{run_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:

@@ -27,9 +27,11 @@ from conversations.models import (
     MessagePublic,
     Role,
 )
+from serving import metrics
 from serving.deps import CustomerToken, Services, ServicesDep, SessionDep
 from serving.errors import ApiError
 from serving.limits import SendLimited
+from serving.logging import set_conversation_id
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ def sse(event: str, data: object) -> str:
 
 
 async def stream_reply(services: Services, conversation_id: str, customer: MessagePublic) -> AsyncIterator[str]:
+    set_conversation_id(conversation_id)
     yield sse("customer_message", customer)
 
     def load() -> tuple[list[Turn], DialogueState, str, int | None]:
@@ -145,6 +148,7 @@ async def stream_reply(services: Services, conversation_id: str, customer: Messa
                 yield sse("token", {"text": event})
     except (LLMUnavailable, WindowTooSmall) as error:
         logger.warning("conversation %s: no reply (%s)", conversation_id, error)
+        metrics.record_fallback("window_too_small" if isinstance(error, WindowTooSmall) else "model_unavailable")
         failure = f"model: {error}"[:500]
     finally:
         if result is None and failure is None and pieces:
@@ -184,6 +188,7 @@ def store_failed_reply(services: Services, conversation_id: str, text: str, erro
 
 def store_turn(services: Services, conversation_id: str, customer_id: int, result: TurnResult) -> MessagePublic | None:
     """Persist one turn: the customer message's intent, the dialogue state and the bot's reply."""
+    metrics.record_turn(result)
     with Session(services.engine) as session:
         prediction = result.prediction
         crud.set_message_intent(

@@ -14,6 +14,7 @@ from conversations.models import (
     FeedbackCreate,
     FeedbackPublic,
 )
+from serving import metrics
 from serving.deps import CustomerToken, SessionDep
 from serving.errors import ApiError
 
@@ -47,6 +48,7 @@ def rate_reply(
         raise ApiError(404, "message_not_found", "This conversation has no message with this id.") from error
     except crud.NotABotMessage as error:
         raise ApiError(422, "not_a_bot_message", "Only the assistant's replies can be rated.") from error
+    metrics.record_feedback(body.rating)
     return FeedbackPublic.model_validate(feedback)
 
 
@@ -56,6 +58,7 @@ def rate_conversation(conversation_id: str, body: CsatCreate, token: CustomerTok
     crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
     comment = (body.comment or "").strip() or None
     csat = crud.rate_conversation(session=session, conversation_id=conversation_id, score=body.score, comment=comment)
+    metrics.record_csat(body.score)
     return CsatPublic.model_validate(csat)
 
 

@@ -108,7 +108,10 @@ async def promote_adapter(name: str, admin: CurrentAdmin, services: ServicesDep)
         raise ApiError(404, "adapter_not_found", f"No adapter version {name}.")
     # Loaded into vLLM before the pointer moves: a refused load leaves the adapter in service as it was.
     try:
-        await run_in_threadpool(load_adapter_into_vllm, services.settings.resolved_vllm_url, name, registry.path(name))
+        await run_in_threadpool(
+            load_adapter_into_vllm, services.settings.vllm_urls or services.settings.resolved_vllm_url, name,
+            registry.path(name),
+        )  # fmt: skip
     except (RuntimeError, httpx.HTTPError) as error:
         raise ApiError(503, "model_server_refused", f"vLLM could not load {name}: {error}") from error
     try:
