@@ -5,6 +5,7 @@ and stream the LLM's reply (or a fixed reply for rephrase, ask-for-details, hand
 """
 
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -199,7 +200,9 @@ class DialogueManager:
         if fixed is not None:
             result.text = fixed
             result.stages_ms["total"] = _ms(started)
-            yield fixed
+            # Fixed replies stream word by word too, so the customer sees them arrive like any other.
+            for word in re.findall(r"\S+\s*", fixed):
+                yield word
             yield result
             return
 

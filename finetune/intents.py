@@ -54,11 +54,11 @@ class ClassifierRecipe:
     output is computed once per example, so each training step costs about train_layers/6 of a full one."""
     epochs: float = 4.0
     """Passes over the training split."""
-    min_steps: int = 120
+    min_steps: int = 250
     """At least this many optimiser steps, so a small pack still trains long enough."""
     batch_size: int = 32
     """Utterances per optimiser step."""
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     """Peak learning rate of the encoder layers, reached after warmup and then decayed linearly."""
     head_learning_rate: float = 3e-3
     """Peak learning rate of the intent vectors and the logit scale."""
@@ -66,9 +66,9 @@ class ClassifierRecipe:
     """Share of the steps spent warming the learning rates up linearly."""
     weight_decay: float = 0.01
     """AdamW weight decay of the encoder layers."""
-    label_smoothing: float = 0.1
-    """Cross-entropy label smoothing; keeps training from pushing logits to extremes that the
-    calibration split is too small to undo."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing. 0.1 cost 2 points of 10-shot BANKING77 validation accuracy;
+    temperature scaling does the calibrating instead."""
     max_length: int = 64
     """Tokens kept per utterance; customer messages beyond it are cut."""
     holdout_fraction: float = 0.2

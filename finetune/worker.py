@@ -178,9 +178,16 @@ def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None =
                 should_stop=reporter.cancel_requested,
             )
 
+        reporter.stage("classifier")
+        with Session(engine) as session:
+            relabels = crud.relabelled_examples(session=session)
+        classifier = retrain_classifier(settings, pack, relabels)
+        reporter.update(classifier=classifier.get("name"))
+
         reporter.stage("evaluation")
         evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
         result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service)
+        result["classifier"] = classifier
         reporter.update(report=result)
         promoted = False
         if result["decision"]["promote"]:
@@ -197,6 +204,30 @@ def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None =
         reporter.update(
             status=RunStatus.failed, finished_at=utcnow(), error=f"{error}\n{traceback.format_exc()[-1500:]}"
         )
+
+
+def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tuple[str, str]]) -> dict:
+    """Retrain the intent classifier on the pack's examples plus staff relabels, and gate it on
+    held-out macro-F1. Skipped when there is nothing new to learn and a classifier is in service."""
+    from finetune.intents import examples_from_pack, train_intent_classifier
+    from finetune.registry import classifier_registry
+
+    registry = classifier_registry(settings.classifiers_dir)
+    active = registry.active()
+    known = {intent.name for intent in pack.intents}
+    extra = [(text, intent) for text, intent in relabels if intent in known]
+    if active is not None and not extra:
+        return {"name": None, "skipped": "no intent relabels since the pack's examples", "in_service": active}
+    name = registry.next_name()
+    settings.classifiers_dir.mkdir(parents=True, exist_ok=True)
+    meta = train_intent_classifier(examples_from_pack(pack) + extra, output_dir=registry.path(name))
+    after = (meta.get("metrics") or {}).get("macro_f1", 0.0)
+    before = (registry.metadata(active).get("metrics") or {}).get("macro_f1", 0.0) if active else None
+    promoted = before is None or after >= before - 0.005
+    if promoted:
+        registry.promote(name)
+    return {"name": name, "relabels": len(extra), "macro_f1": after, "in_service_macro_f1": before,
+            "promoted": promoted}  # fmt: skip
 
 
 def evaluate_candidate(

@@ -77,6 +77,14 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
             )
     console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
 
+    from finetune.registry import classifier_registry
+    from serving.cli_intents import train_pack_classifier
+
+    classifiers = classifier_registry(settings.classifiers_dir)
+    if classifiers.active() is None:
+        train_pack_classifier(settings, console=console)
+    console.print(f"[green]Intent classifier in service[/]: {classifiers.active()}")
+
 
 @app.command()
 def prepare(

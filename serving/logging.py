@@ -15,6 +15,7 @@ conversation_id_var: ContextVar[str | None] = ContextVar("conversation_id", defa
 
 NOISY_LOGGERS = ("httpx", "httpcore", "openai", "transformers")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER_NAME = "supportbot"
 # Attributes every LogRecord has; anything else on a record came from `extra=` and goes into the JSON line.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -48,8 +49,12 @@ def configure_logging(log_format: str, *, verbose: bool = False) -> None:
     """Send every logger's records to standard error in `log_format` ("text" or "json")."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only a handler set up here before: others (a test runner's capture) stay.
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

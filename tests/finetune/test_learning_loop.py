@@ -38,7 +38,7 @@ def wait_for_model(client: httpx.Client, adapter: str, timeout_s: float = 60) ->
     deadline = time.monotonic() + timeout_s
     while True:
         conversation_id, headers = open_conversation(client)
-        reply = bot_reply(send(client, conversation_id, headers, "Hello, how long do I have to return a lamp?"))
+        reply = bot_reply(send(client, conversation_id, headers, "How long do I have to return a lamp?"))
         if reply["model"] == adapter or time.monotonic() > deadline:
             return reply
         time.sleep(3)

