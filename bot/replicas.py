@@ -95,7 +95,8 @@ class ReplicaPool:
 
     async def refresh(self) -> dict[str, Replica]:
         """Resolve the replica addresses and ask each for its models now."""
-        urls = await asyncio.to_thread(expand_urls, self.urls)
+        resolves = any(url.startswith(DNS_PREFIX) for url in self.urls)
+        urls = await asyncio.to_thread(expand_urls, self.urls) if resolves else expand_urls(self.urls)
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             replicas = await asyncio.gather(*(self._probe(client, url) for url in urls))
         previous = self._replicas

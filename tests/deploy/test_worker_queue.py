@@ -2,6 +2,8 @@
 `supportbot worker` claims each exactly once (also when two look at the same moment) and trains it.
 """
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ from serving import settings as settings_module
 from serving.cli import app as cli
 from serving.settings import Settings
 from serving.training import TrainingManager
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """`supportbot worker` sets up logging as a process would; undo it for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
