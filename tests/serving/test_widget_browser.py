@@ -423,7 +423,7 @@ def test_when_the_model_is_down_the_customer_gets_the_apology_and_no_stuck_typin
         page = widget.page
         page.goto(f"{url}/demo")
         widget.launcher.click()
-        widget.input.fill("Where is my parcel?")
+        widget.input.fill("Where is my parcel LL-104233?")
         widget.input.press("Enter")
         widget.wait_until_sent()
         assert widget.typing.is_hidden()
