@@ -121,7 +121,7 @@ class DialogueManager:
         self.router = router
         self.prompt_budget = context_tokens - reply_tokens
         self.summary_model = summary_model
-        self.slots = slots or SlotExtractor(pack.slot_patterns)
+        self.slots = slots or SlotExtractor(pack.slot_patterns, pack.products)
 
     def plan(self, text: str, state: DialogueState) -> tuple[Route, Prediction | None, DialogueState, dict]:
         """Classify and route one customer message; returns the route and the state after it."""

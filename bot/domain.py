@@ -143,6 +143,9 @@ class PackInfo(BaseModel):
     # Regular expressions for the details the bot extracts (order_number, email, phone, ...);
     # the defaults in bot/slots.py apply to any slot not named here.
     slot_patterns: dict[str, str] = {}
+    # What the company sells, as customers name it ("desk lamp", "duvet cover"): a product mentioned
+    # in a message becomes the conversation's `product` slot, so it survives context eviction.
+    products: list[Text] = []
 
 
 class DomainPack(PackInfo):

@@ -1,10 +1,10 @@
-"""Facts a customer gives (order number, e-mail, phone) pulled out of their messages.
+"""Facts a customer gives (order number, e-mail, phone, product) pulled out of their messages.
 
 Slots outlive context eviction: they are stored with the conversation and rendered into every prompt.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # Defaults fit common order-number shapes ("LL-104233", "#104233"); a pack can override any pattern.
 DEFAULT_PATTERNS: dict[str, str] = {
@@ -13,15 +13,24 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "phone": r"(?<!\w)\+?\d[\d ()-]{7,}\d(?!\w)",
 }
 
-SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number"}
+SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product"}
+
+
+def catalogue_pattern(products: Sequence[str]) -> re.Pattern[str]:
+    """Any of the product names as whole words, plural or not; longer names win ("desk lamp" over "lamp")."""
+    names = sorted({name.strip() for name in products if name.strip()}, key=len, reverse=True)
+    words = "|".join(r"\s+".join(map(re.escape, name.split())) for name in names)
+    return re.compile(rf"(?<!\w)({words})(?:e?s)?(?!\w)", re.IGNORECASE)
 
 
 class SlotExtractor:
-    """Finds slot values in text with one regular expression per slot."""
+    """Finds slot values in text: one regular expression per slot, and the pack's product catalogue."""
 
-    def __init__(self, patterns: Mapping[str, str] | None = None) -> None:
+    def __init__(self, patterns: Mapping[str, str] | None = None, products: Sequence[str] = ()) -> None:
         merged = {**DEFAULT_PATTERNS, **(patterns or {})}
         self.patterns = {name: re.compile(pattern, re.IGNORECASE) for name, pattern in merged.items()}
+        self.product_names = {" ".join(name.split()).casefold(): name.strip() for name in products if name.strip()}
+        self.product_pattern = catalogue_pattern(products) if self.product_names else None
 
     def extract(self, text: str) -> dict[str, str]:
         """The last value of each slot mentioned in `text` (customers correct themselves)."""
@@ -34,6 +43,10 @@ class SlotExtractor:
         # A phone pattern would also match long digit runs inside an order number.
         if "phone" in found and "order_number" in found and found["phone"] in found["order_number"]:
             del found["phone"]
+        if self.product_pattern is not None:
+            mentioned = self.product_pattern.findall(text)
+            if mentioned:
+                found["product"] = self.product_names[" ".join(mentioned[-1].split()).casefold()]
         return found
 
 

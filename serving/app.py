@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from bot.context import ChatTemplateCounter
 from bot.dialogue import DialogueManager, Swappable
@@ -17,6 +19,7 @@ from bot.llm import VLLMChatModel
 from bot.replicas import ReplicaPool
 from bot.routing import RuleRouter
 from conversations.db import init_db, make_engine
+from conversations.retention import apply_retention
 from finetune.registry import AdapterRegistry
 from serving import metrics
 from serving.auth import StaffAuthError, staff_auth_response
@@ -63,6 +66,31 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+async def retention_loop(settings: Settings, engine: Engine) -> None:
+    """Apply the retention policy at start and then every `retention_every_hours`; it is idempotent, so
+    several app replicas running it only repeat work that is already done."""
+    if settings.retention_every_hours <= 0:
+        return
+
+    def apply() -> None:
+        with Session(engine) as session:
+            result = apply_retention(session=session, keep_days=settings.retention_days, mode=settings.retention_mode)
+        if result.conversations:
+            logger.info(
+                "retention: %s %d conversation(s) idle since before %s",
+                "deleted" if result.mode == "delete" else "anonymised",
+                result.conversations,
+                result.cutoff.date(),
+            )
+
+    while True:
+        try:
+            await asyncio.to_thread(apply)
+        except Exception:  # noqa: BLE001 - the loop must keep running; the next pass tries again
+            logger.exception("retention run failed")
+        await asyncio.sleep(settings.retention_every_hours * 3600)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,9 +105,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
         watching = asyncio.create_task(services.promotions.run())
         scheduling = asyncio.create_task(services.training.run_schedule())
+        retaining = asyncio.create_task(retention_loop(settings, services.engine))
         yield
         watching.cancel()
         scheduling.cancel()
+        retaining.cancel()
         for task in list(services.background):
             task.cancel()
         services.engine.dispose()

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # Conversations idle longer than this are anonymised (personal data masked) or deleted by the retention job.
     retention_days: int = Field(default=365, ge=1)
     retention_mode: Literal["anonymise", "delete"] = "anonymise"
+    # How often the app applies the retention policy itself (hours); 0 leaves it to `supportbot store retention`.
+    retention_every_hours: float = Field(default=6.0, ge=0)
     # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
     # local mode), and how many messages one conversation and one client address may send a minute.
     widget_allowed_origins: list[str] = []

@@ -76,14 +76,18 @@ def run_turn(dialogue: DialogueManager, turns: list[Turn], state: DialogueState,
     return asyncio.run(collect())
 
 
-def test_sixty_turns_stay_in_budget_and_keep_the_order_number(counter: ChatTemplateCounter) -> None:
+def test_sixty_turns_stay_in_budget_and_keep_the_order_number_and_product(counter: ChatTemplateCounter) -> None:
     model = ScriptedModel()
     dialogue = manager(counter, model)
     turns: list[Turn] = []
     state = DialogueState()
     summary, summarized_upto = "", None
     for number in range(1, 61):
-        text = "Where is my order? It is LL-104233." if number == 2 else f"Question {number} about the return window."
+        text = (
+            "Where is my order? It is LL-104233, a desk lamp."
+            if number == 2
+            else f"Question {number} about the return window."
+        )
         turns.append(Turn("customer", text, id=len(turns) + 1))
         result = run_turn(dialogue, turns, state, summary)
         state = result.state
@@ -98,7 +102,8 @@ def test_sixty_turns_stay_in_budget_and_keep_the_order_number(counter: ChatTempl
                 summary = asyncio.run(dialogue.update_summary(summary, pending))
                 summarized_upto = max(turn.id for turn in pending)
     assert result.dropped_turns > 40, "the conversation must be long enough to evict old turns"
-    assert "LL-104233" in reply_prompt[0].content
+    assert "order number: LL-104233" in reply_prompt[0].content
+    assert "product: desk lamp" in reply_prompt[0].content
     assert result.summary_used
 
 

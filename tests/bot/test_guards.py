@@ -18,6 +18,17 @@ def test_a_pack_can_define_its_own_order_number_shape() -> None:
     assert extractor.extract("it is ORD123456") == {"order_number": "ORD123456"}
 
 
+def test_a_product_from_the_pack_catalogue_is_a_slot_and_the_most_specific_name_wins() -> None:
+    extractor = SlotExtractor(products=["lamp", "desk lamp", "smart plug", "duvet cover"])
+    assert extractor.extract("My DESK  LAMPS arrived broken, order LL-104233") == {
+        "order_number": "LL-104233",
+        "product": "desk lamp",
+    }
+    assert extractor.extract("the lamp is fine but the smart plug died") == {"product": "smart plug"}
+    assert extractor.extract("my lampshade and my plug") == {}, "whole words only"
+    assert render_slots({"product": "desk lamp"}) == "product: desk lamp"
+
+
 def test_anger_is_recognised_and_calm_text_is_not() -> None:
     assert is_negative("This is unacceptable, worst service ever")
     assert is_negative("WHERE IS MY PARCEL I PAID TWO WEEKS AGO")

@@ -1,5 +1,6 @@
 """`supportbot store export / import / retention` as an administrator runs them."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,9 @@ from typer.testing import CliRunner
 
 from conversations import crud
 from conversations.filters import ConversationFilter
+from serving.app import retention_loop
 from serving.cli import app
-from serving.settings import get_settings
+from serving.settings import Settings, get_settings
 from tests.utils.store import bot, customer, make_conversation
 
 
@@ -94,3 +96,23 @@ def test_retention_applies_the_settings_now(configured: Engine, monkeypatch: pyt
 
     code, _, err = run("retention", "--mode", "delete", "--keep-days", "30")
     assert code == 0 and "1 deleted, 1 messages deleted" in err
+
+
+def test_the_app_applies_retention_on_its_own_schedule(engine: Engine) -> None:
+    with Session(engine) as session:
+        old, _ = make_conversation(
+            session, customer("mail me at jo@example.com"), updated_at=datetime.now(UTC) - timedelta(days=40)
+        )
+        recent, _ = make_conversation(session, customer("mail me at jo@example.com"))
+        old_id, recent_id = old.id, recent.id
+    settings = Settings(retention_days=30, retention_every_hours=0.0001)
+
+    async def run_a_few_passes() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(retention_loop(settings, engine), timeout=2)
+
+    asyncio.run(run_a_few_passes())
+    with Session(engine) as session:
+        assert crud.list_messages(session=session, conversation_id=old_id)[0].text == "mail me at [email]"
+        assert crud.list_messages(session=session, conversation_id=recent_id)[0].text == "mail me at jo@example.com"
+    assert asyncio.run(retention_loop(settings.model_copy(update={"retention_every_hours": 0}), engine)) is None
