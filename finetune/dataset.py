@@ -109,7 +109,7 @@ def split_of(conversation_id: str, recipe: DatasetRecipe) -> str:
     return "train"
 
 
-def _cut(text: str, limit: int) -> str:
+def cut_text(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0] + " …"
@@ -137,7 +137,7 @@ def training_messages(conversation: SourceConversation, recipe: DatasetRecipe) -
             # Two customer messages in a row (or a staff follow-up): join them into one turn.
             messages[-1]["content"] += "\n" + content
             continue
-        messages.append({"role": role, "content": _cut(content, recipe.max_message_chars)})
+        messages.append({"role": role, "content": cut_text(content, recipe.max_message_chars)})
     while messages and messages[0]["role"] != "user":
         messages.pop(0)
     messages = messages[: recipe.max_messages]
@@ -146,7 +146,7 @@ def training_messages(conversation: SourceConversation, recipe: DatasetRecipe) -
     return messages, corrected
 
 
-def _signature(messages: Sequence[ChatMessage]) -> str:
+def content_signature(messages: Sequence[ChatMessage]) -> str:
     # Near-duplicates differ only in numbers, case, punctuation or spacing.
     text = " ".join(message["content"] for message in messages).lower()
     return re.sub(r"[^a-z]+", " ", text).strip()
@@ -170,7 +170,7 @@ def build_dataset(
             continue
         if mask is not None:
             messages = [{"role": m["role"], "content": mask(m["content"])} for m in messages]
-        signature = _signature(messages)
+        signature = content_signature(messages)
         if signature in seen:
             dropped["duplicate"] += 1
             continue

@@ -26,6 +26,7 @@ from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
 from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
 from finetune.evaluate import GateConfig, assistant_loss, gate, generation_scores, report, with_loss
+from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
 from finetune.registry import AdapterRegistry
 from finetune.seed import with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
@@ -36,15 +37,30 @@ logger = logging.getLogger(__name__)
 RECIPES = Path(__file__).parent / "recipes"
 
 
-def load_recipe(base_model_dir: Path, overrides: dict | None = None) -> LoraRecipe:
-    """The YAML recipe named after the base model's folder, else the default one."""
+def _recipe_values(base_model_dir: Path) -> tuple[str, dict]:
     path = RECIPES / f"{base_model_dir.name}.yaml"
-    values = yaml.safe_load((path if path.exists() else RECIPES / "default.yaml").read_text())
-    known = {f.name for f in fields(LoraRecipe)}
-    unknown = set(values) - known
+    path = path if path.exists() else RECIPES / "default.yaml"
+    return path.name, yaml.safe_load(path.read_text()) or {}
+
+
+def load_recipe(base_model_dir: Path, overrides: dict | None = None) -> LoraRecipe:
+    """The YAML recipe named after the base model's folder, else the default one (its SFT fields)."""
+    name, values = _recipe_values(base_model_dir)
+    values.pop("preference", None)
+    unknown = set(values) - {f.name for f in fields(LoraRecipe)}
     if unknown:
-        raise ValueError(f"{path.name}: unknown recipe fields {sorted(unknown)}")
+        raise ValueError(f"{name}: unknown recipe fields {sorted(unknown)}")
     return LoraRecipe(**{**values, **(overrides or {})})
+
+
+def load_preference_recipe(base_model_dir: Path, overrides: dict | None = None) -> PreferenceRecipe:
+    """The `preference:` section of the same YAML recipe (DPO after SFT)."""
+    name, values = _recipe_values(base_model_dir)
+    section = values.get("preference") or {}
+    unknown = set(section) - {f.name for f in fields(PreferenceRecipe)}
+    if unknown:
+        raise ValueError(f"{name}: unknown preference fields {sorted(unknown)}")
+    return PreferenceRecipe(**{**section, **(overrides or {})})
 
 
 def source_conversations(session: Session, pack: DomainPack) -> list[SourceConversation]:
@@ -129,6 +145,14 @@ class RunReporter:
             self._last_write = time.monotonic()
             self.update(progress=dict(self.progress))
 
+    def preference_step(self, step: int, total: int, loss: float, started: float) -> None:
+        elapsed = time.monotonic() - started
+        self.progress["preference"] = {"step": step, "total": total, "loss": round(loss, 4),
+                                       "eta_s": round(elapsed / max(step, 1) * (total - step))}  # fmt: skip
+        if time.monotonic() - self._last_write > 1.0 or step == total:
+            self._last_write = time.monotonic()
+            self.update(progress=dict(self.progress))
+
     def validation(self, step: int, loss: float) -> None:
         self.progress["validation"] = [*self.progress["validation"], [step, round(loss, 4)]]
         self.update(progress=dict(self.progress))
@@ -138,7 +162,9 @@ class RunReporter:
             return crud.get_training_run(session=session, run_id=self.run_id).cancel_requested
 
 
-def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None = None) -> None:
+def execute_run(
+    run_id: int, settings: Settings, recipe_overrides: dict | None = None, preference_overrides: dict | None = None
+) -> None:
     """Run one retraining job; never raises: the outcome is written to the run's row."""
     engine = make_engine(settings.resolved_database_url)
     reporter = RunReporter(engine, run_id)
@@ -151,7 +177,8 @@ def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None =
         reporter.stage("dataset")
         with Session(engine) as session:
             sources = source_conversations(session, pack)
-        dataset = build_dataset(sources, DatasetRecipe(), mask=mask_pii)
+        dataset_recipe = DatasetRecipe()
+        dataset = build_dataset(sources, dataset_recipe, mask=mask_pii)
         dataset_dir = settings.data_dir / "datasets" / dataset.content_hash[:16]
         if not dataset_dir.exists():
             dataset.save(dataset_dir)
@@ -162,21 +189,41 @@ def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None =
         adapter_name = adapter_name or registry.next_name()
         reporter.update(adapter=adapter_name)
         output_dir = registry.path(adapter_name)
+        preference = load_preference_recipe(settings.base_model_dir, preference_overrides)
+        pairs = preference_pairs(sources, dataset_recipe, mask=mask_pii) if preference.method != "off" else []
+        use_preference = preference.method != "off" and len(pairs) >= preference.min_pairs
+        run_dir = settings.data_dir / "runs" / str(run_id)
+        # With a preference stage, SFT writes into the run's folder and DPO writes the candidate version.
+        sft_dir = run_dir / "sft-adapter" if use_preference else output_dir
         if not output_dir.exists():
-            reporter.stage("training")
-            recipe = load_recipe(settings.base_model_dir, recipe_overrides)
-            started = time.monotonic()
-            train_lora(
-                base_model_dir=settings.base_model_dir,
-                conversations=[with_system(pack, r.messages, r.intent) for r in dataset.split("train")],
-                validation=[with_system(pack, r.messages, r.intent) for r in dataset.split("validation")],
-                output_dir=output_dir,
-                recipe=recipe,
-                checkpoint_dir=settings.data_dir / "runs" / str(run_id),
-                on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
-                on_eval=reporter.validation,
-                should_stop=reporter.cancel_requested,
-            )
+            if not sft_dir.exists():
+                reporter.stage("training")
+                recipe = load_recipe(settings.base_model_dir, recipe_overrides)
+                started = time.monotonic()
+                train_lora(
+                    base_model_dir=settings.base_model_dir,
+                    conversations=[with_system(pack, r.messages, r.intent) for r in dataset.split("train")],
+                    validation=[with_system(pack, r.messages, r.intent) for r in dataset.split("validation")],
+                    output_dir=sft_dir,
+                    recipe=recipe,
+                    checkpoint_dir=run_dir,
+                    on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
+                    on_eval=reporter.validation,
+                    should_stop=reporter.cancel_requested,
+                )
+            if use_preference:
+                reporter.stage("preference")
+                started = time.monotonic()
+                train_preference(
+                    base_model_dir=settings.base_model_dir,
+                    adapter_dir=sft_dir,
+                    prompts=[with_system(pack, pair.prompt, pair.intent) for pair in pairs],
+                    pairs=pairs,
+                    output_dir=output_dir,
+                    recipe=preference,
+                    on_step=lambda step, total, loss: reporter.preference_step(step, total, loss, started),
+                    should_stop=reporter.cancel_requested,
+                )
 
         reporter.stage("classifier")
         with Session(engine) as session:
@@ -188,6 +235,11 @@ def execute_run(run_id: int, settings: Settings, recipe_overrides: dict | None =
         evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
         result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service)
         result["classifier"] = classifier
+        result["preference"] = preference_result(output_dir) or {
+            "skipped": "preference stage off in the recipe"
+            if preference.method == "off"
+            else f"{len(pairs)} corrected replies to learn preferences from; the stage needs {preference.min_pairs}"
+        }
         reporter.update(report=result)
         promoted = False
         if result["decision"]["promote"]:

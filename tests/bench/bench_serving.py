@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import math
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,24 +19,24 @@ import httpx
 QUESTIONS = [
     "Hi, how long do I have to return an item I bought last week?",
     "Where is my order {order}? It was supposed to arrive yesterday.",
-    "Can I get a refund instead of store credit for a damaged lamp?",
+    "The lamp in order {order} arrived damaged. Can I get a refund?",
     "How much does standard shipping cost to Canada?",
     "My package shows delivered but I never got it. Order {order}. What now?",
     "Do you offer express shipping, and how fast is it?",
     "I was charged twice for order {order}. Can you fix that?",
-    "Can I change the delivery address after placing an order?",
-    "The kettle I received doesn't turn on. Is it under warranty?",
+    "Can I change the delivery address of order {order}?",
+    "The kettle from order {order} doesn't turn on. Is it under warranty?",
     "How do I cancel my order {order} before it ships?",
     "Do you price match if I find the same blanket cheaper elsewhere?",
-    "How long does a refund take to show up on my credit card?",
+    "When will the refund for order {order} show up on my credit card?",
     "Can I return a gift without the receipt?",
     "Is there a restocking fee for opened electronics?",
     "I got the wrong color rug in order {order}. Can you exchange it?",
     "Do you ship to PO boxes?",
     "What payment methods do you accept?",
-    "Can I talk to a human about a missing part in my bookshelf kit?",
+    "How do I reset the password of my account?",
     "My discount code didn't apply at checkout. Can you still honor it?",
-    "How do I track a return I sent back two weeks ago?",
+    "I sent back order {order} two weeks ago. Where is my refund?",
 ]
 # The app adds its own, longer system text; this keeps the vLLM rows' prompts in the same range.
 SYSTEM_PROMPT = (
@@ -58,6 +59,7 @@ class Reply:
     model: str | None = None
     error: str | None = None
     text: str = ""
+    message_id: int | None = None
 
 
 @dataclass
@@ -191,6 +193,7 @@ async def app_reply(client: httpx.AsyncClient, app: str, conversation_id: str, t
         latency_s=latency,
         model=stored.get("model"),
         text=stored.get("text") or "",
+        message_id=stored.get("id"),
     )
     if stored.get("failed"):
         reply.error = f"bot_message failed: {stored.get('error') or stored.get('text', '')[:200]}"
@@ -284,14 +287,33 @@ async def vllm_conversation(
 Conversation = Callable[[httpx.AsyncClient, int], Coroutine[Any, Any, list[Reply]]]
 
 
-async def run_row(target: str, concurrency: int, conversation: Conversation, max_connections: int) -> Row:
+def add_stored_usage(replies: Sequence[Reply], database: str | None) -> None:
+    """The app's customer API does not expose token counts; its SQLite store has them (vLLM's usage)."""
+    if not database:
+        return
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        for reply in replies:
+            if reply.message_id is None:
+                continue
+            stored = db.execute(
+                "SELECT prompt_tokens, completion_tokens FROM message WHERE id = ?", (reply.message_id,)
+            ).fetchone()
+            if stored:
+                reply.prompt_tokens, reply.completion_tokens = stored[0], stored[1] or 0
+
+
+async def run_row(
+    target: str, concurrency: int, conversation: Conversation, max_connections: int, database: str | None = None
+) -> Row:
     # HTTP/1.1 needs one connection per open stream, so the pool must hold all N at once.
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
         start = time.perf_counter()
         results = await asyncio.gather(*(conversation(client, index) for index in range(concurrency)))
         wall = time.perf_counter() - start
-    return summarise(target, concurrency, [reply for replies in results for reply in replies], wall)
+    replies = [reply for replies in results for reply in replies]
+    add_stored_usage(replies, database)
+    return summarise(target, concurrency, replies, wall)
 
 
 async def pick_adapter(vllm: str) -> str | None:
@@ -384,7 +406,7 @@ async def main(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     for n in levels:
         for target, conversation in targets:
-            row = await run_row(target, n, conversation, pool)
+            row = await run_row(target, n, conversation, pool, args.database if target == "app" else None)
             rows.append(row)
             print(table_line(row_cells(row)), flush=True)
     print("(seconds; 'prompt tok' is the mean prompt size per reply)")
@@ -407,6 +429,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-tokens", type=int, default=200, help="reply limit for the vLLM rows; match the app's max_reply_tokens"
     )
     parser.add_argument("--adapter", default=None, help="served adapter name (default: first non-'base' model)")
+    parser.add_argument(
+        "--database", default="var/supportbot.db", help="the app's SQLite file, read for the replies' token counts"
+    )
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     return parser.parse_args(argv)
 

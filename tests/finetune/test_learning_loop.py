@@ -62,7 +62,13 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     with Session(engine) as session:
         run = crud.create_training_run(session=session, trigger="test")
 
-    execute_run(run.id, settings, {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 512})
+    execute_run(
+        run.id,
+        settings,
+        {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 512},
+        # The corrections are also (rejected, chosen) pairs: a short DPO stage follows SFT.
+        {"min_pairs": 1, "max_steps": 2, "batch_size": 1},
+    )
 
     with Session(engine) as session:
         run = crud.get_training_run(session=session, run_id=run.id)
@@ -72,6 +78,10 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     store_replies = [m["content"] for r in dataset.records if r.source == "store" for m in r.messages]
     assert CORRECTION in store_replies and "You have 90 days, no questions asked!" not in store_replies
     assert run.progress["curve"] and run.progress["validation"]
+    assert run.progress["preference"]["step"] == 2
+    preference = run.report["preference"]
+    assert preference["method"] == "dpo" and preference["pairs"] >= 1 and preference["steps"] == 2
+    assert (settings.data_dir / "runs" / str(run.id) / "sft-adapter").is_dir(), "the SFT stage's adapter is kept"
     report = run.report
     assert report["candidate"]["model"] == run.adapter and report["in_service"]["model"] == in_service
     for side in ("candidate", "in_service"):

@@ -33,6 +33,7 @@
     let text = p.stage || "waiting to start";
     if (p.total) text += ` · step ${p.step ?? 0}/${p.total}`;
     if (p.loss !== null && p.loss !== undefined) text += ` · loss ${p.loss}`;
+    if (p.stage === "preference" && p.preference) text += ` · DPO step ${p.preference.step}/${p.preference.total}`;
     return text;
   }
 
