@@ -8,6 +8,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,40 +112,49 @@ def generation_scores(
     max_turns: int = 40,
     max_checks: int | None = None,
     max_tokens: int = 96,
+    concurrency: int = 16,
 ) -> ModelScores:
-    """ROUGE-L on up to `max_turns` assistant turns, and the pack's must-pass checks, through vLLM."""
+    """ROUGE-L on up to `max_turns` assistant turns, and the pack's must-pass checks, through vLLM.
+
+    The replies are requested `concurrency` at a time, so vLLM batches them; greedy decoding keeps
+    the scores independent of the order they finish in.
+    """
     from finetune.seed import with_system
 
+    turns: list[tuple[list[dict[str, str]], str]] = []  # (prompt, reference reply)
+    for record in records:
+        conversation = with_system(pack, record.messages, record.intent)
+        for index, message in enumerate(conversation):
+            if message["role"] == "assistant" and len(turns) < max_turns:
+                turns.append((conversation[:index], message["content"]))
+    checks = pack.checks[:max_checks]
+    check_prompts = [
+        [{"role": "system", "content": system_text(pack, relevant_policies(pack, check.prompt))},
+         {"role": "user", "content": check.prompt}]
+        for check in checks
+    ]  # fmt: skip
+    with httpx.Client(base_url=vllm_url, timeout=300) as client, ThreadPoolExecutor(max(1, concurrency)) as pool:
+        replies = list(
+            pool.map(lambda messages: _generate(client, model, messages, max_tokens),
+                     [prompt for prompt, _ in turns] + check_prompts)
+        )  # fmt: skip
+
     scores = ModelScores(model=model)
-    rouges: list[float] = []
-    with httpx.Client(base_url=vllm_url, timeout=120) as client:
-        for record in records:
-            conversation = with_system(pack, record.messages, record.intent)
-            for index, message in enumerate(conversation):
-                if message["role"] != "assistant" or len(rouges) >= max_turns:
-                    continue
-                reply = _generate(client, model, conversation[:index], max_tokens)
-                rouges.append(rouge_l(reply, message["content"]))
-                if len(scores.samples) < 5:
-                    scores.samples.append(
-                        {"prompt": conversation[index - 1]["content"], "reply": reply, "reference": message["content"]}
-                    )
-        for check in pack.checks[:max_checks]:
-            system = system_text(pack, relevant_policies(pack, check.prompt))
-            reply = _generate(
-                client,
-                model,
-                [{"role": "system", "content": system}, {"role": "user", "content": check.prompt}],
-                max_tokens,
-            ).lower()
-            passed = (not check.expect_any or any(s.lower() in reply for s in check.expect_any)) and not any(
-                s.lower() in reply for s in check.expect_none
-            )
-            scores.checks_total += 1
-            if passed:
-                scores.checks_passed += 1
-            else:
-                scores.failed_checks.append(check.id)
+    rouges = []
+    for (prompt, reference), reply in zip(turns, replies, strict=False):
+        rouges.append(rouge_l(reply, reference))
+        if len(scores.samples) < 5:
+            scores.samples.append({"prompt": prompt[-1]["content"], "reply": reply, "reference": reference})
+    for check, reply in zip(checks, replies[len(turns) :], strict=True):
+        reply = reply.lower()
+        passed = (not check.expect_any or any(s.lower() in reply for s in check.expect_any)) and not any(
+            s.lower() in reply for s in check.expect_none
+        )
+        scores.checks_total += 1
+        if passed:
+            scores.checks_passed += 1
+        else:
+            scores.failed_checks.append(check.id)
     scores.rouge_l = round(sum(rouges) / len(rouges), 4) if rouges else None
     return scores
 

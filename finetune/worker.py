@@ -127,13 +127,22 @@ class RunReporter:
         self.run_id = run_id
         self.progress: dict = {"stage": "starting", "curve": [], "validation": []}
         self._last_write = 0.0
+        self._stage_started: float | None = None
 
     def update(self, **changes: object) -> None:
         with Session(self.engine) as session:
             crud.update_training_run(session=session, run_id=self.run_id, **changes)
 
     def stage(self, name: str) -> None:
+        """Enter a stage; the seconds spent in the previous one are kept in progress["stage_seconds"]."""
         logger.info("run %d: %s", self.run_id, name)
+        now = time.monotonic()
+        previous = self.progress.get("stage")
+        if previous and previous != "starting" and self._stage_started is not None:
+            seconds = dict(self.progress.get("stage_seconds") or {})
+            seconds[previous] = round(seconds.get(previous, 0) + now - self._stage_started, 1)
+            self.progress["stage_seconds"] = seconds
+        self._stage_started = now
         self.progress["stage"] = name
         self.update(progress=dict(self.progress))
 
@@ -245,7 +254,7 @@ def execute_run(
         if result["decision"]["promote"]:
             registry.promote(adapter_name)
             promoted = True
-        reporter.progress["stage"] = "done"
+        reporter.stage("done")
         reporter.update(
             status=RunStatus.finished, finished_at=utcnow(), promoted=promoted, progress=dict(reporter.progress)
         )

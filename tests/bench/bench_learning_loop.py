@@ -4,11 +4,12 @@ service and an adapter retrained after a batch of corrected conversations, and t
 
 Run while `make start` is up (it uses the app's database, adapter store and vLLM):
 
-    .venv/bin/python tests/bench/bench_learning_loop.py --app http://127.0.0.1:8000 --corrected 30
+    .venv/bin/python tests/bench/bench_learning_loop.py --app http://127.0.0.1:8000 --corrected 40
 """
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -33,6 +34,20 @@ CORRECTIONS = [
     ("How long is the warranty on a lamp?", "Lamps and electronics have a 2-year warranty."),
     ("Can I still cancel my order?", "You can cancel or change an order within 2 hours of placing it."),
     ("Do you ship to Germany?", "Yes, we ship to the EU for a flat $19.95; delivery takes 7 to 14 business days."),
+    ("How fast is express shipping?", "Express shipping takes 1 to 2 business days and costs $14.95."),
+    ("Who pays customs duties?", "Customs duties and import taxes are paid by the customer on delivery."),
+    ("My tracking link shows nothing.", "Tracking can take up to 24 hours to show the first update."),
+    ("Do I get the return shipping back?", "We deduct $5.95 for return shipping from your refund."),
+    ("My vase arrived broken, what do I do?", "Tell us within 7 days and e-mail the order number with a photo."),
+    ("Can I pay with PayPal?", "Yes, we accept PayPal, Apple Pay, Google Pay and all major cards."),
+    ("Can I pay cash on delivery?", "No, we do not accept cash on delivery, checks or bank transfers."),
+    ("My account is locked.", "After 5 wrong passwords the account locks for 15 minutes; then try again."),
+    ("How long is the reset link valid?", "The password reset link is valid for 30 minutes."),
+    ("Can I use two discount codes?", "Only one discount code can be used per order."),
+    ("Do you sell my data?", "We never sell your data; we use it only for orders and support."),
+    ("When is the lamp back in stock?", "Restocks usually take 2 to 4 weeks; use Notify me on the product page."),
+    ("Do you have a store I can visit?", "We sell only online and have no physical stores."),
+    ("Is a refund for a gift card paid to my card?", "Gift card payments are refunded as a gift card balance."),
 ]
 
 
@@ -69,9 +84,10 @@ def answering_model(app: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", default="http://127.0.0.1:8000")
-    parser.add_argument("--corrected", type=int, default=30)
+    parser.add_argument("--corrected", type=int, default=40)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = get_settings()
     pack = load_pack(settings.domain_pack)
     registry = AdapterRegistry(settings.adapters_dir)
@@ -106,6 +122,8 @@ def main() -> None:
                        "checks": f"{scores.checks_passed}/{scores.checks_total}"}  # fmt: skip
     print(f"run {run.id}: {run.status}, gate promoted: {run.promoted} ({'; '.join(run.report['decision']['reasons'])})")
     print(f"held-out conversations: {len(held_out)}; corrected conversations added: {args.corrected}")
+    print(f"preference stage: {run.report.get('preference')}")
+    print(f"stage times: {run.progress.get('stage_seconds')}")
     print(f"{'model':<28}{'loss':>8}{'ppl':>9}{'ROUGE-L':>9}{'checks':>8}")
     for label, row in rows.items():
         print(f"{label:<28}{row['loss']:>8}{row['perplexity']:>9}{row['rouge_l']:>9}{row['checks']:>8}")
@@ -113,7 +131,9 @@ def main() -> None:
         f"retrain (dataset + training + evaluation): {trained_s:.0f} s; until the new adapter answered: {total_s:.0f} s"
     )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "trained_s": trained_s, "total_s": total_s}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "trained_s": trained_s, "total_s": total_s,
+                                         "preference": run.report.get("preference"),
+                                         "stage_seconds": run.progress.get("stage_seconds")}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":
