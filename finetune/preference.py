@@ -213,6 +213,11 @@ def train_preference(
         seed=recipe.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        # A 135M-parameter model fits; recomputing activations only costs time on a CPU.
+        gradient_checkpointing=False,
+        # fp32 throughout: bf16 autocast is emulated, and many times slower, on CPUs without bf16 units.
+        bf16=False,
+        fp16=False,
     )
     trainer = DPOTrainer(
         model=model,
