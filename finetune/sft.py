@@ -61,6 +61,9 @@ class LoraRecipe:
     """Evaluations without a better validation loss before training stops early."""
     checkpoint_every: int = 10
     """Steps between checkpoints (when a checkpoint folder is given), for resume after a crash."""
+    warm_start: bool = True
+    """Retraining starts from the adapter in service (when its rank and layers match this recipe), so
+    each run adds to what earlier runs learnt instead of starting over within its time bound."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha < 1:
@@ -99,6 +102,8 @@ class TrainResult:
     recipe: dict
     best_step: int = 0
     validation_losses: list = field(default_factory=list)
+    started_from: str | None = None
+    """The adapter whose weights training started from, or None when it started afresh."""
 
 
 Conversation = Sequence[dict[str, str]]
@@ -229,6 +234,19 @@ def _lora_state(model) -> dict:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if "lora_" in name}
 
 
+def compatible_adapter(adapter_dir: Path, recipe: LoraRecipe) -> bool:
+    """Whether the adapter at `adapter_dir` has the recipe's rank, alpha and layers (so training can start from it)."""
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.exists():
+        return False
+    config = json.loads(config_path.read_text())
+    return (
+        config.get("r") == recipe.rank
+        and config.get("lora_alpha") == recipe.alpha
+        and sorted(config.get("target_modules") or []) == sorted(recipe.target_modules)
+    )
+
+
 def train_lora(
     *,
     base_model_dir: Path,
@@ -240,6 +258,7 @@ def train_lora(
     on_step: ProgressFn | None = None,
     on_eval: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    init_adapter: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and write it to `output_dir` (atomically: staged, then renamed).
 
@@ -271,6 +290,16 @@ def train_lora(
             task_type="CAUSAL_LM",
         ),
     )
+    warm_from = None
+    if init_adapter is not None and compatible_adapter(init_adapter, recipe):
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        set_peft_model_state_dict(model, load_peft_weights(str(init_adapter)))
+        warm_from = init_adapter.name
+        logger.info("starting from the weights of %s", init_adapter)
+    elif init_adapter is not None:
+        logger.info("%s has another rank or other layers than the recipe: training starts afresh", init_adapter)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=recipe.learning_rate, weight_decay=recipe.weight_decay
     )
@@ -368,6 +397,7 @@ def train_lora(
         recipe=asdict(recipe),
         best_step=state["best_step"] or state["step"],
         validation_losses=state["evals"],
+        started_from=warm_from,
     )
     (staging / ADAPTER_META).write_text(json.dumps(asdict(result), indent=2))
     staging.rename(output_dir)

@@ -219,6 +219,7 @@ def execute_run(
                     on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
                     on_eval=reporter.validation,
                     should_stop=reporter.cancel_requested,
+                    init_adapter=registry.path(in_service) if in_service and recipe.warm_start else None,
                 )
             if use_preference:
                 reporter.stage("preference")

@@ -40,3 +40,29 @@ def test_cancelled_training_resumes_and_writes_a_loadable_adapter(base_model_dir
     assert meta["best_step"] == result.best_step
     assert (tmp_path / "domain-v2" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_retraining_starts_from_the_adapter_in_service_when_it_fits_the_recipe(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    recipe = LoraRecipe(max_steps=2, tokens_per_batch=512, max_seq_len=128, rank=4, alpha=8)
+    first = train_lora(base_model_dir=base_model_dir, conversations=CONVERSATIONS, output_dir=tmp_path / "v1",
+                       recipe=recipe)  # fmt: skip
+    assert first.started_from is None
+
+    still = LoraRecipe(max_steps=1, tokens_per_batch=512, max_seq_len=128, rank=4, alpha=8, learning_rate=1e-12)
+    warm = train_lora(base_model_dir=base_model_dir, conversations=CONVERSATIONS, output_dir=tmp_path / "v2",
+                      recipe=still, init_adapter=tmp_path / "v1")  # fmt: skip
+    assert warm.started_from == "v1"
+    before = load_file(tmp_path / "v1" / "adapter_model.safetensors")
+    after = load_file(tmp_path / "v2" / "adapter_model.safetensors")
+    lora_b = [name for name in before if "lora_B" in name]
+    assert lora_b and any(before[name].abs().sum() > 0 for name in lora_b), "the first run learnt something"
+    assert all((before[name] - after[name]).abs().max() < 1e-6 for name in before), "the second starts from it"
+
+    other_rank = LoraRecipe(max_steps=1, tokens_per_batch=512, max_seq_len=128, rank=8)
+    fresh = train_lora(base_model_dir=base_model_dir, conversations=CONVERSATIONS, output_dir=tmp_path / "v3",
+                       recipe=other_rank, init_adapter=tmp_path / "v1")  # fmt: skip
+    assert fresh.started_from is None
