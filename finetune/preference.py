@@ -43,7 +43,8 @@ class PreferenceRecipe:
     batch_size: int = 4
     """Pairs per optimizer step."""
     max_length: int = 512
-    """Tokens of prompt and reply together; the prompt keeps its newest messages to fit."""
+    """Tokens of prompt and reply together; a longer pair loses the start of its prompt (the opening of the
+    system text), never the reply, the question or the policies just before it. Step time grows with it."""
     max_prompt_messages: int = 6
     """Newest conversation messages kept before the reply (the system text comes on top)."""
     max_minutes: float = 4.0
@@ -159,7 +160,9 @@ def train_preference(
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    # bf16 where a GPU computes it natively; on CPUs without bf16 units it is emulated and many times slower.
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.bfloat16 if gpu_bf16 else torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
     rows = [
         {
@@ -206,17 +209,17 @@ def train_preference(
         warmup_steps=steps // 10,
         beta=recipe.beta,
         max_length=recipe.max_length,
+        truncation_mode="keep_end",
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         seed=recipe.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
         # A 135M-parameter model fits; recomputing activations only costs time on a CPU.
         gradient_checkpointing=False,
-        # fp32 throughout: bf16 autocast is emulated, and many times slower, on CPUs without bf16 units.
-        bf16=False,
+        bf16=gpu_bf16,
         fp16=False,
     )
     trainer = DPOTrainer(

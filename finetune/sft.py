@@ -1,6 +1,8 @@
 """LoRA supervised fine-tuning of the base model on chat conversations, loss on assistant turns only.
 
 Batches group conversations of similar length under a token budget, so almost no padding is trained on.
+Under torchrun (see finetune/distributed.py) each process trains on its share of the batches, DDP averages
+the gradients, and rank 0 alone writes checkpoints and the adapter.
 """
 
 import json
@@ -64,6 +66,12 @@ class LoraRecipe:
     warm_start: bool = True
     """Retraining starts from the adapter in service (when its rank and layers match this recipe), so
     each run adds to what earlier runs learnt instead of starting over within its time bound."""
+    processes: int = 1
+    """Training processes, one per GPU; above 1 SFT runs under torchrun, data parallel (each optimizer step
+    takes one batch per process). 0 means one per visible GPU, and one process where there is no GPU."""
+    dtype: str = "auto"
+    """Weights of the base model: float32, bfloat16, or auto (bfloat16 on a GPU that supports it, else
+    float32: bfloat16 is emulated on CPUs without AMX and several times slower there)."""
 
     def __post_init__(self) -> None:
         if self.rank < 1 or self.alpha < 1:
@@ -78,6 +86,10 @@ class LoraRecipe:
             raise ValueError("eval_every, patience and checkpoint_every must be at least 1")
         if self.tokens_per_batch < self.max_seq_len:
             raise ValueError("tokens_per_batch must hold at least one max_seq_len sequence")
+        if self.processes < 0:
+            raise ValueError("processes must be 0 (one per GPU) or more")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError("dtype must be auto, float32 or bfloat16")
 
 
 @dataclass
@@ -104,6 +116,9 @@ class TrainResult:
     validation_losses: list = field(default_factory=list)
     started_from: str | None = None
     """The adapter whose weights training started from, or None when it started afresh."""
+    processes: int = 1
+    """Processes that trained it (data parallel under torchrun when above 1)."""
+    device: str = "cpu"
 
 
 Conversation = Sequence[dict[str, str]]
@@ -215,19 +230,28 @@ def load_examples(tokenizer, conversations: Sequence[Conversation], max_seq_len:
 
 def mean_assistant_loss(model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048) -> float:
     """Token-weighted mean loss over assistant tokens, without updating the model."""
+    total, count = assistant_loss_sum(model, examples, pad_id, tokens_per_batch)
+    return total / max(count, 1)
+
+
+def assistant_loss_sum(
+    model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048
+) -> tuple[float, int]:
+    """Summed loss over assistant tokens and their count (so processes can add theirs up)."""
     import torch
 
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for batch in make_batches(list(examples), tokens_per_batch, seed=0):
-            ids, labels, mask = collate(batch, pad_id)
+            ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
             tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
             total += float(assistant_loss(model, ids, mask, labels)) * tokens
             count += tokens
     model.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
 def _lora_state(model) -> dict:
@@ -272,6 +296,8 @@ def train_lora(
 
     if output_dir.exists():
         raise TrainingError(f"{output_dir} already exists; adapter versions are never overwritten")
+    group = ProcessGroup.current()
+    device = group.device()
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -279,7 +305,8 @@ def train_lora(
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
     held_out = load_examples(tokenizer, validation, recipe.max_seq_len)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+    held_out_share = held_out[group.rank :: group.world]  # may be empty; the sum over processes is not
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=_weights_dtype(recipe.dtype, device))
     model = get_peft_model(
         model,
         LoraConfig(
@@ -300,6 +327,7 @@ def train_lora(
         logger.info("starting from the weights of %s", init_adapter)
     elif init_adapter is not None:
         logger.info("%s has another rank or other layers than the recipe: training starts afresh", init_adapter)
+    model.to(device)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=recipe.learning_rate, weight_decay=recipe.weight_decay
     )
@@ -319,14 +347,14 @@ def train_lora(
     best_weights: dict | None = None
     checkpoint = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, weights_only=False, map_location=device)
         model.load_state_dict(saved["lora"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         state, best_weights = saved["state"], saved["best"]
         logger.info("resuming training from step %d", state["step"])
 
     def save_checkpoint() -> None:
-        if checkpoint is None:
+        if checkpoint is None or group.rank != 0:
             return
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         partial = checkpoint.with_suffix(".partial")
@@ -336,32 +364,45 @@ def train_lora(
         )
         partial.replace(checkpoint)
 
+    compute_loss = group.wrap(model)
+    torch.manual_seed(recipe.seed + group.rank)  # dropout differs between processes, like their batches
     model.train()
     started = time.monotonic() - state["seconds"]
     deadline = started + recipe.max_minutes * 60
-    while state["step"] < recipe.max_steps and time.monotonic() < deadline:
-        if should_stop is not None and should_stop():
+    while state["step"] < recipe.max_steps:
+        # Every process must take the same decisions, so a stop seen by any of them is a stop for all.
+        cancelled, out_of_time = group.any(
+            should_stop is not None and should_stop(), time.monotonic() >= deadline
+        )  # fmt: skip
+        if cancelled:
             save_checkpoint()
+            group.barrier()
             raise TrainingCancelled(f"cancelled at step {state['step']}")
+        if out_of_time:
+            break
         step = state["step"]
-        ids, labels, mask = collate(batches[step % len(batches)], pad_id)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, recipe.max_steps, recipe)
-        loss = assistant_loss(model, ids, mask, labels)
+        batch = batches[(step * group.world + group.rank) % len(batches)]
+        ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = learning_rate_at(step, recipe.max_steps, recipe)
+        loss = compute_loss(ids, mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; the adapter was not saved")
-        state["losses"].append(round(loss.item(), 4))
-        state["trained_tokens"] += int(mask.sum())
+        step_loss, step_tokens = group.sum(loss.item(), float(mask.sum()))
+        step_loss /= group.world
+        if not math.isfinite(step_loss):
+            raise TrainingError(f"loss became {step_loss} at step {step}; the adapter was not saved")
+        state["losses"].append(round(step_loss, 4))
+        state["trained_tokens"] += int(step_tokens)
         state["step"] = step + 1
         state["seconds"] = time.monotonic() - started
         if on_step is not None:
             on_step(state["step"], recipe.max_steps, state["losses"][-1])
         if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == recipe.max_steps):
-            validation_loss = mean_assistant_loss(model, held_out, pad_id)
+            total, count = group.sum(*assistant_loss_sum(model, held_out_share, pad_id))
+            validation_loss = total / max(count, 1)
             state["evals"].append([state["step"], round(validation_loss, 4)])
             if on_eval is not None:
                 on_eval(state["step"], validation_loss)
@@ -382,9 +423,6 @@ def train_lora(
 
     if best_weights is not None:
         model.load_state_dict(best_weights, strict=False)
-    staging = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
     losses = state["losses"]
     result = TrainResult(
         adapter_dir=str(output_dir),
@@ -398,16 +436,99 @@ def train_lora(
         best_step=state["best_step"] or state["step"],
         validation_losses=state["evals"],
         started_from=warm_from,
+        processes=group.world,
+        device=str(device),
     )
-    (staging / ADAPTER_META).write_text(json.dumps(asdict(result), indent=2))
-    staging.rename(output_dir)
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    logger.info(
-        "adapter written to %s after %d steps (loss %.3f -> %.3f)",
-        output_dir,
-        result.steps,
-        result.first_loss,
-        result.last_loss,
-    )
+    if group.rank == 0:
+        staging = output_dir.with_name(output_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        (staging / ADAPTER_META).write_text(json.dumps(asdict(result), indent=2))
+        staging.rename(output_dir)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        logger.info(
+            "adapter written to %s after %d steps in %d process(es) (loss %.3f -> %.3f)",
+            output_dir,
+            result.steps,
+            group.world,
+            result.first_loss,
+            result.last_loss,
+        )
+    group.barrier()
     return result
+
+
+def _weights_dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+@dataclass
+class ProcessGroup:
+    """This process's place among the training processes: one process, or a torchrun group."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> "ProcessGroup":
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(rank=dist.get_rank(), world=dist.get_world_size())
+        return cls()
+
+    def device(self):
+        import torch
+
+        if torch.cuda.is_available():
+            # torchrun --standalone: one node, so the rank picks the GPU.
+            return torch.device("cuda", self.rank % torch.cuda.device_count())
+        return torch.device("cpu")
+
+    def wrap(self, model) -> Callable:
+        """The training loss as a module call; under DDP, so gradients are averaged across processes."""
+        import torch
+
+        class AssistantLoss(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, ids, mask, labels):
+                return assistant_loss(self.model, ids, mask, labels)
+
+        module = AssistantLoss()
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = self.device()
+        # DDP also broadcasts rank 0's weights, so every process starts from the same adapter.
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def sum(self, *values: float) -> list[float]:
+        """The values summed over all processes."""
+        if self.world == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device())
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true in any process."""
+        return [total > 0 for total in self.sum(*(float(flag) for flag in flags))]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()

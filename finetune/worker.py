@@ -11,6 +11,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from conversations.db import make_engine
 from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
 from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
-from finetune.evaluate import GateConfig, assistant_loss, gate, generation_scores, report, with_loss
+from finetune.distributed import train_lora_processes, training_processes
+from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
 from finetune.registry import AdapterRegistry
 from finetune.seed import with_system
@@ -181,6 +183,7 @@ def execute_run(
         run = crud.get_training_run(session=session, run_id=run_id)
         adapter_name = run.adapter
     reporter.update(status=RunStatus.running, started_at=utcnow(), worker_pid=os.getpid(), error=None)
+    background = ThreadPoolExecutor(1, thread_name_prefix="in-service-replies")
     try:
         pack = load_pack(settings.domain_pack)
         reporter.stage("dataset")
@@ -195,6 +198,12 @@ def execute_run(
 
         registry = AdapterRegistry(settings.adapters_dir)
         in_service = registry.active()
+        evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
+        # The adapter in service does not depend on this run: it is scored (vLLM's replies, then its loss in one
+        # more thread) while this process trains, which takes half of the evaluation off the critical path.
+        service_scores = (
+            background.submit(in_service_scores, settings, pack, evaluation, in_service) if in_service else None
+        )
         adapter_name = adapter_name or registry.next_name()
         reporter.update(adapter=adapter_name)
         output_dir = registry.path(adapter_name)
@@ -208,19 +217,24 @@ def execute_run(
             if not sft_dir.exists():
                 reporter.stage("training")
                 recipe = load_recipe(settings.base_model_dir, recipe_overrides)
+                processes = training_processes(recipe)
+                reporter.progress["processes"] = processes
                 started = time.monotonic()
-                train_lora(
+                sft = dict(
                     base_model_dir=settings.base_model_dir,
                     conversations=[with_system(pack, r.messages, r.intent) for r in dataset.split("train")],
                     validation=[with_system(pack, r.messages, r.intent) for r in dataset.split("validation")],
                     output_dir=sft_dir,
                     recipe=recipe,
-                    checkpoint_dir=run_dir,
                     on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
                     on_eval=reporter.validation,
                     should_stop=reporter.cancel_requested,
                     init_adapter=registry.path(in_service) if in_service and recipe.warm_start else None,
                 )
+                if processes > 1:
+                    train_lora_processes(processes=processes, work_dir=run_dir, **sft)
+                else:
+                    train_lora(checkpoint_dir=run_dir, **sft)
             if use_preference:
                 reporter.stage("preference")
                 started = time.monotonic()
@@ -242,8 +256,7 @@ def execute_run(
         reporter.update(classifier=classifier.get("name"))
 
         reporter.stage("evaluation")
-        evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
-        result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service)
+        result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service, service_scores)
         result["classifier"] = classifier
         result["preference"] = preference_result(output_dir) or {
             "skipped": "preference stage off in the recipe"
@@ -266,6 +279,8 @@ def execute_run(
         reporter.update(
             status=RunStatus.failed, finished_at=utcnow(), error=f"{error}\n{traceback.format_exc()[-1500:]}"
         )
+    finally:
+        background.shutdown(wait=False, cancel_futures=True)
 
 
 def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tuple[str, str]]) -> dict:
@@ -292,33 +307,59 @@ def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tupl
             "promoted": promoted}  # fmt: skip
 
 
+def _eval_limits(settings: Settings) -> dict:
+    return {"max_turns": settings.eval_max_turns, "max_checks": settings.eval_max_checks,
+            "max_tokens": settings.eval_reply_tokens}  # fmt: skip
+
+
+def in_service_scores(settings: Settings, pack: DomainPack, evaluation: list, in_service: str) -> ModelScores:
+    """The adapter in service on the evaluation set: its replies scored (ROUGE-L, must-pass checks) and its loss."""
+    vllm_url = first_healthy(settings.vllm_replica_urls)
+    adapter_dir = AdapterRegistry(settings.adapters_dir).path(in_service)
+    load_adapter_into_vllm(vllm_url, in_service, adapter_dir)
+    generated = generation_scores(vllm_url=vllm_url, model=in_service, records=evaluation, pack=pack,
+                                  **_eval_limits(settings))  # fmt: skip
+    return with_loss(generated, assistant_loss(settings.base_model_dir, adapter_dir, evaluation, pack))
+
+
 def evaluate_candidate(
-    settings: Settings, pack: DomainPack, evaluation: list, candidate: str, in_service: str | None
+    settings: Settings,
+    pack: DomainPack,
+    evaluation: list,
+    candidate: str,
+    in_service: str | None,
+    service_scores: Future | None = None,
 ) -> dict:
-    """Score the candidate and the adapter in service on the same held-out set, and gate."""
+    """Score the candidate and the adapter in service on the same held-out set, and gate.
+
+    `service_scores` holds the in-service adapter's scores when they were started earlier; if that attempt
+    failed (vLLM restarting, say) they are computed again here.
+    """
     registry = AdapterRegistry(settings.adapters_dir)
     # With several replicas the candidate is loaded into one and judged there; promotion loads it everywhere.
     vllm_url = first_healthy(settings.vllm_replica_urls)
     load_adapter_into_vllm(vllm_url, candidate, registry.path(candidate))
-    limits = {"max_turns": settings.eval_max_turns, "max_checks": settings.eval_max_checks,
-              "max_tokens": settings.eval_reply_tokens}  # fmt: skip
-    candidate_scores = with_loss(
-        generation_scores(vllm_url=vllm_url, model=candidate, records=evaluation, pack=pack, **limits),
-        assistant_loss(settings.base_model_dir, registry.path(candidate), evaluation, pack),
-    )
-    service_scores = None
+    with ThreadPoolExecutor(1, thread_name_prefix="candidate-replies") as pool:
+        # vLLM generates while this process computes the loss, so both cores are busy.
+        replies = pool.submit(generation_scores, vllm_url=vllm_url, model=candidate, records=evaluation, pack=pack,
+                              **_eval_limits(settings))  # fmt: skip
+        candidate_loss = assistant_loss(settings.base_model_dir, registry.path(candidate), evaluation, pack)
+        candidate_scores = with_loss(replies.result(), candidate_loss)
+    service = None
     if in_service is not None:
-        load_adapter_into_vllm(vllm_url, in_service, registry.path(in_service))
-        service_scores = with_loss(
-            generation_scores(vllm_url=vllm_url, model=in_service, records=evaluation, pack=pack, **limits),
-            assistant_loss(settings.base_model_dir, registry.path(in_service), evaluation, pack),
-        )
+        try:
+            if service_scores is None:
+                raise RuntimeError("not started")
+            service = service_scores.result()
+        except Exception as error:  # noqa: BLE001 - the earlier attempt is only a head start
+            logger.info("in-service adapter scored again (%s)", error)
+            service = in_service_scores(settings, pack, evaluation, in_service)
     config = GateConfig(
         loss_tolerance=settings.promote_loss_tolerance,
         rouge_tolerance=settings.promote_rouge_tolerance,
         checks_tolerance=settings.promote_checks_tolerance,
     )
-    outcome = report(candidate_scores, service_scores, gate(candidate_scores, service_scores, config))
+    outcome = report(candidate_scores, service, gate(candidate_scores, service, config))
     outcome["evaluation_conversations"] = len(evaluation)
     outcome["gate"] = asdict(config)
     return outcome
