@@ -201,9 +201,7 @@ def execute_run(
         evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
         # The adapter in service does not depend on this run: it is scored (vLLM's replies, then its loss in one
         # more thread) while this process trains, which takes half of the evaluation off the critical path.
-        service_scores = (
-            background.submit(in_service_scores, settings, pack, evaluation, in_service) if in_service else None
-        )
+        service_scores = background.submit(model_scores, settings, pack, evaluation, in_service) if in_service else None
         adapter_name = adapter_name or registry.next_name()
         reporter.update(adapter=adapter_name)
         output_dir = registry.path(adapter_name)
@@ -312,12 +310,15 @@ def _eval_limits(settings: Settings) -> dict:
             "max_tokens": settings.eval_reply_tokens}  # fmt: skip
 
 
-def in_service_scores(settings: Settings, pack: DomainPack, evaluation: list, in_service: str) -> ModelScores:
-    """The adapter in service on the evaluation set: its replies scored (ROUGE-L, must-pass checks) and its loss."""
+def model_scores(settings: Settings, pack: DomainPack, evaluation: list, model: str) -> ModelScores:
+    """A served model (an adapter version, or the base model's served name) on the evaluation set: its replies
+    scored through vLLM (ROUGE-L, must-pass checks) and its loss on the reference replies."""
     vllm_url = first_healthy(settings.vllm_replica_urls)
-    adapter_dir = AdapterRegistry(settings.adapters_dir).path(in_service)
-    load_adapter_into_vllm(vllm_url, in_service, adapter_dir)
-    generated = generation_scores(vllm_url=vllm_url, model=in_service, records=evaluation, pack=pack,
+    adapter_dir = None
+    if model != settings.served_model_name:
+        adapter_dir = AdapterRegistry(settings.adapters_dir).path(model)
+        load_adapter_into_vllm(vllm_url, model, adapter_dir)
+    generated = generation_scores(vllm_url=vllm_url, model=model, records=evaluation, pack=pack,
                                   **_eval_limits(settings))  # fmt: skip
     return with_loss(generated, assistant_loss(settings.base_model_dir, adapter_dir, evaluation, pack))
 
@@ -353,7 +354,7 @@ def evaluate_candidate(
             service = service_scores.result()
         except Exception as error:  # noqa: BLE001 - the earlier attempt is only a head start
             logger.info("in-service adapter scored again (%s)", error)
-            service = in_service_scores(settings, pack, evaluation, in_service)
+            service = model_scores(settings, pack, evaluation, in_service)
     config = GateConfig(
         loss_tolerance=settings.promote_loss_tolerance,
         rouge_tolerance=settings.promote_rouge_tolerance,

@@ -1,11 +1,15 @@
-"""CLI for the learning loop: `supportbot train`, `runs`, `promote`, `rollback`.
+"""CLI for the learning loop: `supportbot train`, `evaluate`, `runs`, `promote`, `rollback`.
 
-`train` runs a retraining job in the foreground with a progress bar; it needs vLLM running (start the
-app first) because candidates are evaluated through it.
+`train` runs a retraining job in the foreground with a progress bar; `train` and `evaluate` need vLLM
+running (start the app first) because replies are generated through it.
 """
 
+import json
 import threading
 import time
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,6 +73,85 @@ def train(
         raise typer.Exit(1)
 
 
+class HeldOut(StrEnum):
+    all = "all"
+    store = "store"
+    seed = "seed"
+
+
+def evaluate(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Adapter versions, or the base model's served name; default: the one in service and base."),
+    ] = None,
+    source: Annotated[
+        HeldOut,
+        typer.Option(help="Held-out conversations from the store (logged or imported), the pack's seeds, or both."),
+    ] = HeldOut.all,
+    max_conversations: Annotated[
+        int | None, typer.Option(min=1, help="Most held-out conversations (default SUPPORTBOT_EVAL_MAX_CONVERSATIONS).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the scores and sample replies here as JSON.")] = None,
+) -> None:
+    """Score adapters on the held-out conversations that training never sees: loss, ROUGE-L, must-pass checks.
+
+    The held-out set is built from the store exactly as retraining builds it (reviewed conversations marked
+    for training, corrections in place of the replies they corrected, personal data masked), so a company's
+    own transcripts, imported with `supportbot store import`, are scored the same way as the demo's.
+    """
+    from bot.domain import load_pack
+    from bot.replicas import first_healthy
+    from conversations.pii import mask_pii
+    from finetune.dataset import DatasetRecipe, build_dataset
+    from finetune.worker import model_scores, source_conversations
+
+    settings = get_settings()
+    pack = load_pack(settings.domain_pack)
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        sources = [item for item in source_conversations(session, pack) if source in (HeldOut.all, item.source)]
+    dataset = build_dataset(sources, DatasetRecipe(), mask=mask_pii)
+    # As in retraining: the evaluation split, or the validation split where the evaluation one is empty.
+    records = (dataset.split("evaluation") or dataset.split("validation"))[
+        : max_conversations or settings.eval_max_conversations
+    ]
+    if not records:
+        console.print(
+            f"[red]No held-out conversations[/] among {len(sources)} ({source}): a conversation is held out by "
+            "its id (about one in five); mark more reviewed conversations for training, or import some."
+        )
+        raise typer.Exit(2)
+    registry = AdapterRegistry(settings.adapters_dir)
+    names = models or [name for name in (registry.active(), settings.served_model_name) if name]
+    unknown = [name for name in names if name != settings.served_model_name and name not in registry.versions()]
+    if unknown:
+        console.print(f"[red]No adapter version {', '.join(unknown)}[/]; versions: {', '.join(registry.versions())}, "
+                      f"and {settings.served_model_name} for the base model")  # fmt: skip
+        raise typer.Exit(2)
+    try:
+        first_healthy(settings.vllm_replica_urls)
+    except RuntimeError as error:
+        console.print(f"[red]vLLM is not reachable[/] ({error}); start the application first (`make start`).")
+        raise typer.Exit(2) from error
+    console.print(f"{len(records)} held-out conversations (dataset {dataset.content_hash[:16]}, source {source})")
+    scores = {}
+    for name in names:
+        with console.status(f"scoring {name}"):
+            scores[name] = model_scores(settings, pack, records, name)
+    table = Table("model", "loss", "perplexity", "ROUGE-L", "must-pass checks")
+    for name, score in scores.items():
+        table.add_row(name, str(score.loss), str(score.perplexity), str(score.rouge_l),
+                      f"{score.checks_passed}/{score.checks_total}")  # fmt: skip
+    console.print(table)
+    if report is not None:
+        report.write_text(json.dumps({"dataset": dataset.content_hash, "source": str(source),
+                                      "held_out_conversations": len(records),
+                                      "models": {name: asdict(score) for name, score in scores.items()}},
+                                     indent=2))  # fmt: skip
+        console.print(f"Report written to {report}")
+
+
 def runs() -> None:
     """List retraining runs, newest first."""
     settings = get_settings()
@@ -109,5 +192,5 @@ def rollback() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    for command in (train, runs, promote, rollback):
+    for command in (train, evaluate, runs, promote, rollback):
         app.command()(command)

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     eval_max_conversations: int = 60
     eval_max_turns: int = 40
     eval_max_checks: int | None = None
-    eval_reply_tokens: int = 96
+    eval_reply_tokens: int = 64
 
     max_message_chars: int = 2000
     max_reply_tokens: int = 200

@@ -86,6 +86,11 @@ def main() -> None:
     parser.add_argument("--app", default="http://127.0.0.1:8000")
     parser.add_argument("--corrected", type=int, default=40)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="Skip scoring the base model and both adapters again; print the run's own evaluation.",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = get_settings()
@@ -111,11 +116,18 @@ def main() -> None:
     dataset = Dataset.load(next((settings.data_dir / "datasets").glob(f"{run.dataset_hash[:16]}*")))
     held_out = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
     rows = {}
-    for label, model, adapter_dir in (
+    if args.timing_only:
+        for key in ("in_service", "candidate"):
+            scores = run.report.get(key) or {}
+            rows[f"{key} ({scores.get('model')})"] = {
+                "loss": scores.get("loss"), "perplexity": scores.get("perplexity"), "rouge_l": scores.get("rouge_l"),
+                "checks": f"{scores.get('checks_passed')}/{scores.get('checks_total')}"}  # fmt: skip
+    models = [
         ("base model", settings.served_model_name, None),
         (f"in service ({in_service})", in_service, registry.path(in_service)),
         (f"retrained ({run.adapter})", run.adapter, registry.path(run.adapter)),
-    ):
+    ]
+    for label, model, adapter_dir in [] if args.timing_only else models:
         scores = generation_scores(vllm_url=settings.resolved_vllm_url, model=model, records=held_out, pack=pack)
         scores = with_loss(scores, assistant_loss(settings.base_model_dir, adapter_dir, held_out, pack))
         rows[label] = {"loss": scores.loss, "perplexity": scores.perplexity, "rouge_l": scores.rouge_l,
