@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from finetune.sft import ADAPTER_META, LoraRecipe, ProgressFn, TrainingCancelled, TrainingError, TrainResult, train_lora
+from serving.vllm_process import _die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def train_lora_processes(
     logger.info("training in %d processes: %s (log: %s)", processes, " ".join(command), log)
     offset, cancelled = 0, False
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        # If this worker is killed outright, the kernel stops torchrun too (and torchrun its ranks).
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             while True:
                 code = process.poll()
