@@ -81,6 +81,11 @@ class Dataset:
     def split(self, name: str) -> list[DatasetRecord]:
         return [record for record in self.records if record.split == name]
 
+    def held_out(self, limit: int) -> list[DatasetRecord]:
+        """Up to `limit` conversations to score models on: the evaluation split, or the validation split
+        where the evaluation one is empty (a small store)."""
+        return (self.split("evaluation") or self.split("validation"))[:limit]
+
     def save(self, folder: Path) -> Path:
         """Write `dataset.jsonl` and `card.json` into `folder` (staged, then renamed)."""
         staging = folder.with_name(folder.name + ".partial")

@@ -73,8 +73,8 @@ def train_lora_processes(
         try:
             while True:
                 code = process.poll()
-                offset, finished = _relay(events, offset, on_step, on_eval)
-                cancelled = cancelled or finished == "cancelled"
+                offset, seen_cancel = _relay(events, offset, on_step, on_eval)
+                cancelled = cancelled or seen_cancel
                 if code is not None:
                     break
                 if should_stop is not None and not stop.exists() and should_stop():
@@ -95,14 +95,15 @@ def train_lora_processes(
     return TrainResult(**json.loads((output_dir / ADAPTER_META).read_text()))
 
 
-def _relay(events: Path, offset: int, on_step, on_eval) -> tuple[int, str | None]:
+def _relay(events: Path, offset: int, on_step, on_eval) -> tuple[int, bool]:
+    """Pass new events on from `offset`; returns the new offset and whether rank 0 reported a cancel."""
     if not events.exists():
-        return offset, None
+        return offset, False
     with events.open() as handle:
         handle.seek(offset)
         text = handle.read()
     complete = text[: text.rfind("\n") + 1]  # a line still being written waits for the next look
-    finished = None
+    cancelled = False
     for line in complete.splitlines():
         event = json.loads(line)
         if event["kind"] == "step" and on_step is not None:
@@ -110,8 +111,8 @@ def _relay(events: Path, offset: int, on_step, on_eval) -> tuple[int, str | None
         elif event["kind"] == "eval" and on_eval is not None:
             on_eval(event["step"], event["loss"])
         elif event["kind"] == "cancelled":
-            finished = "cancelled"
-    return offset + len(complete), finished
+            cancelled = True
+    return offset + len(complete), cancelled
 
 
 def _run(work_dir: Path) -> None:

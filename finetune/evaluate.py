@@ -75,7 +75,7 @@ def assistant_loss(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from finetune.seed import with_system
-    from finetune.sft import load_examples, mean_assistant_loss
+    from finetune.sft import load_examples, mean_assistant_loss, training_device
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -89,7 +89,7 @@ def assistant_loss(
 
         # A zero-initialised LoRA leaves the base model's outputs unchanged and gives the same code path.
         model = get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(training_device())
     examples = load_examples(tokenizer, [with_system(pack, r.messages, r.intent) for r in records], 1024)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return mean_assistant_loss(model, examples, pad_id)

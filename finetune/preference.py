@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from finetune.dataset import DatasetRecipe, SourceConversation, content_signature, cut_text, split_of
-from finetune.sft import ADAPTER_META, TrainingCancelled, TrainingError
+from finetune.sft import ADAPTER_META, TrainingCancelled, TrainingError, training_device, weights_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +162,9 @@ def train_preference(
     torch.set_num_threads(recipe.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     # bf16 where a GPU computes it natively; on CPUs without bf16 units it is emulated and many times slower.
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.bfloat16 if gpu_bf16 else torch.float32)
+    device = training_device()
+    dtype = weights_dtype("auto", device)
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype)
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
     rows = [
         {
@@ -217,13 +218,13 @@ def train_preference(
             logging_steps=1,
             save_strategy="no",
             report_to=[],
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=device.type == "cpu",
             seed=recipe.seed,
             dataloader_num_workers=0,
             disable_tqdm=True,
             # A 135M-parameter model fits; recomputing activations only costs time on a CPU.
             gradient_checkpointing=False,
-            bf16=gpu_bf16,
+            bf16=dtype == torch.bfloat16,
             fp16=False,
         )
     trainer = DPOTrainer(

@@ -306,7 +306,7 @@ def train_lora(
         raise TrainingError("no conversation has an assistant turn to learn from")
     held_out = load_examples(tokenizer, validation, recipe.max_seq_len)
     held_out_share = held_out[group.rank :: group.world]  # may be empty; the sum over processes is not
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=_weights_dtype(recipe.dtype, device))
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=weights_dtype(recipe.dtype, device))
     model = get_peft_model(
         model,
         LoraConfig(
@@ -459,7 +459,18 @@ def train_lora(
     return result
 
 
-def _weights_dtype(name: str, device):
+def training_device(rank: int = 0):
+    """Where a training process computes: a GPU when there is one (picked by rank), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        # torchrun --standalone: one node, so the rank picks the GPU.
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def weights_dtype(name: str, device):
+    """The base model's weight dtype for a recipe's `dtype` (auto: bf16 on a GPU that has it, else fp32)."""
     import torch
 
     if name == "auto":
@@ -484,12 +495,7 @@ class ProcessGroup:
         return cls()
 
     def device(self):
-        import torch
-
-        if torch.cuda.is_available():
-            # torchrun --standalone: one node, so the rank picks the GPU.
-            return torch.device("cuda", self.rank % torch.cuda.device_count())
-        return torch.device("cpu")
+        return training_device(self.rank)
 
     def wrap(self, model) -> Callable:
         """The training loss as a module call; under DDP, so gradients are averaged across processes."""

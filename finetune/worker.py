@@ -198,7 +198,7 @@ def execute_run(
 
         registry = AdapterRegistry(settings.adapters_dir)
         in_service = registry.active()
-        evaluation = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
+        evaluation = dataset.held_out(settings.eval_max_conversations)
         # The adapter in service does not depend on this run: it is scored (vLLM's replies, then its loss in one
         # more thread) while this process trains, which takes half of the evaluation off the critical path.
         service_scores = background.submit(model_scores, settings, pack, evaluation, in_service) if in_service else None
@@ -347,14 +347,13 @@ def evaluate_candidate(
         candidate_loss = assistant_loss(settings.base_model_dir, registry.path(candidate), evaluation, pack)
         candidate_scores = with_loss(replies.result(), candidate_loss)
     service = None
-    if in_service is not None:
+    if in_service is not None and service_scores is not None:
         try:
-            if service_scores is None:
-                raise RuntimeError("not started")
             service = service_scores.result()
         except Exception as error:  # noqa: BLE001 - the earlier attempt is only a head start
             logger.info("in-service adapter scored again (%s)", error)
-            service = model_scores(settings, pack, evaluation, in_service)
+    if in_service is not None and service is None:
+        service = model_scores(settings, pack, evaluation, in_service)
     config = GateConfig(
         loss_tolerance=settings.promote_loss_tolerance,
         rouge_tolerance=settings.promote_rouge_tolerance,

@@ -112,10 +112,7 @@ def evaluate(
     with Session(engine) as session:
         sources = [item for item in source_conversations(session, pack) if source in (HeldOut.all, item.source)]
     dataset = build_dataset(sources, DatasetRecipe(), mask=mask_pii)
-    # As in retraining: the evaluation split, or the validation split where the evaluation one is empty.
-    records = (dataset.split("evaluation") or dataset.split("validation"))[
-        : max_conversations or settings.eval_max_conversations
-    ]
+    records = dataset.held_out(max_conversations or settings.eval_max_conversations)
     if not records:
         console.print(
             f"[red]No held-out conversations[/] among {len(sources)} ({source}): a conversation is held out by "

@@ -114,7 +114,7 @@ def main() -> None:
     total_s = time.monotonic() - started
 
     dataset = Dataset.load(next((settings.data_dir / "datasets").glob(f"{run.dataset_hash[:16]}*")))
-    held_out = (dataset.split("evaluation") or dataset.split("validation"))[: settings.eval_max_conversations]
+    held_out = dataset.held_out(settings.eval_max_conversations)
     rows = {}
     if args.timing_only:
         for key in ("in_service", "candidate"):
