@@ -173,6 +173,12 @@ class RunReporter:
             return crud.get_training_run(session=session, run_id=self.run_id).cancel_requested
 
 
+def run_folder(settings: Settings, run) -> Path:
+    """The run's checkpoint and SFT-adapter folder. Named by id and creation time: ids restart with a new
+    database, and a new run must never resume from another run's checkpoint in the same data folder."""
+    return settings.data_dir / "runs" / f"{run.id}-{run.created_at:%Y%m%dT%H%M%S}"
+
+
 def execute_run(
     run_id: int, settings: Settings, recipe_overrides: dict | None = None, preference_overrides: dict | None = None
 ) -> None:
@@ -182,6 +188,7 @@ def execute_run(
     with Session(engine) as session:
         run = crud.get_training_run(session=session, run_id=run_id)
         adapter_name = run.adapter
+        run_dir = run_folder(settings, run)
     reporter.update(status=RunStatus.running, started_at=utcnow(), worker_pid=os.getpid(), error=None)
     background = ThreadPoolExecutor(1, thread_name_prefix="in-service-replies")
     try:
@@ -208,7 +215,6 @@ def execute_run(
         preference = load_preference_recipe(settings.base_model_dir, preference_overrides)
         pairs = preference_pairs(sources, dataset_recipe, mask=mask_pii) if preference.method != "off" else []
         use_preference = preference.method != "off" and len(pairs) >= preference.min_pairs
-        run_dir = settings.data_dir / "runs" / str(run_id)
         # With a preference stage, SFT writes into the run's folder and DPO writes the candidate version.
         sft_dir = run_dir / "sft-adapter" if use_preference else output_dir
         if not output_dir.exists():

@@ -12,7 +12,7 @@ from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
 from finetune.dataset import Dataset
 from finetune.registry import AdapterRegistry
-from finetune.worker import execute_run
+from finetune.worker import execute_run, run_folder
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 CORRECTION = "You can return any item within 30 days of delivery; the return label costs $5.95."
@@ -81,7 +81,7 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     assert run.progress["preference"]["step"] == 2
     preference = run.report["preference"]
     assert preference["method"] == "dpo" and preference["pairs"] >= 1 and preference["steps"] == 2
-    assert (settings.data_dir / "runs" / str(run.id) / "sft-adapter").is_dir(), "the SFT stage's adapter is kept"
+    assert (run_folder(settings, run) / "sft-adapter").is_dir(), "the SFT stage's adapter is kept"
     report = run.report
     assert report["candidate"]["model"] == run.adapter and report["in_service"]["model"] == in_service
     for side in ("candidate", "in_service"):
