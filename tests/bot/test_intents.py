@@ -22,6 +22,7 @@ from finetune.intents import (
     evaluate_classifier,
     examples_from_pack,
     held_out_examples,
+    intent_texts_from_pack,
     train_intent_classifier,
 )
 from finetune.registry import classifier_registry
@@ -36,7 +37,8 @@ MIN_HELD_OUT_ACCURACY = 0.75
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("classifiers") / "intent-v1"
-    meta = train_intent_classifier(examples_from_pack(load_pack(default_pack_path())), output_dir=path)
+    pack = load_pack(default_pack_path())
+    meta = train_intent_classifier(examples_from_pack(pack), output_dir=path, intent_texts=intent_texts_from_pack(pack))
     return path, meta
 
 
@@ -115,6 +117,24 @@ def test_save_and_load_give_identical_predictions(classifier: EncoderIntentClass
     assert again.predict_many(texts) == classifier.predict_many(texts)
     assert [again.predict(text) for text in texts] == [classifier.predict(text) for text in texts]
     assert again.recommended == classifier.recommended and again.temperature == classifier.temperature
+    assert again.memory_size == classifier.memory_size > 0
+
+
+def test_example_memory_holds_every_training_example_and_votes(trained: tuple[Path, dict]) -> None:
+    pack = load_pack(default_pack_path())
+    classifier = load_classifier(trained[0])
+    # The kept classifier was refit on every example, and the intents' names and descriptions.
+    assert classifier.memory_size == len(examples_from_pack(pack)) + 2 * len(pack.intents)
+    assert trained[1]["examples"]["intent_texts"] == 2 * len(pack.intents)
+    word = "zorblax quintuple"
+    before = classifier.logits([word])[0]
+    classifier.remember([*examples_from_pack(pack), (word, "discount_code")])
+    after = classifier.logits([word])[0]
+    gained = after - before
+    index = classifier.labels.index("discount_code")
+    # Its own copy in memory lifts its intent by the memory's full weight; no other intent gains as much.
+    assert gained[index] == max(gained) and gained[index] > 0
+    assert classifier.predict(word).intent == "discount_code"
 
 
 def test_batched_and_single_predictions_agree(classifier: EncoderIntentClassifier) -> None:
