@@ -49,9 +49,11 @@ class ClassifierRecipe:
     pack's held-out split; tests/bench/bench_intents.py reports what they give.
     """
 
-    train_layers: int = 2
+    train_layers: int = 6
     """Upper encoder layers fine-tuned; the lower ones stay as all-MiniLM-L6-v2 has them, and their
-    output is computed once per example, so each training step costs about train_layers/6 of a full one."""
+    output is computed once per example, so each training step costs about train_layers/6 of a full one.
+    All 6 (with head_learning_rate 1e-3) beat the upper 2 on BANKING77 validation by 0.5 points with 10
+    examples per intent and 0.9 with the full train split, for about 2.5 times the training time."""
     epochs: float = 4.0
     """Passes over the training split."""
     min_steps: int = 250
@@ -60,8 +62,10 @@ class ClassifierRecipe:
     """Utterances per optimiser step."""
     learning_rate: float = 3e-4
     """Peak learning rate of the encoder layers, reached after warmup and then decayed linearly."""
-    head_learning_rate: float = 3e-3
-    """Peak learning rate of the intent vectors and the logit scale."""
+    head_learning_rate: float = 1e-3
+    """Peak learning rate of the intent vectors and the logit scale. They start at each intent's mean
+    example embedding; 1e-3 kept them nearer it than 3e-3 and gained 0.5 points of 10-shot BANKING77
+    validation accuracy (3e-4 did as well)."""
     warmup_ratio: float = 0.1
     """Share of the steps spent warming the learning rates up linearly."""
     weight_decay: float = 0.01
@@ -91,7 +95,9 @@ class ClassifierRecipe:
     """Recommended top-1 minus top-2 margin below which a message counts as ambiguous."""
     memory_weight: float = 0.5
     """Weight of the example memory: each intent's logit gains this times the head's scale times the
-    cosine to the intent's nearest training example (`EncoderIntentClassifier`); 0 keeps no memory."""
+    cosine to the intent's nearest training example (`EncoderIntentClassifier`); 0 keeps no memory.
+    On BANKING77 validation 0.5 gained 0.4 points with 10 examples per intent (mean of 5 seeds) and 0.3
+    with the full train split; 1.0 gained as much with few examples and less with many."""
     quantize: bool = True
     """Run the classifier with int8 weights (about 2.5x faster on CPU, accuracy within noise)."""
     max_minutes: float = 30.0
