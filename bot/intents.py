@@ -12,7 +12,8 @@ import math
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,7 +363,8 @@ class EncoderIntentClassifier(IntentClassifier):
         self._module = _compile(net, quantize)
         self._head = (F.normalize(net.weight.detach(), dim=-1) * net.scale.detach()).clone()
         self.memory_weight = memory_weight
-        self._memory = torch.empty(0, net.weight.shape[1])
+        # Stored transposed (hidden x examples), the layout the similarity product reads fastest.
+        self._memory = torch.empty(net.weight.shape[1], 0)
         self._memory_labels = torch.empty(0, dtype=torch.long)
         # TorchScript modules and the thread setting are process-wide; serialise calls.
         self._lock = threading.Lock()
@@ -377,7 +379,7 @@ class EncoderIntentClassifier(IntentClassifier):
 
     @property
     def memory_size(self) -> int:
-        return int(self._memory.shape[0])
+        return int(self._memory.shape[1])
 
     def remember(self, examples: Sequence[tuple[str, str]]) -> None:
         """Replace the example memory with these (text, intent) pairs' embeddings, as served."""
@@ -392,13 +394,13 @@ class EncoderIntentClassifier(IntentClassifier):
     def _set_memory(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         if embeddings.shape[0] != labels.shape[0] or (labels.numel() and int(labels.max()) >= len(self._labels)):
             raise ClassifierError("the example memory's embeddings and labels do not match this classifier")
-        self._memory = F.normalize(embeddings.float(), dim=-1).contiguous()
+        self._memory = F.normalize(embeddings.float(), dim=-1).T.contiguous()
         self._memory_labels = labels.long().contiguous()
 
     def _logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         logits = embeddings @ self._head.T
         if self.memory_weight and self.memory_size:
-            similarity = embeddings @ self._memory.T
+            similarity = embeddings @ self._memory
             nearest = torch.full_like(logits, -1.0).scatter_reduce_(
                 1, self._memory_labels.expand(len(embeddings), -1), similarity, "amax"
             )
@@ -407,29 +409,37 @@ class EncoderIntentClassifier(IntentClassifier):
 
     def logits(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Uncalibrated logits, one row per text; single texts run unpadded, the fastest path."""
-        with torch.inference_mode():
-            return self._logits(self.embeddings(texts, batch_size))
+        with self._own_threads():
+            return self._logits(self._embed(texts, batch_size))
 
     def embeddings(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Normalised sentence embeddings as the served (int8) encoder computes them, one row per text."""
-        rows = []
+        with self._own_threads():
+            return self._embed(texts, batch_size)
+
+    @contextmanager
+    def _own_threads(self) -> Iterator[None]:
         with self._lock, torch.inference_mode():
             previous = torch.get_num_threads()
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                if len(texts) == 1:
-                    encoded = self.tokenizer(texts[0], truncation=True, max_length=self.max_length, return_tensors="pt")
-                    return self._module(encoded["input_ids"]).float()
-                order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
-                for start in range(0, len(order), batch_size):
-                    chunk = [texts[index] for index in order[start : start + batch_size]]
-                    encoded = self.tokenizer(
-                        chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-                    )
-                    rows.append(self._module(encoded["input_ids"], encoded["attention_mask"]).float())
+                yield
             finally:
                 torch.set_num_threads(previous)
+
+    def _embed(self, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+        if len(texts) == 1:
+            encoded = self.tokenizer(texts[0], truncation=True, max_length=self.max_length, return_tensors="pt")
+            return self._module(encoded["input_ids"]).float()
+        rows = []
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        for start in range(0, len(order), batch_size):
+            chunk = [texts[index] for index in order[start : start + batch_size]]
+            encoded = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            rows.append(self._module(encoded["input_ids"], encoded["attention_mask"]).float())
         if not rows:
             return torch.empty(0, self._head.shape[1])
         stacked = torch.cat(rows)
@@ -463,7 +473,7 @@ class EncoderIntentClassifier(IntentClassifier):
         self.tokenizer.save_pretrained(path / ENCODER_DIR)
         save_file(self.net.head_state(), str(path / HEAD_FILE))
         if self.memory_size:
-            memory = {"embeddings": self._memory.half().contiguous(), "labels": self._memory_labels}
+            memory = {"embeddings": self._memory.T.contiguous(), "labels": self._memory_labels}
             save_file(memory, str(path / MEMORY_FILE))
         meta = {
             **self.info,
