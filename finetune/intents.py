@@ -185,9 +185,14 @@ def split_examples(
     return train, held_out
 
 
+def _cleaned(examples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The examples with runs of white space made single spaces, and blank ones dropped."""
+    return [(" ".join(text.split()), intent) for text, intent in examples if text.strip()]
+
+
 def held_out_examples(examples: Sequence[tuple[str, str]], recipe: ClassifierRecipe) -> list[tuple[str, str]]:
     """The examples `train_intent_classifier` keeps out of training under this recipe."""
-    cleaned = [(" ".join(text.split()), intent) for text, intent in examples if text.strip()]
+    cleaned = _cleaned(examples)
     return split_examples(cleaned, recipe.holdout_fraction, recipe.seed, recipe.max_holdout_per_intent)[1]
 
 
@@ -217,7 +222,7 @@ def train_intent_classifier(
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; classifier folders are never overwritten")
-    cleaned = [(" ".join(text.split()), intent) for text, intent in examples if text.strip()]
+    cleaned = _cleaned(examples)
     counts = Counter(intent for _, intent in cleaned)
     if len(counts) < 2:
         raise ClassifierTrainingError(f"need examples of at least two intents, got {sorted(counts)}")
@@ -227,13 +232,14 @@ def train_intent_classifier(
     try:
         train, held_out = split_examples(cleaned, recipe.holdout_fraction, recipe.seed, recipe.max_holdout_per_intent)
         labels = sorted(counts)
-        described = [
-            (" ".join(text.split()), intent)
-            for intent, texts in sorted((intent_texts or {}).items())
-            if intent in counts
-            for text in texts
-            if text.strip()
-        ]
+        described = _cleaned(
+            [
+                (text, intent)
+                for intent, texts in sorted((intent_texts or {}).items())
+                if intent in counts
+                for text in texts
+            ]
+        )
         refit = bool(held_out) and len(held_out) >= recipe.refit_min_share * len(cleaned)
         planned = _planned_steps(len(train) + len(described), recipe) + (
             _planned_steps(len(cleaned) + len(described), recipe) if refit else 0
