@@ -381,15 +381,18 @@ class EncoderIntentClassifier(IntentClassifier):
     def memory_size(self) -> int:
         return int(self._memory.shape[1])
 
-    def remember(self, examples: Sequence[tuple[str, str]]) -> None:
-        """Replace the example memory with these (text, intent) pairs' embeddings, as served."""
+    def remember(self, examples: Sequence[tuple[str, str]], *, keep: bool = False) -> None:
+        """Replace the example memory with these (text, intent) pairs' embeddings, as served, or add
+        them to it with `keep`."""
         unknown = sorted({intent for _, intent in examples} - set(self._labels))
         if unknown:
             raise ClassifierError(f"examples of intents this classifier does not know: {unknown}")
-        self._set_memory(
-            self.embeddings([text for text, _ in examples]),
-            torch.tensor([self._labels.index(intent) for _, intent in examples], dtype=torch.long),
-        )
+        embeddings = self.embeddings([text for text, _ in examples])
+        labels = torch.tensor([self._labels.index(intent) for _, intent in examples], dtype=torch.long)
+        if keep:
+            embeddings = torch.cat([self._memory.T, embeddings])
+            labels = torch.cat([self._memory_labels, labels])
+        self._set_memory(embeddings, labels)
 
     def _set_memory(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         if embeddings.shape[0] != labels.shape[0] or (labels.numel() and int(labels.max()) >= len(self._labels)):

@@ -128,7 +128,9 @@ def test_example_memory_holds_every_training_example_and_votes(trained: tuple[Pa
     assert trained[1]["examples"]["intent_texts"] == 2 * len(pack.intents)
     word = "zorblax quintuple"
     before = classifier.logits([word])[0]
-    classifier.remember([*examples_from_pack(pack), (word, "discount_code")])
+    size = classifier.memory_size
+    classifier.remember([(word, "discount_code")], keep=True)
+    assert classifier.memory_size == size + 1
     after = classifier.logits([word])[0]
     gained = after - before
     index = classifier.labels.index("discount_code")
@@ -165,6 +167,17 @@ def test_fast_inference_path_computes_minilm_sentence_embeddings() -> None:
 def test_load_refuses_a_folder_that_is_not_a_classifier(tmp_path: Path) -> None:
     with pytest.raises(ClassifierError, match="classifier.json"):
         load_classifier(tmp_path)
+
+
+def test_without_a_refit_the_held_out_examples_join_the_memory_after_measuring(tmp_path: Path) -> None:
+    # Large packs are not trained again on all examples; their held-out part still ends up remembered.
+    pack = load_pack(default_pack_path())
+    examples = examples_from_pack(pack)
+    recipe = ClassifierRecipe(train_layers=1, min_steps=5, epochs=0.1, refit_min_share=1.0)
+    meta = train_intent_classifier(examples, output_dir=tmp_path / "c", recipe=recipe)
+    assert not meta["examples"]["refit_on_all"]
+    assert meta["metrics"]["examples"] == len(held_out_examples(examples, recipe))
+    assert load_classifier(tmp_path / "c").memory_size == len(examples)
 
 
 def test_training_never_overwrites_a_version(trained: tuple[Path, dict]) -> None:

@@ -1,9 +1,9 @@
 """Routing rules: what the bot does with a turn, given the intent, its confidence and the state."""
 
 import pytest
-from bot.intents import IntentScore, Prediction
 
 from bot.domain import default_pack_path, load_pack
+from bot.intents import IntentScore, Prediction
 from bot.routing import Decision, DialogueState, RoutingConfig, RuleRouter
 
 
