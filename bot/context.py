@@ -116,9 +116,7 @@ def relevant_policies(pack: DomainPack, text: str, limit: int = 1) -> list[Polic
     return [policy for _, _, policy in scored[:limit]]
 
 
-def system_text(
-    pack: DomainPack, policies: Sequence[Policy], *, details: str = "", summary: str = ""
-) -> str:
+def system_text(pack: DomainPack, policies: Sequence[Policy], *, details: str = "", summary: str = "") -> str:
     """The system message: instructions, company, the policies in play, known details, earlier summary."""
     parts = [pack.system_prompt.strip(), f"About {pack.company_name}: {pack.company_profile.strip()}"]
     parts += [f"{policy.title}: {policy.text.strip()}" for policy in policies]

@@ -77,9 +77,7 @@ def open_conversation(*, session: Session, conversation_id: str, token: str) -> 
     return conversation
 
 
-def add_message(
-    *, session: Session, conversation_id: str, role: Role, text: str, **details: object
-) -> Message:
+def add_message(*, session: Session, conversation_id: str, role: Role, text: str, **details: object) -> Message:
     """Store one message and commit at once, so it survives whatever happens next."""
     message = Message(conversation_id=conversation_id, role=role, text=text, **details)
     session.add(message)
@@ -502,9 +500,7 @@ def list_assignments(*, session: Session, conversation_ids: Sequence[str]) -> di
     return {assignment.conversation_id: account for assignment, account in session.exec(statement).all()}
 
 
-def claim_conversation(
-    *, session: Session, conversation_id: str, staff_id: int, force: bool = False
-) -> Conversation:
+def claim_conversation(*, session: Session, conversation_id: str, staff_id: int, force: bool = False) -> Conversation:
     """A staff member takes over a conversation that is pending or live with the bot; the bot falls silent.
 
     One a colleague already has stays theirs, unless their account was deactivated or `force` is given

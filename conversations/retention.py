@@ -1,7 +1,8 @@
 """Retention: conversations with no activity for longer than the configured period are anonymised or deleted.
 
 The app runs it at start and every `retention_every_hours`; `supportbot store retention` runs it now,
-with the settings' period and mode or others given on the command line. Anonymising masks personal data in everything stored and voids the customer token.
+with the settings' period and mode or others given on the command line. Anonymising masks personal data
+in everything stored and voids the customer token.
 """
 
 import logging

@@ -132,8 +132,10 @@ class TrainingManager:
             last = session.exec(select(TrainingRun).order_by(col(TrainingRun.id).desc())).first()
             since = last.created_at if last is not None else None
             if self.settings.retrain_after_reviews > 0:
-                query = select(func.count()).select_from(ConversationReview).where(
-                    col(ConversationReview.use_for_training).is_(True)
+                query = (
+                    select(func.count())
+                    .select_from(ConversationReview)
+                    .where(col(ConversationReview.use_for_training).is_(True))
                 )
                 if since is not None:
                     query = query.where(ConversationReview.updated_at > since)
