@@ -18,6 +18,7 @@ RUN apt-get update \
 
 WORKDIR /opt/supportbot
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY bot ./bot
 COPY conversations ./conversations
 COPY finetune ./finetune

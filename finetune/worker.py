@@ -25,6 +25,7 @@ from conversations import crud
 from conversations.db import make_engine
 from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
+from core.settings import Settings, get_settings
 from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
 from finetune.distributed import train_lora_processes, training_processes
 from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
@@ -32,7 +33,6 @@ from finetune.preference import PreferenceRecipe, preference_pairs, preference_r
 from finetune.registry import AdapterRegistry
 from finetune.seed import with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
-from serving.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import StaffAccount, StaffSession, utcnow
+from core.settings import Settings
 from serving.errors import error_response
-from serving.settings import Settings
 
 SESSION_COOKIE = "supportbot_staff"
 # Double-submit cookie for the sign-in form, which is posted before any session exists.

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from core.settings import Settings, get_settings
 from serving import cli_ops, cli_training
 from serving.cli_intents import intents_app
 from serving.cli_staff import staff_app
 from serving.cli_store import store_app
 from serving.logging import configure_logging, uvicorn_log_config
-from serving.settings import Settings, get_settings
 
 app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
 console = Console()
@@ -103,8 +103,8 @@ def default_dtype() -> str:
 
 
 def vllm_server(settings: Settings):
+    from core.vllm_process import VLLMConfig, VLLMServer
     from finetune.registry import AdapterRegistry
-    from serving.vllm_process import VLLMConfig, VLLMServer
 
     registry = AdapterRegistry(settings.adapters_dir)
 
@@ -136,8 +136,8 @@ def start(
     """Start the whole application: models prepared, vLLM managed as a child process, then the app."""
     import uvicorn
 
+    from core.vllm_process import VLLMStartError
     from serving.app import create_app
-    from serving.vllm_process import VLLMStartError
 
     _configure_logging(verbose)
     settings = get_settings()

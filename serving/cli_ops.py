@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.settings import get_settings
 from serving.logging import configure_logging
-from serving.settings import get_settings
 
 console = Console(stderr=True, soft_wrap=True)
 

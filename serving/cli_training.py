@@ -20,8 +20,8 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.db import init_db, make_engine
+from core.settings import get_settings
 from finetune.registry import AdapterNotFound, AdapterRegistry
-from serving.settings import get_settings
 
 console = Console()
 

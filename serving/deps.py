@@ -12,9 +12,9 @@ from sqlmodel import Session
 from bot.dialogue import DialogueManager
 from bot.domain import DomainPack
 from bot.llm import VLLMChatModel
+from core.settings import Settings
 from serving.auth import SignedIn, StaffAuthError, check_csrf, signed_in
 from serving.errors import ApiError
-from serving.settings import Settings
 
 if TYPE_CHECKING:
     from serving.promotions import PromotionWatcher

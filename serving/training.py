@@ -15,26 +15,14 @@ from sqlmodel import Session, col, func, select
 
 from conversations import crud
 from conversations.models import ConversationReview, RunStatus, TrainingRun, utcnow
-from serving.settings import Settings
-from serving.vllm_process import _die_with_parent
+from core.process import die_with_parent, pid_alive
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 class RunNotResumable(Exception):
     """Only interrupted, failed or cancelled runs can be resumed."""
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TrainingManager:
@@ -106,7 +94,7 @@ class TrainingManager:
                 stdin=subprocess.DEVNULL,
                 # Bounded threads: training must not slow customer chats down.
                 env={**os.environ, **self.settings.as_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         logger.info("retraining run %d started (log: %s)", run_id, log_path)
 

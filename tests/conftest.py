@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Kept between local runs so the model is converted and the test adapter trained only once.

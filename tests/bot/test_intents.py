@@ -17,6 +17,7 @@ from bot.intents import (
     encoder_path,
     load_classifier,
 )
+from core.settings import get_settings
 from finetune.intents import (
     ClassifierRecipe,
     evaluate_classifier,
@@ -27,7 +28,6 @@ from finetune.intents import (
 )
 from finetune.registry import classifier_registry
 from serving.cli import app
-from serving.settings import get_settings
 
 # Measured about 0.90 held-out accuracy on the demo pack (5 held-out messages per intent); the bar is
 # set well below that so the test is not flaky, and well above chance (1/22).

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from conversations import crud
 from conversations.filters import ConversationFilter
+from core.settings import Settings, get_settings
 from serving.app import retention_loop
 from serving.cli import app
-from serving.settings import Settings, get_settings
 from tests.utils.store import bot, customer, make_conversation
 
 

@@ -17,10 +17,10 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.db import make_engine, upgrade_db
+from core.settings import Settings
 from finetune.registry import AdapterRegistry, classifier_registry
 from finetune.sft import ADAPTER_META
 from serving.backup import BackupError, PgTools, create_backup, restore_backup
-from serving.settings import Settings
 from tests.utils.postgres import PostgresServer, find_bin_dir
 from tests.utils.store import bot, customer, make_conversation
 

@@ -26,8 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.settings import Settings
 from serving.metrics import REGISTRY
-from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from conversations import crud
 from conversations.db import make_engine, upgrade_db
 from conversations.models import RunStatus
-from serving import settings as settings_module
+from core import settings as settings_module
+from core.settings import Settings
 from serving.cli import app as cli
-from serving.settings import Settings
 from serving.training import TrainingManager
 
 

@@ -6,8 +6,8 @@ from sqlmodel import Session, func, select
 
 from conversations.db import make_engine
 from conversations.models import Conversation, Message
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 

@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 
 from conversations.models import ConversationStatus, StaffRole
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.utils.conversation import send
 from tests.utils.staff import PASSWORD, make_staff, seed_conversation

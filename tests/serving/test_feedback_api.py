@@ -12,9 +12,9 @@ from sqlmodel import Session, select
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, CsatRating, Feedback, Message, Role
+from core.settings import Settings
 from serving.app import create_app
 from serving.limits import SendLimits
-from serving.settings import Settings
 from tests.utils.conversation import open_conversation, send
 
 

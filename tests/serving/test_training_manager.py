@@ -9,7 +9,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
-from serving.settings import Settings
+from core.settings import Settings
 from serving.training import RunNotResumable, TrainingManager
 
 

@@ -22,8 +22,8 @@ from sqlmodel import Session, select
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, CsatRating, Feedback, Message, Role
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.utils.conversation import open_conversation
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import uvicorn
 
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 from tests.conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
