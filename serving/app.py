@@ -21,6 +21,7 @@ from bot.routing import RuleRouter
 from conversations.db import init_db, make_engine
 from conversations.retention import apply_retention
 from core.settings import Settings
+from finetune.manager import TrainingManager
 from finetune.registry import AdapterRegistry
 from serving import metrics
 from serving.auth import StaffAuthError, staff_auth_response
@@ -31,7 +32,6 @@ from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 from serving.routes import customer, events, feedback, health, training, widget
-from serving.training import TrainingManager
 
 logger = logging.getLogger(__name__)
 

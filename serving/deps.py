@@ -17,8 +17,8 @@ from serving.auth import SignedIn, StaffAuthError, check_csrf, signed_in
 from serving.errors import ApiError
 
 if TYPE_CHECKING:
+    from finetune.manager import TrainingManager
     from serving.promotions import PromotionWatcher
-    from serving.training import TrainingManager
 
 
 @dataclass

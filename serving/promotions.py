@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from bot.intents import IntentClassifier, load_classifier
 from bot.routing import RoutingConfig, RuleRouter
+from bot.vllm_admin import load_adapter_into_vllm
 from core.settings import Settings
 from finetune.registry import AdapterRegistry, classifier_registry
-from finetune.worker import load_adapter_into_vllm
 from serving.deps import Services
 
 logger = logging.getLogger(__name__)

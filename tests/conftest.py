@@ -73,7 +73,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     log_path = tmp_path_factory.mktemp("logs") / "supportbot-start.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     app = LiveApp(process, settings, log_path)
     deadline = time.monotonic() + 1200

@@ -9,13 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from bot.vllm_admin import load_adapter_into_vllm
 from conversations import crud
 from conversations.models import TrainingRunPublic
+from finetune.manager import RunNotResumable
 from finetune.registry import AdapterNotFound, AdapterRegistry
-from finetune.worker import load_adapter_into_vllm
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
-from serving.training import RunNotResumable
 
 router = APIRouter(prefix="/api/admin", tags=["admin: training"])
 

@@ -17,6 +17,7 @@ from bot.intents import (
     encoder_path,
     load_classifier,
 )
+from cli.main import app
 from core.settings import get_settings
 from finetune.intents import (
     ClassifierRecipe,
@@ -27,7 +28,6 @@ from finetune.intents import (
     train_intent_classifier,
 )
 from finetune.registry import classifier_registry
-from serving.cli import app
 
 # Measured about 0.90 held-out accuracy on the demo pack (5 held-out messages per intent); the bar is
 # set well below that so the test is not flaky, and well above chance (1/22).

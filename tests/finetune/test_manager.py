@@ -10,7 +10,7 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
 from core.settings import Settings
-from serving.training import RunNotResumable, TrainingManager
+from finetune.manager import RunNotResumable, TrainingManager
 
 
 @pytest.fixture

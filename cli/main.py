@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cli import ops as cli_ops
+from cli import training as cli_training
+from cli.intents import intents_app
+from cli.staff import staff_app
+from cli.store import store_app
 from core.settings import Settings, get_settings
-from serving import cli_ops, cli_training
-from serving.cli_intents import intents_app
-from serving.cli_staff import staff_app
-from serving.cli_store import store_app
 from serving.logging import configure_logging, uvicorn_log_config
 
 app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
@@ -77,8 +78,8 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
             )
     console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
 
+    from cli.intents import train_pack_classifier
     from finetune.registry import classifier_registry
-    from serving.cli_intents import train_pack_classifier
 
     classifiers = classifier_registry(settings.classifiers_dir)
     if classifiers.active() is None:

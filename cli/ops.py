@@ -22,7 +22,7 @@ def backup(
     pg_bin_dir: Annotated[Path | None, typer.Option(help="Folder of pg_dump/pg_restore/psql (default: PATH).")] = None,
 ) -> None:
     """Back up the database and the adapter and classifier stores into one archive with checksums."""
-    from serving.backup import BackupError, PgTools, create_backup
+    from conversations.backup import BackupError, PgTools, create_backup
 
     try:
         with console.status("Backing up the database and the model stores..."):
@@ -45,7 +45,7 @@ def restore(
     """
     import tempfile
 
-    from serving.backup import BackupError, PgTools, restore_backup, verify_archive
+    from conversations.backup import BackupError, PgTools, restore_backup, verify_archive
 
     settings = get_settings()
     try:
