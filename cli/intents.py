@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cli.progress import training_progress
 from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -32,14 +32,7 @@ def train_pack_classifier(
     """Train a new classifier version on the configured pack with a progress bar; promoted if not worse."""
     from finetune.classifiers import train_pack_classifier as train
 
-    with Progress(
-        TextColumn("Training intent classifier {task.fields[name]}"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with training_progress("Training intent classifier {task.fields[name]}", console) as progress:
         task = progress.add_task("train", total=None, loss="-", name="")
 
         def on_progress(step: int, total: int, loss: float) -> None:

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli import ops as cli_ops
 from cli import training as cli_training
 from cli.intents import intents_app
+from cli.progress import training_progress
 from cli.staff import staff_app
 from cli.store import store_app
 from core.settings import Settings, get_settings
@@ -51,14 +51,7 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
         rank=min(16, settings.vllm_max_lora_rank),
     )
     if registry.active() is None:
-        with Progress(
-            TextColumn("Training the first domain adapter"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with training_progress("Training the first domain adapter", console) as progress:
             task = progress.add_task("train", total=recipe.max_steps, loss="-")
 
             def on_step(step: int, total: int, loss: float) -> None:

@@ -14,10 +14,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlmodel import Session
 
+from cli.progress import training_progress
 from conversations import crud
 from conversations.db import init_db, make_engine
 from core.settings import get_settings
@@ -45,14 +45,7 @@ def train(
         target=execute_run, args=(run.id, settings, {"max_steps": steps} if steps else None), daemon=True
     )
     worker.start()
-    with Progress(
-        TextColumn("{task.fields[stage]}"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with training_progress("{task.fields[stage]}", console) as progress:
         task = progress.add_task("run", total=None, stage="starting", loss="-")
         while worker.is_alive():
             with Session(engine) as session:
