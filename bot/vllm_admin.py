@@ -14,6 +14,10 @@ from bot.replicas import expand_urls
 logger = logging.getLogger(__name__)
 
 
+class AdapterLoadFailed(RuntimeError):
+    """A vLLM server refused the adapter, or none could be reached to load it."""
+
+
 def load_adapter_into_vllm(vllm_url: str | Sequence[str], name: str, path: Path) -> list[str]:
     """Hot-load an adapter under a new name; an adapter already loaded under that name is fine.
 
@@ -33,12 +37,12 @@ def load_adapter_into_vllm(vllm_url: str | Sequence[str], name: str, path: Path)
         except httpx.TransportError as error:
             logger.warning("vLLM replica %s unreachable while loading %s: %s", url, name, error)
             unreachable.append(url)
-        except RuntimeError as error:
+        except AdapterLoadFailed as error:
             refused.append(str(error))
     if refused:
-        raise RuntimeError("; ".join(refused))
+        raise AdapterLoadFailed("; ".join(refused))
     if not loaded:
-        raise RuntimeError(f"no vLLM replica reachable to load {name} (tried {unreachable or list(vllm_url)})")
+        raise AdapterLoadFailed(f"no vLLM replica reachable to load {name} (tried {unreachable or list(vllm_url)})")
     logger.info("adapter %s loaded on %s", name, loaded)
     return loaded
 
@@ -48,4 +52,4 @@ def _load_adapter(vllm_url: str, name: str, path: Path) -> None:
         f"{vllm_url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path.resolve())}, timeout=300
     )
     if response.status_code != 200 and "already" not in response.text.lower():
-        raise RuntimeError(f"vLLM {vllm_url} refused adapter {name}: {response.status_code} {response.text[:300]}")
+        raise AdapterLoadFailed(f"vLLM {vllm_url} refused adapter {name}: {response.status_code} {response.text[:300]}")

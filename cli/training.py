@@ -22,6 +22,7 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from core.settings import get_settings
 from finetune.registry import AdapterNotFound, AdapterRegistry
+from finetune.registry import promote as promote_version
 
 console = Console()
 
@@ -163,7 +164,7 @@ def promote(name: Annotated[str, typer.Argument(help="Adapter version, e.g. doma
     """Serve this adapter version; the running app switches to it within seconds, without a restart."""
     registry = AdapterRegistry(get_settings().adapters_dir)
     try:
-        registry.promote(name)
+        promote_version(registry, name)
     except AdapterNotFound as error:
         console.print(f"[red]No adapter version {name}[/]; versions: {', '.join(registry.versions())}")
         raise typer.Exit(1) from error
@@ -177,7 +178,7 @@ def rollback() -> None:
     if previous is None:
         console.print("[red]Nothing to roll back to.[/]")
         raise typer.Exit(1)
-    registry.promote(previous)
+    promote_version(registry, previous)
     console.print(f"Rolled back to {previous}.")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from bot.domain import DomainPack, load_pack
 from core.settings import Settings
 from finetune.intents import ClassifierRecipe, examples_from_pack, intent_texts_from_pack, train_intent_classifier
-from finetune.registry import classifier_registry
+from finetune.registry import classifier_registry, promote
 
 PROMOTE_TOLERANCE = 0.005
 """A new classifier is promoted unless its held-out macro-F1 is this much below the active one's."""
@@ -64,7 +64,7 @@ def train_pack_classifier(
             promoted = after >= before - PROMOTE_TOLERANCE
             reason = f"held-out macro-F1 {after:.3f} vs {before:.3f} for {active}"
     if promoted:
-        registry.promote(name)
+        promote(registry, name)
     return TrainedClassifier(name=name, meta=meta, promoted=promoted, reason=reason)
 
 
@@ -86,6 +86,6 @@ def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tupl
     before = (registry.metadata(active).get("metrics") or {}).get("macro_f1", 0.0) if active else None
     promoted = before is None or after >= before - PROMOTE_TOLERANCE
     if promoted:
-        registry.promote(name)
+        promote(registry, name)
     return {"name": name, "relabels": len(extra), "macro_f1": after, "in_service_macro_f1": before,
             "promoted": promoted}  # fmt: skip

@@ -30,7 +30,7 @@ from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, buil
 from finetune.distributed import train_lora_processes, training_processes
 from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
-from finetune.registry import AdapterRegistry
+from finetune.registry import AdapterRegistry, promote
 from finetune.seed import with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
 
@@ -231,10 +231,9 @@ def execute_run(
             else f"{len(pairs)} corrected replies to learn preferences from; the stage needs {preference.min_pairs}"
         }
         reporter.update(report=result)
-        promoted = False
-        if result["decision"]["promote"]:
-            registry.promote(adapter_name)
-            promoted = True
+        promoted = bool(result["decision"]["promote"])
+        if promoted:
+            promote(registry, adapter_name)
         reporter.stage("done")
         reporter.update(
             status=RunStatus.finished, finished_at=utcnow(), promoted=promoted, progress=dict(reporter.progress)

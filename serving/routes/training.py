@@ -3,17 +3,16 @@
 Every call here is an admin action and lands in the audit log.
 """
 
-import httpx
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot.vllm_admin import load_adapter_into_vllm
+from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
 from conversations.models import TrainingRunPublic
 from finetune.manager import RunNotResumable
-from finetune.registry import AdapterNotFound, AdapterRegistry
+from finetune.registry import AdapterNotFound, AdapterRegistry, promote
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
 
@@ -103,21 +102,15 @@ def list_adapters(_: CurrentAdmin, services: ServicesDep) -> AdapterList:
 async def promote_adapter(name: str, admin: CurrentAdmin, services: ServicesDep) -> AdapterList:
     """Serve this adapter version from now on (also how an admin rolls back to an older one)."""
     registry = AdapterRegistry(services.settings.adapters_dir)
-    previous = registry.active()
-    if name not in registry.versions():
-        raise ApiError(404, "adapter_not_found", f"No adapter version {name}.")
-    # Loaded into vLLM before the pointer moves: a refused load leaves the adapter in service as it was.
+    settings = services.settings
     try:
-        await run_in_threadpool(
-            load_adapter_into_vllm, services.settings.vllm_urls or services.settings.resolved_vllm_url, name,
-            registry.path(name),
-        )  # fmt: skip
-    except (RuntimeError, httpx.HTTPError) as error:
-        raise ApiError(503, "model_server_refused", f"vLLM could not load {name}: {error}") from error
-    try:
-        await run_in_threadpool(registry.promote, name)
+        previous = await run_in_threadpool(
+            promote, registry, name, serve_on=settings.vllm_urls or settings.resolved_vllm_url
+        )
     except AdapterNotFound as error:
         raise ApiError(404, "adapter_not_found", f"No adapter version {name}.") from error
+    except AdapterLoadFailed as error:
+        raise ApiError(503, "model_server_refused", str(error)) from error
     await services.promotions.check()
     await run_in_threadpool(_audit, services, admin, "adapter.promote", name, {"previous": previous})
     return list_adapters(admin, services)
