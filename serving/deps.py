@@ -1,40 +1,14 @@
 """Dependencies the routes ask for: the services built at start-up, a DB session, the customer token."""
 
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.dialogue import DialogueManager
-from bot.domain import DomainPack
-from bot.llm import VLLMChatModel
-from core.settings import Settings
 from serving.auth import SignedIn, StaffAuthError, check_csrf, signed_in
 from serving.errors import ApiError
-
-if TYPE_CHECKING:
-    from finetune.manager import TrainingManager
-    from serving.promotions import PromotionWatcher
-
-
-@dataclass
-class Services:
-    """Long-lived parts of the running app, built once in the lifespan."""
-
-    settings: Settings
-    engine: Engine
-    pack: DomainPack
-    llm: VLLMChatModel
-    dialogue: DialogueManager
-    classifier_name: str | None = None
-    training: "TrainingManager | None" = None
-    promotions: "PromotionWatcher | None" = None
-    # Work that outlives a request (summary updates); referenced so it is not garbage-collected.
-    background: set[asyncio.Task] = field(default_factory=set)
+from serving.services import Services
 
 
 def get_services(request: Request) -> Services:
