@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel
 
 from bot.vllm_admin import AdapterLoadFailed, load_adapter_into_vllm
 from finetune.sft import ADAPTER_META
@@ -21,6 +22,21 @@ logger = logging.getLogger(__name__)
 ACTIVE_FILE = "active.json"
 # bot.intents.CLASSIFIER_FILE; not imported, so that the store does not pull in torch.
 CLASSIFIER_MARKER = "classifier.json"
+
+
+class AdapterVersion(BaseModel):
+    """One adapter version in the store."""
+
+    name: str
+    active: bool
+    metadata: dict
+
+
+class AdapterList(BaseModel):
+    """All adapter versions, oldest first, and the one in service."""
+
+    active: str | None
+    versions: list[AdapterVersion]
 
 
 class AdapterNotFound(Exception):
@@ -82,6 +98,17 @@ class AdapterRegistry:
         staging = self.root / (ACTIVE_FILE + ".tmp")
         staging.write_text(json.dumps({"active": name, "history": history[-20:]}))
         os.replace(staging, self.root / ACTIVE_FILE)
+
+    def listing(self) -> AdapterList:
+        """Every version with its metadata, and which one is in service."""
+        active = self.active()
+        return AdapterList(
+            active=active,
+            versions=[
+                AdapterVersion(name=name, active=name == active, metadata=self.metadata(name))
+                for name in self.versions()
+            ],
+        )
 
     def metadata(self, name: str) -> dict:
         if name not in self.versions():

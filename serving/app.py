@@ -14,13 +14,12 @@ from sqlmodel import Session
 
 from conversations.retention import apply_retention
 from core.settings import Settings
-from serving import metrics
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
 from serving.console import pages as console_pages
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
-from serving.routes import customer, events, feedback, health, training, widget
+from serving.routes import customer, events, feedback, health, metrics, training, widget
 from serving.services import build_services
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         watching.cancel()
         scheduling.cancel()
         retaining.cancel()
-        for task in list(services.background):
+        for task in list(services.chat.background):
             task.cancel()
         services.engine.dispose()
 

@@ -1,8 +1,7 @@
 """The long-lived parts of the running app, built once at start-up and handed to routes through `deps`."""
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
@@ -16,6 +15,7 @@ from conversations.db import init_db, make_engine
 from core.settings import Settings
 from finetune.manager import TrainingManager
 from finetune.registry import AdapterRegistry
+from serving.chat import ChatService
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ class Services:
     dialogue: DialogueManager
     training: TrainingManager
     promotions: PromotionWatcher
-    # Work that outlives a request (summary updates); referenced so it is not garbage-collected.
-    background: set[asyncio.Task] = field(default_factory=set)
+    chat: ChatService
 
 
 def build_services(settings: Settings) -> Services:
@@ -70,4 +69,5 @@ def build_services(settings: Settings) -> Services:
         dialogue=dialogue,
         training=TrainingManager(settings, engine),
         promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name),
+        chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
     )

@@ -17,8 +17,8 @@ from conversations.models import (
     StaffRole,
 )
 from serving.auth import SignedIn, account_problem, hash_password
+from serving.chat import clean_text
 from serving.errors import ApiError
-from serving.routes.customer import clean_text
 
 
 def _target(conversation_id: str) -> str:

@@ -34,7 +34,6 @@ from serving.console import actions, views
 from serving.console.signin import check_credentials, safe_next
 from serving.deps import CurrentAdmin, CurrentStaff, Services, ServicesDep, SessionDep
 from serving.errors import ApiError
-from serving.routes import training as training_api
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -443,7 +442,7 @@ def models(signed: CurrentAdmin, request: Request, session: SessionDep, services
     return render(
         request, "models.html", signed, section="models", runs=runs,
         active_run=next((run for run in runs if run.status in ACTIVE_RUNS), None),
-        adapters=training_api.list_adapters(signed, services),
+        adapters=AdapterRegistry(services.settings.adapters_dir).listing(),
         previous=AdapterRegistry(services.settings.adapters_dir).previous(),
         # A name is reused only after a run that failed before training, so the newest run made it.
         made_by={run.adapter: run.id for run in reversed(runs) if run.adapter},
@@ -462,7 +461,7 @@ def model_run(
             request, "error.html", signed, 404, section="models", status=404, title="not found",
             message=f"No retraining run {run_id}.",
         )  # fmt: skip
-    adapters = training_api.list_adapters(signed, services)
+    adapters = AdapterRegistry(services.settings.adapters_dir).listing()
     return render(
         request, "model_run.html", signed, section="models", run=run, active=adapters.active,
         stored={version.name for version in adapters.versions},

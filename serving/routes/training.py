@@ -5,33 +5,17 @@ Every call here is an admin action and lands in the audit log.
 
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 from sqlmodel import Session
 
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
 from conversations.models import TrainingRunPublic
 from finetune.manager import RunNotResumable
-from finetune.registry import AdapterNotFound, AdapterRegistry, promote
+from finetune.registry import AdapterList, AdapterNotFound, AdapterRegistry, promote
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
 
 router = APIRouter(prefix="/api/admin", tags=["admin: training"])
-
-
-class AdapterVersion(BaseModel):
-    """One adapter version in the store."""
-
-    name: str
-    active: bool
-    metadata: dict
-
-
-class AdapterList(BaseModel):
-    """All adapter versions, oldest first, and the one in service."""
-
-    active: str | None
-    versions: list[AdapterVersion]
 
 
 def _audit(services, admin, action: str, target: str, details: dict | None = None) -> None:
@@ -87,15 +71,7 @@ async def resume_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) ->
 
 @router.get("/adapters")
 def list_adapters(_: CurrentAdmin, services: ServicesDep) -> AdapterList:
-    registry = AdapterRegistry(services.settings.adapters_dir)
-    active = registry.active()
-    return AdapterList(
-        active=active,
-        versions=[
-            AdapterVersion(name=name, active=name == active, metadata=registry.metadata(name))
-            for name in registry.versions()
-        ],
-    )
+    return AdapterRegistry(services.settings.adapters_dir).listing()
 
 
 @router.post("/adapters/{name}/promote")
