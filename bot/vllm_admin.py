@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 class AdapterLoadFailed(RuntimeError):
     """A vLLM server refused the adapter, or none could be reached to load it."""
 
+    code = "model_server_refused"
+
 
 def load_adapter_into_vllm(vllm_url: str | Sequence[str], name: str, path: Path) -> list[str]:
     """Hot-load an adapter under a new name; an adapter already loaded under that name is fine.

@@ -80,11 +80,11 @@ def worker(
 
     Only one worker may run at a time: at start it marks runs a previous worker left running as interrupted.
     """
-    from sqlmodel import Session, col, select
+    from sqlmodel import Session
 
     from conversations import crud
     from conversations.db import make_engine, upgrade_db
-    from conversations.models import RunStatus, TrainingRun
+    from conversations.models import RunStatus
     from finetune.worker import execute_run
 
     settings = get_settings()
@@ -92,7 +92,7 @@ def worker(
     engine = make_engine(settings.resolved_database_url)
     upgrade_db(engine)
     with Session(engine) as session:
-        for run in session.exec(select(TrainingRun).where(col(TrainingRun.status) == RunStatus.running)).all():
+        for run in crud.training_runs_with_status(session=session, statuses=[RunStatus.running]):
             crud.update_training_run(
                 session=session, run_id=run.id, status=RunStatus.interrupted, error="the worker running it stopped"
             )

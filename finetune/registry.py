@@ -42,6 +42,8 @@ class AdapterList(BaseModel):
 class AdapterNotFound(Exception):
     """The named adapter version does not exist in the store."""
 
+    code = "adapter_not_found"
+
 
 class AdapterRegistry:
     """Versions kept under one root folder; a version is complete once its marker file exists."""

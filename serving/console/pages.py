@@ -33,7 +33,7 @@ from serving.auth import (
 from serving.console import actions, views
 from serving.console.signin import check_credentials, safe_next
 from serving.deps import CurrentAdmin, CurrentStaff, Services, ServicesDep, SessionDep
-from serving.errors import ApiError
+from serving.errors import REPORTED, ApiError, as_api_error
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -256,8 +256,9 @@ def _act(
     """Run one form's step; back to the transcript on success, the page with the error otherwise."""
     try:
         step()
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return conversation_page(request, signed, session, services, conversation_id, error.message, error.status)
     return back(f"/console/conversations/{conversation_id}", notice, anchor)
 
@@ -395,8 +396,9 @@ def create_staff(
 ) -> Response:  # fmt: skip
     try:
         actions.create_account(session, signed, email=email, display_name=display_name, password=password, role=role)
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return staff_page(request, signed, session, error.message, error.status)
     return back("/console/staff", "created")
 
@@ -408,8 +410,9 @@ def update_staff(
 ) -> Response:  # fmt: skip
     try:
         actions.update_account(session, signed, staff_id, active=active, role=role)
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return staff_page(request, signed, session, error.message, error.status)
     return back("/console/staff", "updated")
 

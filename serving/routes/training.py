@@ -1,5 +1,6 @@
 """Admin API for the learning loop: start, watch, cancel and resume retraining; promote and roll back.
 
+Typed errors (no such run, one already going, a refused adapter) become HTTP in serving/errors.py.
 Every call here is an admin action and lands in the audit log.
 """
 
@@ -7,11 +8,9 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
 from conversations.models import TrainingRunPublic
-from finetune.manager import RunNotResumable
-from finetune.registry import AdapterList, AdapterNotFound, AdapterRegistry, promote
+from finetune.registry import AdapterList, AdapterRegistry, promote
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
 
@@ -30,41 +29,27 @@ def list_runs(_: CurrentAdmin, session: SessionDep) -> list[TrainingRunPublic]:
 
 @router.get("/runs/{run_id}")
 def read_run(run_id: int, _: CurrentAdmin, session: SessionDep) -> TrainingRunPublic:
-    try:
-        return TrainingRunPublic.model_validate(crud.get_training_run(session=session, run_id=run_id))
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
+    return TrainingRunPublic.model_validate(crud.get_training_run(session=session, run_id=run_id))
 
 
 @router.post("/runs", status_code=status.HTTP_202_ACCEPTED)
 async def start_run(admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
     """Start retraining now: dataset from reviewed conversations, new adapter, evaluation, promotion."""
-    try:
-        run = await run_in_threadpool(services.training.start, "manual")
-    except crud.RunAlreadyActive as error:
-        raise ApiError(409, "run_active", f"A retraining run is already going ({error}).") from error
+    run = await run_in_threadpool(services.training.start, "manual")
     await run_in_threadpool(_audit, services, admin, "retrain.start", f"run:{run.id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.post("/runs/{run_id}/cancel")
 async def cancel_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
-    try:
-        run = await run_in_threadpool(services.training.cancel, run_id)
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
+    run = await run_in_threadpool(services.training.cancel, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.cancel", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.post("/runs/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
 async def resume_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
-    try:
-        run = await run_in_threadpool(services.training.resume, run_id)
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
-    except (RunNotResumable, crud.RunAlreadyActive) as error:
-        raise ApiError(409, "not_resumable", str(error)) from error
+    run = await run_in_threadpool(services.training.resume, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.resume", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)
 
@@ -79,14 +64,10 @@ async def promote_adapter(name: str, admin: CurrentAdmin, services: ServicesDep)
     """Serve this adapter version from now on (also how an admin rolls back to an older one)."""
     registry = AdapterRegistry(services.settings.adapters_dir)
     settings = services.settings
-    try:
-        previous = await run_in_threadpool(
-            promote, registry, name, serve_on=settings.vllm_urls or settings.resolved_vllm_url
-        )
-    except AdapterNotFound as error:
-        raise ApiError(404, "adapter_not_found", f"No adapter version {name}.") from error
-    except AdapterLoadFailed as error:
-        raise ApiError(503, "model_server_refused", str(error)) from error
+    # Loaded into vLLM before the pointer moves: a refused load leaves the adapter in service as it was.
+    previous = await run_in_threadpool(
+        promote, registry, name, serve_on=settings.vllm_urls or settings.resolved_vllm_url
+    )
     await services.promotions.check()
     await run_in_threadpool(_audit, services, admin, "adapter.promote", name, {"previous": previous})
     return list_adapters(admin, services)
