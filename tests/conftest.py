@@ -5,7 +5,6 @@ The application is started the way a user starts it (`supportbot start`), with i
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from serving.app import create_app
+from tests.utils.ports import free_port
+from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 # Kept between local runs so the model is converted and the test adapter trained only once.
@@ -29,12 +30,6 @@ TEST_ADAPTER_STEPS = 4
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests marked `last` stop shared services, so they run after everything else.
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LiveApp:
@@ -122,3 +117,24 @@ def base_model_dir() -> Path:
     from finetune.prepare import prepare_base_model
 
     return prepare_base_model(TEST_DATA / "models" / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the whole session (tests/utils/postgres.py), started when first asked for."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)

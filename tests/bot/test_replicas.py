@@ -14,7 +14,8 @@ from langchain_core.messages import HumanMessage
 from bot.llm import LLMUnavailable, ReplyDone, VLLMChatModel
 from bot.replicas import ReplicaPool, expand_urls, first_healthy
 from bot.vllm_admin import load_adapter_into_vllm
-from tests.utils.fake_vllm import FakeVLLM, free_port
+from tests.utils.fake_vllm import FakeVLLM
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

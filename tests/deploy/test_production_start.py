@@ -18,7 +18,7 @@ from core.settings import Settings
 from serving.app import create_app
 from serving.logging import JsonFormatter
 from tests.utils.conversation import bot_reply, open_conversation, send
-from tests.utils.fake_vllm import free_port
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

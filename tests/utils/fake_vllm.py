@@ -6,7 +6,6 @@ started again on the same port to play a crashed and restarted replica (which fo
 """
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,11 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.utils.ports import free_port
 
 
 class FakeVLLM:
