@@ -18,7 +18,8 @@ from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from finetune.classifiers import TrainedClassifier
-    from finetune.intents import ClassifierRecipe, IntentReport
+    from finetune.intent_report import IntentReport
+    from finetune.intents import ClassifierRecipe
 
 intents_app = typer.Typer(
     help="The intent classifier: train it on the domain pack's examples, evaluate it.", no_args_is_help=True
@@ -101,7 +102,8 @@ def evaluate(
     """Evaluate the promoted classifier: accuracy, macro-F1, most confused intents, latency."""
     from bot.domain import load_pack
     from bot.intents import load_classifier
-    from finetune.intents import ClassifierRecipe, evaluate_classifier, examples_from_pack, held_out_examples
+    from finetune.intent_report import evaluate_classifier
+    from finetune.intents import ClassifierRecipe, examples_from_pack, held_out_examples
     from finetune.registry import classifier_registry
 
     settings = get_settings()

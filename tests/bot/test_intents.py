@@ -9,19 +9,19 @@ from transformers import AutoModel, AutoTokenizer
 from typer.testing import CliRunner
 
 from bot.domain import default_pack_path, load_pack
+from bot.intent_net import IntentNet
 from bot.intents import (
     CLASSIFIER_FILE,
     ClassifierError,
     EncoderIntentClassifier,
-    IntentNet,
     encoder_path,
     load_classifier,
 )
 from cli.main import app
 from core.settings import get_settings
+from finetune.intent_report import evaluate_classifier
 from finetune.intents import (
     ClassifierRecipe,
-    evaluate_classifier,
     examples_from_pack,
     held_out_examples,
     intent_texts_from_pack,
