@@ -50,6 +50,8 @@ def build_services(settings: Settings) -> Services:
         replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
         max_tokens=settings.max_reply_tokens,
         timeout_s=settings.llm_timeout_s,
+        max_concurrent=settings.llm_max_concurrent,
+        start_within_s=settings.busy_reply_after_s,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
