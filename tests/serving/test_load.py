@@ -17,7 +17,6 @@ from conversations.models import Conversation, Message, Role
 from serving.settings import Settings
 from tests.utils.browser import Server
 from tests.utils.load import report, run_load
-from tests.utils.postgres import PostgresServer
 
 # More customers than worker threads (40) plus pooled connections: a route that holds a connection while
 # waiting for a thread would deadlock here.
@@ -30,12 +29,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'load.db'}"
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = server.create_database()
-    try:
-        yield server.url(name)
-    finally:
-        server.drop_database(name)
+    yield request.getfixturevalue("postgres_url")
 
 
 def test_many_customers_at_once_get_no_server_error_and_lose_nothing(app_settings: Settings, database_url: str) -> None:
