@@ -105,7 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conversations", type=int, default=100, help="customers arriving at the same moment")
     parser.add_argument("--turns", type=int, default=10, help="messages each customer sends, one after another")
-    parser.add_argument("--hold-s", type=float, default=3.0, help="event streams stay open this long after the end")
+    parser.add_argument(
+        "--hold-s", type=float, default=30.0, help="after the last reply, wait up to this long for the event stream"
+    )
     parser.add_argument("--app", help="a running app's URL; without it the benchmark starts one")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var", help="the started app's data directory")

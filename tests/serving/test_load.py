@@ -45,7 +45,7 @@ def test_many_customers_at_once_get_no_server_error_and_lose_nothing(app_setting
         }
     )
     with Server(settings) as server:
-        run, customers, _ = asyncio.run(run_load(server.url, CUSTOMERS, TURNS, hold_s=3.0))
+        run, customers, _ = asyncio.run(run_load(server.url, CUSTOMERS, TURNS, hold_s=15.0))
         with Session(server.engine) as session:
             bot_messages = session.exec(select(Message).where(Message.role == Role.bot)).all()
             flagged = {c.id for c in session.exec(select(Conversation).where(Conversation.needs_attention)).all()}

@@ -31,10 +31,12 @@ class Customer:
     given_up: list[str] = field(default_factory=list)  # texts never accepted after MAX_ATTEMPTS
     reply_s: list[float] = field(default_factory=list)
     replies: Counter = field(default_factory=Counter)  # answered / busy / failed / none
-    streamed_ids: set[int] = field(default_factory=set)  # message ids the event stream delivered
+    streamed_at: dict[int, float] = field(default_factory=dict)  # message id -> when the event stream brought it
+    replied_at: dict[int, float] = field(default_factory=dict)  # bot message id -> when its reply stream ended
+    transcript_ids: set[int] = field(default_factory=set)
     missing: list[str] = field(default_factory=list)  # confirmed texts absent from the transcript
     unanswered: int = 0  # stored customer messages with no bot or staff message after them
-    not_streamed: int = 0  # transcript messages the event stream never delivered
+    not_streamed: int = 0  # transcript messages the event stream had not delivered by the end
 
 
 class Run:
@@ -79,7 +81,7 @@ async def follow(client: httpx.AsyncClient, run: Run, customer: Customer, conver
     """The widget's live stream: reconnect with the last message id whenever it ends or fails."""
     delay = RECONNECT_S
     while True:
-        cursor = max(customer.streamed_ids, default=0)
+        cursor = max(customer.streamed_at, default=0)
         try:
             async with client.stream(
                 "GET",
@@ -92,7 +94,7 @@ async def follow(client: httpx.AsyncClient, run: Run, customer: Customer, conver
                     delay = RECONNECT_S
                     async for event, data in sse_events(response):
                         if event == "message":
-                            customer.streamed_ids.add(json.loads(data)["id"])
+                            customer.streamed_at.setdefault(json.loads(data)["id"], time.perf_counter())
                 else:
                     await response.aread()
                     if response.status_code in (401, 403, 404):
@@ -143,6 +145,8 @@ async def send(
             await asyncio.sleep(1.0)
             continue
         customer.reply_s.append(time.perf_counter() - started)
+        if reply is not None:
+            customer.replied_at[reply["id"]] = time.perf_counter()
         if reply is None:
             customer.replies["none"] += 1
         elif reply.get("decision") == "busy":
@@ -169,7 +173,7 @@ async def check_transcript(
     for position, message in enumerate(messages):
         if message["role"] == "customer" and not any(later["role"] != "customer" for later in messages[position + 1 :]):
             customer.unanswered += 1
-    customer.not_streamed = sum(1 for message in messages if message["id"] not in customer.streamed_ids)
+    customer.transcript_ids = {message["id"] for message in messages}
 
 
 async def one_customer(
@@ -186,11 +190,14 @@ async def one_customer(
         # Each text is unique, so a lost message cannot hide behind an identical one.
         text = f"{question(index, turn, turns)} (#{index}.{turn})"
         await send(client, run, customer, conversation_id, token, text)
-    # Let the stream catch up (it polls), as a customer keeps the page open after the last reply.
-    await asyncio.sleep(hold_s)
+    await check_transcript(client, run, customer, conversation_id, token)
+    # The customer keeps the page open: give the event stream up to `hold_s` to bring every stored message.
+    deadline = time.perf_counter() + hold_s
+    while customer.transcript_ids - customer.streamed_at.keys() and time.perf_counter() < deadline:
+        await asyncio.sleep(0.2)
+    customer.not_streamed = len(customer.transcript_ids - customer.streamed_at.keys())
     following.cancel()
     await asyncio.gather(following, return_exceptions=True)
-    await check_transcript(client, run, customer, conversation_id, token)
     return customer
 
 
@@ -216,6 +223,13 @@ def report(run: Run, customers: list[Customer], wall: float) -> dict:
         replies.update(customer.replies)
     reply_s = [seconds for customer in customers for seconds in customer.reply_s]
     open_s = [customer.open_s for customer in customers if customer.open_s is not None]
+    # How much later than the reply stream the event stream brought the same bot message.
+    event_lag_s = [
+        customer.streamed_at[message_id] - replied
+        for customer in customers
+        for message_id, replied in customer.replied_at.items()
+        if message_id in customer.streamed_at
+    ]
     statuses = {f"{route} {status}": count for (route, status), count in sorted(run.statuses.items())}
     return {
         "wall_s": round(wall, 1),
@@ -232,4 +246,6 @@ def report(run: Run, customers: list[Customer], wall: float) -> dict:
         "open_p95_s": percentile(open_s, 95),
         "reply_p50_s": percentile(reply_s, 50),
         "reply_p95_s": percentile(reply_s, 95),
+        "event_lag_p50_s": percentile(event_lag_s, 50),
+        "event_lag_p95_s": percentile(event_lag_s, 95),
     }
