@@ -52,7 +52,7 @@ def started_app(args: argparse.Namespace, database_url: str, vllm_url: str | Non
         env[name] = value
     # A stand-in model needs no prepared adapter; a real one gets what `supportbot start` prepares.
     command = [sys.executable, "-m", "serving.cli", "start"]
-    if args.fake_model_delay_s is not None:
+    if args.skip_prepare or args.fake_model_delay_s is not None:
         command.append("--skip-prepare")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -116,6 +116,9 @@ def main() -> None:
         "--fake-model-delay-s",
         type=float,
         help="serve replies from a stand-in model (tests/utils/fake_vllm.py) waiting this long per piece",
+    )
+    parser.add_argument(
+        "--skip-prepare", action="store_true", help="start the app without preparing models (and intent classifier)"
     )
     parser.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the started app")
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
