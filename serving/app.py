@@ -28,6 +28,7 @@ from serving.console import pages as console_pages
 from serving.deps import Services
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
+from serving.live import ConversationWatcher
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 from serving.routes import customer, events, feedback, health, training, widget
 from serving.settings import Settings
@@ -37,13 +38,20 @@ logger = logging.getLogger(__name__)
 
 
 def build_services(settings: Settings) -> Services:
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        wait_s=settings.db_wait_s,
+    )
     init_db(engine)
     pack = load_pack(settings.domain_pack)
     llm = VLLMChatModel(
         replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
         max_tokens=settings.max_reply_tokens,
         timeout_s=settings.llm_timeout_s,
+        max_concurrent=settings.llm_max_concurrent,
+        start_within_s=settings.busy_reply_after_s,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
@@ -98,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.services = services
         services.promotions = PromotionWatcher(services)
         services.training = TrainingManager(settings, services.engine)
+        services.watcher = ConversationWatcher(services.engine)
         interrupted = services.training.mark_lost_runs()
         if interrupted:
             logger.warning(
@@ -106,7 +115,9 @@ def create_app(settings: Settings) -> FastAPI:
         watching = asyncio.create_task(services.promotions.run())
         scheduling = asyncio.create_task(services.training.run_schedule())
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
+        following = asyncio.create_task(services.watcher.run())
         yield
+        following.cancel()
         watching.cancel()
         scheduling.cancel()
         retaining.cancel()

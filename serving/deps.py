@@ -1,11 +1,12 @@
 """Dependencies the routes ask for: the services built at start-up, a DB session, the customer token."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -17,8 +18,11 @@ from serving.errors import ApiError
 from serving.settings import Settings
 
 if TYPE_CHECKING:
+    from serving.live import ConversationWatcher
     from serving.promotions import PromotionWatcher
     from serving.training import TrainingManager
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Services:
     classifier_name: str | None = None
     training: "TrainingManager | None" = None
     promotions: "PromotionWatcher | None" = None
+    watcher: "ConversationWatcher | None" = None
     # Work that outlives a request (summary updates); referenced so it is not garbage-collected.
     background: set[asyncio.Task] = field(default_factory=set)
 
@@ -49,7 +54,21 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
         yield session
 
 
+# A sync route's session lives until its response is sent, and FastAPI validates that response on a
+# worker thread: under a burst, sessions wait for threads while every thread waits for a connection.
+# Fine for the few staff; routes that customers call at scale use `in_session` instead.
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def in_session(services: Services, work: Callable[[Session], T]) -> T:
+    """Run `work` on a worker thread with a session of its own; the connection is back in the pool when
+    it returns, so nothing waits on a thread or the network while holding one."""
+
+    def run() -> T:
+        with Session(services.engine) as session:
+            return work(session)
+
+    return await run_in_threadpool(run)
 
 
 def customer_token(authorization: Annotated[str | None, Header()] = None) -> str:

@@ -8,9 +8,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conversations.crud import ConversationAccessDenied, ConversationNotFound
+from conversations.db import store_busy
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,19 @@ def error_response(status: int, code: str, message: str, details: list | None = 
     return JSONResponse({"error": body}, status_code=status)
 
 
+# What a saturated app tells clients to wait before trying again: long enough for a burst to drain.
+BUSY_RETRY_AFTER_S = 5
+
+
+def busy_response() -> JSONResponse:
+    """503 with Retry-After: the request did nothing and may be sent again as it is."""
+    response = error_response(
+        503, "busy", f"We are very busy right now. Please try again in {BUSY_RETRY_AFTER_S} seconds."
+    )
+    response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+    return response
+
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
                429: "rate_limited"}  # fmt: skip
@@ -49,6 +65,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConversationAccessDenied)
     async def _denied(_: Request, error: ConversationAccessDenied) -> JSONResponse:
         return error_response(403, "invalid_token", "This token does not open this conversation.")
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(OperationalError)
+    async def _database(_: Request, error: Exception) -> JSONResponse:
+        if store_busy(error):
+            logger.warning("database saturated, answered 503: %s", error)
+            return busy_response()
+        logger.error("database error", exc_info=error)
+        return error_response(500, "internal_error", "The request failed on our side.")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.settings import Settings
+from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 # Kept between local runs so the model is converted and the test adapter trained only once.
@@ -122,3 +123,24 @@ def base_model_dir() -> Path:
     from finetune.prepare import prepare_base_model
 
     return prepare_base_model(TEST_DATA / "models" / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server, started the first time a test asks for it; each test makes its databases."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from bot.context import Turn, WindowTooSmall
 from bot.dialogue import TurnResult
-from bot.llm import LLMUnavailable
+from bot.llm import LLMUnavailable, ModelBusy
 from bot.routing import Decision, DialogueState
 from conversations import crud
 from conversations.models import (
@@ -28,7 +28,7 @@ from conversations.models import (
     Role,
 )
 from serving import metrics
-from serving.deps import CustomerToken, Services, ServicesDep, SessionDep
+from serving.deps import CustomerToken, Services, ServicesDep, in_session
 from serving.errors import ApiError
 from serving.limits import SendLimited
 from serving.logging import set_conversation_id
@@ -53,19 +53,28 @@ class Transcript(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def open_conversation(session: SessionDep, body: ConversationCreate | None = None) -> ConversationOpened:
-    conversation, token = crud.create_conversation(session=session, channel=(body or ConversationCreate()).channel)
-    return ConversationOpened(conversation=ConversationPublic.model_validate(conversation), token=token)
+async def open_conversation(services: ServicesDep, body: ConversationCreate | None = None) -> ConversationOpened:
+    """One short write: opening never waits on the model or on other customers' replies."""
+    channel = (body or ConversationCreate()).channel
+
+    def create(session: Session) -> ConversationOpened:
+        conversation, token = crud.create_conversation(session=session, channel=channel)
+        return ConversationOpened(conversation=ConversationPublic.model_validate(conversation), token=token)
+
+    return await in_session(services, create)
 
 
 @router.get("/{conversation_id}")
-def read_transcript(conversation_id: str, token: CustomerToken, session: SessionDep) -> Transcript:
-    conversation = crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
-    messages = crud.list_messages(session=session, conversation_id=conversation_id)
-    return Transcript(
-        conversation=ConversationPublic.model_validate(conversation),
-        messages=[MessagePublic.model_validate(message) for message in messages],
-    )
+async def read_transcript(conversation_id: str, token: CustomerToken, services: ServicesDep) -> Transcript:
+    def read(session: Session) -> Transcript:
+        conversation = crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+        messages = crud.list_messages(session=session, conversation_id=conversation_id)
+        return Transcript(
+            conversation=ConversationPublic.model_validate(conversation),
+            messages=[MessagePublic.model_validate(message) for message in messages],
+        )
+
+    return await in_session(services, read)
 
 
 def clean_text(text: str, max_chars: int) -> str:
@@ -139,6 +148,7 @@ async def stream_reply(services: Services, conversation_id: str, customer: Messa
     pieces: list[str] = []
     result: TurnResult | None = None
     failure: str | None = None
+    busy = False
     try:
         async for event in services.dialogue.respond(turns=turns, state=state, summary=summary):
             if isinstance(event, TurnResult):
@@ -148,16 +158,19 @@ async def stream_reply(services: Services, conversation_id: str, customer: Messa
                 yield sse("token", {"text": event})
     except (LLMUnavailable, WindowTooSmall) as error:
         logger.warning("conversation %s: no reply (%s)", conversation_id, error)
-        metrics.record_fallback("window_too_small" if isinstance(error, WindowTooSmall) else "model_unavailable")
-        failure = f"model: {error}"[:500]
+        busy = isinstance(error, ModelBusy)
+        reason = "window_too_small" if isinstance(error, WindowTooSmall) else "busy" if busy else "model_unavailable"
+        metrics.record_fallback(reason)
+        failure = f"{'busy' if busy else 'model'}: {error}"[:500]
     finally:
         if result is None and failure is None and pieces:
             # The client went away mid-reply: keep what it was shown so the transcript is honest.
             store_failed_reply(services, conversation_id, "".join(pieces).strip(), "stream interrupted")
 
     if result is None:
+        apology = services.pack.busy_message if busy else services.pack.unavailable_message
         stored = await run_in_threadpool(
-            store_failed_reply, services, conversation_id, services.pack.unavailable_message, failure or "no reply"
+            store_failed_reply, services, conversation_id, apology, failure or "no reply", "busy" if busy else None
         )
         yield sse("bot_message", stored)
     else:
@@ -175,12 +188,17 @@ def read_conversation(services: Services, conversation_id: str) -> ConversationP
         return ConversationPublic.model_validate(conversation)
 
 
-def store_failed_reply(services: Services, conversation_id: str, text: str, error: str) -> MessagePublic:
-    """Keep the apology (or an interrupted reply) and flag the conversation for staff."""
+def store_failed_reply(
+    services: Services, conversation_id: str, text: str, error: str, decision: str | None = None
+) -> MessagePublic:
+    """Keep the apology (or an interrupted reply) and flag the conversation for staff.
+
+    `decision` "busy" marks the reply sent because the model could not start in time.
+    """
     with Session(services.engine) as session:
         message = crud.add_message(
             session=session, conversation_id=conversation_id, role=Role.bot, text=text, failed=True, error=error,
-            model=services.dialogue.models.current(),
+            model=services.dialogue.models.current(), decision=decision,
         )  # fmt: skip
         crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=error)
         return MessagePublic.model_validate(message)

@@ -1,8 +1,8 @@
 """Store fixtures: every store test runs on SQLite and on a real PostgreSQL server the suite starts.
 
-The server (see tests/utils/postgres.py) starts once per session, the first time a PostgreSQL test
-runs; each test gets a database of its own (`db_url`, `engine`, `session`), and read-only tests may
-share one per module (`module_engine`).
+The server (see tests/utils/postgres.py and the `postgres_server` fixture in tests/conftest.py) starts
+once per session, the first time a PostgreSQL test runs; each test gets a database of its own (`db_url`,
+`engine`, `session`), and read-only tests may share one per module (`module_engine`).
 """
 
 from collections.abc import Iterator
@@ -13,19 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from conversations.db import make_engine, upgrade_db
-from tests.utils.postgres import PostgresServer, PostgresUnavailable
+from tests.utils.postgres import PostgresServer
 
 ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as error:
-        pytest.fail(str(error))
-    yield server
-    server.stop()
 
 
 @contextmanager

@@ -88,7 +88,7 @@ def wipe(settings: Settings, request: pytest.FixtureRequest) -> None:
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).unlink()
     else:
-        server: PostgresServer = request.getfixturevalue("deploy_postgres")
+        server: PostgresServer = request.getfixturevalue("postgres_server")
         name = url.rsplit("/", 1)[1]
         server.drop_database(name)
         with server._admin() as admin:
