@@ -140,6 +140,11 @@ class PackInfo(BaseModel):
     handoff_message: Text
     unavailable_message: Text
     rephrase_message: Text
+    # Sent when the model is too busy to start a reply in time (busy_reply_after_s); the message is kept.
+    busy_message: Text = (
+        "Sorry, we are very busy right now and could not answer in time. Your message has been saved, and "
+        "a member of our support team will follow up with you here; you can also try again in a few minutes."
+    )
     # Regular expressions for the details the bot extracts (order_number, email, phone, ...);
     # the defaults in bot/slots.py apply to any slot not named here.
     slot_patterns: dict[str, str] = {}

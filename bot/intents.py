@@ -279,7 +279,12 @@ class EncoderIntentClassifier(IntentClassifier):
 
 
 def load_classifier(path: Path, *, threads: int | None = 1) -> EncoderIntentClassifier:
-    """Read a classifier folder written by `EncoderIntentClassifier.save`."""
+    """Read a classifier folder written by `EncoderIntentClassifier.save`.
+
+    The loaded classifier ranks the same intents with the same confidences to float rounding (about
+    1e-7), not bit for bit: the int8 and float kernels PyTorch picks differ between CPUs (AVX-512,
+    AMX) and between a freshly built and a reloaded module.
+    """
     path = Path(path)
     try:
         meta = json.loads((path / CLASSIFIER_FILE).read_text())

@@ -4,6 +4,7 @@ A reply streams as text pieces followed by one `ReplyDone` with the served model
 With several vLLM replicas, each request goes to one whose /v1/models lists the model it asks for.
 """
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 class LLMUnavailable(Exception):
     """The model server could not be reached or failed while answering."""
+
+
+class ModelBusy(LLMUnavailable):
+    """The reply did not start in time: every generation slot stayed taken, or the server was slow to begin."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class VLLMChatModel(ChatModel):
     With one server every request goes to it, as it always did. With a pool, a request goes to a replica
     that lists its model, in turn; a replica that cannot be reached before the reply starts is marked
     down and the next one is tried.
+
+    At most `max_concurrent` replies are generated at once; the rest wait here, in order, rather than pile
+    up in vLLM where every one slows down. A reply that has not started `start_within_s` after it was asked
+    for (slot wait included) raises `ModelBusy`, and vLLM drops the request.
     """
 
     def __init__(
@@ -55,6 +64,8 @@ class VLLMChatModel(ChatModel):
         base_url: str | None = None,
         replicas: ReplicaPool | None = None,
         temperature: float = 0.3,
+        max_concurrent: int = 64,
+        start_within_s: float | None = None,
     ) -> None:
         if replicas is None:
             if base_url is None:
@@ -66,6 +77,8 @@ class VLLMChatModel(ChatModel):
         self.timeout_s = timeout_s
         self.temperature = temperature
         self._clients: dict[tuple[str, str], ChatOpenAI] = {}
+        self.start_within_s = start_within_s
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     def _client(self, model: str, base_url: str | None = None) -> ChatOpenAI:
         key = (base_url or self.base_url, model)
@@ -83,6 +96,22 @@ class VLLMChatModel(ChatModel):
         return self._clients[key]
 
     async def stream(self, messages: Sequence[BaseMessage], *, model: str) -> AsyncIterator[str | ReplyDone]:
+        loop = asyncio.get_running_loop()
+        start_by = None if self.start_within_s is None else loop.time() + self.start_within_s
+        try:
+            async with asyncio.timeout_at(start_by):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ModelBusy(f"no generation slot came free within {self.start_within_s:g} s") from None
+        try:
+            async for event in self._stream(messages, model=model, start_by=start_by):
+                yield event
+        finally:
+            self._slots.release()
+
+    async def _stream(
+        self, messages: Sequence[BaseMessage], *, model: str, start_by: float | None
+    ) -> AsyncIterator[str | ReplyDone]:
         if self.replicas.single:
             targets = [self.base_url]
         else:
@@ -95,12 +124,20 @@ class VLLMChatModel(ChatModel):
             usage: dict = {}
             started = False
             try:
-                async for chunk in self._client(model, url).astream(list(messages)):
-                    if chunk.content:
-                        started = True
-                        yield str(chunk.content)
-                    served = chunk.response_metadata.get("model_name", served)
-                    usage = chunk.usage_metadata or usage
+                # Only the wait for the first piece is bounded; the deadline is off before anything is yielded.
+                async with asyncio.timeout_at(start_by) as deadline:
+                    async for chunk in self._client(model, url).astream(list(messages)):
+                        if chunk.content:
+                            if deadline.when() is not None:
+                                if deadline.expired():
+                                    continue  # its cancellation is on the way: this reply came too late
+                                deadline.reschedule(None)
+                            started = True
+                            yield str(chunk.content)
+                        served = chunk.response_metadata.get("model_name", served)
+                        usage = chunk.usage_metadata or usage
+            except TimeoutError:
+                raise ModelBusy(f"the reply did not start within {self.start_within_s:g} s") from None
             except (openai.APIError, httpx.HTTPError) as error:
                 logger.warning("model %s failed on %s: %s", model, url, error)
                 if self.replicas.single:

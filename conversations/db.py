@@ -18,7 +18,9 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Table, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine
 
 from conversations import models  # noqa: F401  (registers the tables)
@@ -30,15 +32,35 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_KEY = 73_310_001
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, wait_s: float = 30.0) -> Engine:
+    """An engine whose callers wait at most `wait_s` for a pooled connection (and, on SQLite, for the write
+    lock); past that they get an error that `store_busy` recognises."""
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": wait_s}
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if make_url(url).database in (None, "", ":memory:") or "mode=memory" in url:
+            pool = {}  # an in-memory database lives in one connection (SQLAlchemy's SingletonThreadPool)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": wait_s}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
+
+
+def store_busy(error: BaseException) -> bool:
+    """True when `error` says the database is saturated for now, not broken: no pooled connection came free
+    in time, SQLite's write lock stayed taken, or PostgreSQL has no connection slot left. Worth a retry."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if isinstance(error, OperationalError):
+        message = str(error.orig or error).lower()
+        return any(sign in message for sign in _BUSY_SIGNS)
+    return False
+
+
+# SQLite's "database is locked" / "database table is locked", PostgreSQL's full connection slots.
+_BUSY_SIGNS = ("is locked", "too many clients", "remaining connection slots")
 
 
 def _sqlite_pragmas(connection, _record) -> None:

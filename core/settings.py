@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     rate_limit_per_minute_conversation: int = Field(default=12, ge=1)
     rate_limit_per_minute_address: int = Field(default=60, ge=1)
     llm_timeout_s: float = 60.0
+    # Load: at most this many replies are generated at once (others queue in the app, not in vLLM), and a
+    # customer whose reply has not started within busy_reply_after_s of sending gets the pack's busy reply,
+    # stored and flagged for staff. The database pool holds db_pool_size (+ db_max_overflow) connections;
+    # a request that waits db_wait_s for one (or for SQLite's write lock) is answered 503 with Retry-After.
+    llm_max_concurrent: int = Field(default=16, ge=1)
+    busy_reply_after_s: float = Field(default=30.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_wait_s: float = Field(default=10.0, gt=0)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
     # Prometheus metrics at /metrics (unauthenticated: keep it off the public internet).

@@ -63,7 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
         watching = asyncio.create_task(services.promotions.run())
         scheduling = asyncio.create_task(services.training.run_schedule())
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
+        following = asyncio.create_task(services.watcher.run())
         yield
+        following.cancel()
         watching.cancel()
         scheduling.cancel()
         retaining.cancel()

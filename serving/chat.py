@@ -17,7 +17,7 @@ from sqlmodel import Session
 from bot.context import Turn, WindowTooSmall
 from bot.dialogue import DialogueManager, TurnResult
 from bot.domain import DomainPack
-from bot.llm import LLMUnavailable
+from bot.llm import LLMUnavailable, ModelBusy
 from bot.routing import Decision, DialogueState
 from conversations import crud
 from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role
@@ -71,6 +71,7 @@ class ChatService:
         pieces: list[str] = []
         result: TurnResult | None = None
         failure: str | None = None
+        busy = False
         try:
             async for event in self.dialogue.respond(turns=turns, state=state, summary=summary):
                 if isinstance(event, TurnResult):
@@ -80,16 +81,19 @@ class ChatService:
                     yield ChatEvent("token", {"text": event})
         except (LLMUnavailable, WindowTooSmall) as error:
             logger.warning("conversation %s: no reply (%s)", conversation_id, error)
-            metrics.record_fallback("window_too_small" if isinstance(error, WindowTooSmall) else "model_unavailable")
-            failure = f"model: {error}"[:500]
+            busy = isinstance(error, ModelBusy)
+            too_small = isinstance(error, WindowTooSmall)
+            metrics.record_fallback("window_too_small" if too_small else "busy" if busy else "model_unavailable")
+            failure = f"{'busy' if busy else 'model'}: {error}"[:500]
         finally:
             if result is None and failure is None and pieces:
                 # The client went away mid-reply: keep what it was shown so the transcript is honest.
                 self.store_failed_reply(conversation_id, "".join(pieces).strip(), "stream interrupted")
 
         if result is None:
+            apology = self.pack.busy_message if busy else self.pack.unavailable_message
             stored = await run_in_threadpool(
-                self.store_failed_reply, conversation_id, self.pack.unavailable_message, failure or "no reply"
+                self.store_failed_reply, conversation_id, apology, failure or "no reply", "busy" if busy else None
             )
             yield ChatEvent("bot_message", stored)
         else:
@@ -124,12 +128,17 @@ class ChatService:
             conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
             return ConversationPublic.model_validate(conversation)
 
-    def store_failed_reply(self, conversation_id: str, text: str, error: str) -> MessagePublic:
-        """Keep the apology (or an interrupted reply) and flag the conversation for staff."""
+    def store_failed_reply(
+        self, conversation_id: str, text: str, error: str, decision: str | None = None
+    ) -> MessagePublic:
+        """Keep the apology (or an interrupted reply) and flag the conversation for staff.
+
+        `decision` "busy" marks the reply sent because the model could not start in time.
+        """
         with Session(self.engine) as session:
             message = crud.add_message(
                 session=session, conversation_id=conversation_id, role=Role.bot, text=text, failed=True, error=error,
-                model=self.dialogue.models.current(),
+                model=self.dialogue.models.current(), decision=decision,
             )  # fmt: skip
             crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=error)
             return MessagePublic.model_validate(message)

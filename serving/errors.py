@@ -8,10 +8,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
+from conversations.db import store_busy
 from finetune.registry import AdapterNotFound
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,18 @@ def as_api_error(error: Exception) -> ApiError:
 # What a console page catches to show an error on the page itself instead of the API's error shape.
 REPORTED = (ApiError, *ERROR_STATUS)
 
+# What a saturated app tells clients to wait before trying again: long enough for a burst to drain.
+BUSY_RETRY_AFTER_S = 5
+
+
+def busy_response() -> JSONResponse:
+    """503 with Retry-After: the request did nothing and may be sent again as it is."""
+    response = error_response(
+        503, "busy", f"We are very busy right now. Please try again in {BUSY_RETRY_AFTER_S} seconds."
+    )
+    response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+    return response
+
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
@@ -84,6 +99,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in ERROR_STATUS:
         app.add_exception_handler(kind, _typed_error)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(OperationalError)
+    async def _database(_: Request, error: Exception) -> JSONResponse:
+        if store_busy(error):
+            logger.warning("database saturated, answered 503: %s", error)
+            return busy_response()
+        logger.error("database error", exc_info=error)
+        return error_response(500, "internal_error", "The request failed on our side.")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -16,6 +16,7 @@ from core.settings import Settings
 from finetune.manager import TrainingManager
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
+from serving.live import ConversationWatcher
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 
 logger = logging.getLogger(__name__)
@@ -33,17 +34,25 @@ class Services:
     training: TrainingManager
     promotions: PromotionWatcher
     chat: ChatService
+    watcher: ConversationWatcher
 
 
 def build_services(settings: Settings) -> Services:
     """Every long-lived part, built once at start-up: the store, the domain pack, the LLM client, the dialogue."""
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        wait_s=settings.db_wait_s,
+    )
     init_db(engine)
     pack = load_pack(settings.domain_pack)
     llm = VLLMChatModel(
         replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
         max_tokens=settings.max_reply_tokens,
         timeout_s=settings.llm_timeout_s,
+        max_concurrent=settings.llm_max_concurrent,
+        start_within_s=settings.busy_reply_after_s,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
@@ -70,4 +79,5 @@ def build_services(settings: Settings) -> Services:
         training=TrainingManager(settings, engine),
         promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name),
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
+        watcher=ConversationWatcher(engine),
     )

@@ -121,7 +121,7 @@ def base_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One private PostgreSQL server for the whole session (tests/utils/postgres.py), started when first asked for."""
+    """A private PostgreSQL server, started the first time a test asks for it; each test makes its databases."""
     try:
         server = PostgresServer.start()
     except PostgresUnavailable as error:

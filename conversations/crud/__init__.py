@@ -97,6 +97,7 @@ from conversations.crud.transcripts import (
     load_transcripts,
 )
 from conversations.crud.widget import (
+    change_marks,
     end_conversation,
     get_csat,
     get_message,
@@ -135,6 +136,7 @@ __all__ = [
     "set_message_intent",
     "save_summary",
     "list_messages_after",
+    "change_marks",
     "latest_staff_author",
     "get_message",
     "rate_reply",

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlmodel import Session, col, or_, select
 
 from conversations.crud.conversations import get_conversation
@@ -32,6 +33,24 @@ def list_messages_after(
         newer = or_(newer, col(Message.created_at) >= recent_since)
     statement = select(Message).where(Message.conversation_id == conversation_id, newer).order_by(Message.id)
     return session.exec(statement).all()
+
+
+def change_marks(*, session: Session, conversation_ids: Sequence[str]) -> dict[str, tuple]:
+    """A cheap mark per conversation (status, message count, newest message id) that changes whenever a
+    message is added or the status changes, also when PostgreSQL commits ids out of order. One query for
+    all; a conversation that no longer exists is absent."""
+    marks: dict[str, tuple] = {}
+    ids = list(conversation_ids)
+    for start in range(0, len(ids), 500):  # stays far below every database's bound on bound parameters
+        statement = (
+            select(Conversation.id, Conversation.status, func.count(col(Message.id)), func.max(Message.id))
+            .outerjoin(Message, col(Message.conversation_id) == col(Conversation.id))
+            .where(col(Conversation.id).in_(ids[start : start + 500]))
+            .group_by(col(Conversation.id), col(Conversation.status))
+        )
+        for conversation_id, status, count, newest in session.exec(statement):
+            marks[conversation_id] = (status, count, newest)
+    return marks
 
 
 def latest_staff_author(*, session: Session, conversation_id: str) -> str | None:

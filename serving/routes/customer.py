@@ -11,6 +11,7 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import (
@@ -20,7 +21,7 @@ from conversations.models import (
     MessagePublic,
 )
 from serving.chat import ChatService, clean_text
-from serving.deps import CustomerToken, ServicesDep, SessionDep
+from serving.deps import CustomerToken, ServicesDep, in_session
 from serving.limits import SendLimited
 from serving.logging import set_conversation_id
 
@@ -42,19 +43,28 @@ class Transcript(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def open_conversation(session: SessionDep, body: ConversationCreate | None = None) -> ConversationOpened:
-    conversation, token = crud.create_conversation(session=session, channel=(body or ConversationCreate()).channel)
-    return ConversationOpened(conversation=ConversationPublic.model_validate(conversation), token=token)
+async def open_conversation(services: ServicesDep, body: ConversationCreate | None = None) -> ConversationOpened:
+    """One short write: opening never waits on the model or on other customers' replies."""
+    channel = (body or ConversationCreate()).channel
+
+    def create(session: Session) -> ConversationOpened:
+        conversation, token = crud.create_conversation(session=session, channel=channel)
+        return ConversationOpened(conversation=ConversationPublic.model_validate(conversation), token=token)
+
+    return await in_session(services, create)
 
 
 @router.get("/{conversation_id}")
-def read_transcript(conversation_id: str, token: CustomerToken, session: SessionDep) -> Transcript:
-    conversation = crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
-    messages = crud.list_messages(session=session, conversation_id=conversation_id)
-    return Transcript(
-        conversation=ConversationPublic.model_validate(conversation),
-        messages=[MessagePublic.model_validate(message) for message in messages],
-    )
+async def read_transcript(conversation_id: str, token: CustomerToken, services: ServicesDep) -> Transcript:
+    def read(session: Session) -> Transcript:
+        conversation = crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+        messages = crud.list_messages(session=session, conversation_id=conversation_id)
+        return Transcript(
+            conversation=ConversationPublic.model_validate(conversation),
+            messages=[MessagePublic.model_validate(message) for message in messages],
+        )
+
+    return await in_session(services, read)
 
 
 @router.post(

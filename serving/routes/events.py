@@ -1,8 +1,9 @@
 """Live updates of one conversation as server-sent events: new messages and status changes.
 
-It polls the database, not an in-process broker, so a message written by any replica (a staff reply,
-a bot reply streamed elsewhere) reaches the customer. Each message event carries its id as the SSE
-`id:`, so a client that reconnects with `Last-Event-ID` (or `?after=`) gets what it missed, once.
+One poller per process (serving/live.py) watches every followed conversation in the database, so a
+message written by any replica reaches the customer; a stream reads its conversation only when it
+changed. Each message event carries its id as the SSE `id:`, so a client that reconnects with
+`Last-Event-ID` (or `?after=`) gets what it missed, once.
 """
 
 import asyncio
@@ -10,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -21,13 +23,14 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import ConversationStatus, MessagePublic, utcnow
-from serving.deps import CustomerToken, Services, ServicesDep
+from serving.deps import CustomerToken, Services, ServicesDep, in_session
 from serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/conversations", tags=["customer"])
 
+# How often a quiet stream looks whether its client went away (no database work).
 POLL_S = 1.0
 HEARTBEAT_S = 15.0
 # Streams end after a while and the client reconnects: proxies drop long idle streams anyway, and a
@@ -71,11 +74,10 @@ async def follow_conversation(
             raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
         after = int(last_event_id)
 
-    def check() -> None:
-        with Session(services.engine) as session:
-            crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+    def check(session: Session) -> None:
+        crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
 
-    await run_in_threadpool(check)
+    await in_session(services, check)
     return StreamingResponse(
         follow(services, request, conversation_id, after),
         media_type="text/event-stream",
@@ -100,12 +102,22 @@ def read_changes(services: Services, conversation_id: str, after: int, since_sta
 
 
 async def follow(services: Services, request: Request, conversation_id: str, after: int) -> AsyncIterator[str]:
+    assert services.watcher is not None
+    with services.watcher.follow(conversation_id) as changed:
+        async for event in follow_changes(services, request, conversation_id, after, changed):
+            yield event
+
+
+async def follow_changes(
+    services: Services, request: Request, conversation_id: str, after: int, changed: asyncio.Event
+) -> AsyncIterator[str]:
     started = last_write = time.monotonic()
     cursor = after
     sent: set[int] = set()
     shown: tuple[ConversationStatus, str | None] | None = None
     yield f"retry: {RETRY_MS}\n\n"
     while True:
+        changed.clear()  # before reading: a change during the read wakes the next pass
         try:
             snapshot = await run_in_threadpool(read_changes, services, conversation_id, cursor, after)
         except crud.ConversationNotFound:
@@ -122,14 +134,17 @@ async def follow(services: Services, request: Request, conversation_id: str, aft
             cursor = max(cursor, message.id)
             yield f"id: {message.id}\nevent: message\ndata: {message.model_dump_json()}\n\n"
             last_write = time.monotonic()
-        now = time.monotonic()
-        if now - last_write >= HEARTBEAT_S:
-            # A comment line: keeps proxies from closing the stream and shows a vanished client sooner.
-            yield ": keep-alive\n\n"
-            last_write = now
-        if now - started >= MAX_STREAM_S:
-            return
-        await asyncio.sleep(POLL_S)
-        if await request.is_disconnected():
-            logger.debug("conversation %s: event stream closed by the client", conversation_id)
-            return
+        # Until the watcher says the conversation changed: keep the stream alive, notice a client that left.
+        while not changed.is_set():
+            now = time.monotonic()
+            if now - last_write >= HEARTBEAT_S:
+                # A comment line: keeps proxies from closing the stream and shows a vanished client sooner.
+                yield ": keep-alive\n\n"
+                last_write = now
+            if now - started >= MAX_STREAM_S:
+                return
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=POLL_S)
+            if await request.is_disconnected():
+                logger.debug("conversation %s: event stream closed by the client", conversation_id)
+                return

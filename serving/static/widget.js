@@ -46,6 +46,7 @@
     charsLeft: '{n} characters left',
     wait: 'Please wait for the reply before sending another message. Your message is still in the box.',
     rateLimited: 'You are sending messages too quickly. Please wait {seconds} seconds and send again; your message is still in the box.',
+    busy: 'We are very busy right now. Please wait {seconds} seconds and send again; your message is still in the box.',
     tooLong: 'That message is too long: at most {max} characters fit. Your message is still in the box.',
     pasteTooLong: 'What you pasted is too long: only the first {max} characters fit in one message.',
     sendFailed: 'Your message could not be sent. It is still in the box; please try again.',
@@ -480,6 +481,7 @@
   function explain(error) {
     if (!(error instanceof ApiFailure)) return strings.sendFailed
     if (error.code === 'rate_limited') return fmt(strings.rateLimited, { seconds: error.retryAfter || 60 })
+    if (error.status === 503) return fmt(strings.busy, { seconds: error.retryAfter || 10 })
     if (error.code === 'message_too_long') return fmt(strings.tooLong, { max: state.config.max_message_chars })
     if (error.status === 0) return strings.offlineSend
     return strings.sendFailed

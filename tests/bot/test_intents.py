@@ -14,6 +14,7 @@ from bot.intents import (
     CLASSIFIER_FILE,
     ClassifierError,
     EncoderIntentClassifier,
+    Prediction,
     encoder_path,
     load_classifier,
 )
@@ -110,12 +111,35 @@ def test_calibration_is_recorded_and_sensible(trained: tuple[Path, dict], classi
     assert classifier_registry(path.parent).versions() == [path.name]
 
 
-def test_save_and_load_give_identical_predictions(classifier: EncoderIntentClassifier, tmp_path: Path) -> None:
+# Confidences may differ in the last float digits between CPUs' kernels; a user would never notice 1e-4.
+CONFIDENCE_TOLERANCE = 1e-4
+
+
+def assert_same_predictions(got: list[Prediction], expected: list[Prediction]) -> None:
+    """The same top intents in the same order, confidences equal within CONFIDENCE_TOLERANCE.
+
+    Two intents whose confidences are within the tolerance of each other may swap places: which one
+    ranks first there is a rounding accident, not behaviour.
+    """
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert [s.confidence for s in mine.top] == pytest.approx(
+            [s.confidence for s in theirs.top], abs=CONFIDENCE_TOLERANCE
+        ), (mine, theirs)
+        for score in mine.top:
+            tied = {s.intent for s in theirs.top if abs(s.confidence - score.confidence) <= CONFIDENCE_TOLERANCE}
+            assert score.intent in tied, (mine, theirs)
+
+
+def test_save_and_load_give_the_same_predictions(classifier: EncoderIntentClassifier, tmp_path: Path) -> None:
     texts = ["how much is shipping to Canada", "I forgot my password", "complaint!!!", "hmm"]
     classifier.save(tmp_path / "copy")
     again = load_classifier(tmp_path / "copy")
-    assert again.predict_many(texts) == classifier.predict_many(texts)
-    assert [again.predict(text) for text in texts] == [classifier.predict(text) for text in texts]
+    # What a user relies on is the same intents in the same order with the same confidences to rounding.
+    # Bit-for-bit floats are not promised: the int8 and float kernels PyTorch picks differ between CPUs
+    # (AVX-512, AMX) and between a fresh and a reloaded module, and reduction order moves the last digits.
+    assert_same_predictions(again.predict_many(texts), classifier.predict_many(texts))
+    assert_same_predictions([again.predict(text) for text in texts], [classifier.predict(text) for text in texts])
     assert again.recommended == classifier.recommended and again.temperature == classifier.temperature
     assert again.memory_size == classifier.memory_size > 0
 

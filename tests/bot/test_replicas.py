@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
-from bot.llm import LLMUnavailable, ReplyDone, VLLMChatModel
+from bot.llm import LLMUnavailable, ModelBusy, ReplyDone, VLLMChatModel
 from bot.replicas import ReplicaPool, expand_urls, first_healthy
 from bot.vllm_admin import load_adapter_into_vllm
 from tests.utils.fake_vllm import FakeVLLM
@@ -159,3 +159,24 @@ def test_dns_entries_stand_for_every_address_of_the_name(replicas) -> None:
     assert expand_urls(["dns+http://no-such-host.invalid:8000"]) == []
     # The worker evaluates on one replica that answers.
     assert first_healthy([f"http://127.0.0.1:{free_port()}", replicas[2].url]) == replicas[2].url
+
+
+def test_a_reply_that_cannot_start_in_time_raises_model_busy_and_frees_its_slot() -> None:
+    slow = FakeVLLM("slow", piece_delay_s=0.6).start()  # each reply: three pieces, 0.6 s apart
+    llm = VLLMChatModel(base_url=slow.url, max_tokens=16, timeout_s=10, max_concurrent=1, start_within_s=1.0)
+
+    async def scenario() -> None:
+        first, second = await asyncio.gather(ask(llm, "base"), ask(llm, "base"), return_exceptions=True)
+        # One slot: the first reply starts after 0.6 s and holds the slot 1.8 s; the second waits past 1 s.
+        assert not isinstance(first, BaseException) and first[0] == "Answer from slow."
+        assert isinstance(second, ModelBusy) and "slot" in str(second)
+        slow.piece_delay_s = 1.5  # now the server itself is too slow to begin within the bound
+        with pytest.raises(ModelBusy, match="did not start"):
+            await ask(llm, "base")
+        slow.piece_delay_s = 0.0
+        assert (await ask(llm, "base"))[0] == "Answer from slow.", "a busy reply gives its slot back"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        slow.stop()

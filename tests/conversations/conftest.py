@@ -1,8 +1,8 @@
 """Store fixtures: every store test runs on SQLite and on a real PostgreSQL server the suite starts.
 
-The server (`postgres_server` in tests/conftest.py) starts once per session, the first time a PostgreSQL test
-runs; each test gets a database of its own (`db_url`, `engine`, `session`), and read-only tests may
-share one per module (`module_engine`).
+The server (see tests/utils/postgres.py and the `postgres_server` fixture in tests/conftest.py) starts
+once per session, the first time a PostgreSQL test runs; each test gets a database of its own (`db_url`,
+`engine`, `session`), and read-only tests may share one per module (`module_engine`).
 """
 
 from collections.abc import Iterator

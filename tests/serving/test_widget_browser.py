@@ -6,6 +6,7 @@ model on this CPU take seconds, so waits for them are long.
 """
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
 from conversations import crud
@@ -384,6 +386,33 @@ def test_a_rate_limited_customer_is_told_and_keeps_the_text(pages, app_settings:
             "My order LL-104233 arrived damaged."
         ]
         assert widget.input.get_attribute("maxlength") == str(settings.max_message_chars)
+        widget.page.context.close()
+
+
+def test_a_customer_of_a_saturated_app_is_told_to_wait_and_keeps_the_text(pages, app_settings: Settings) -> None:
+    settings = app_settings.model_copy(update={"db_wait_s": 1.0})
+    with serve(settings) as url:
+        widget = pages()
+        page = widget.page
+        page.goto(f"{url}/demo")
+        widget.launcher.click()
+        text = "Is the Aster desk lamp back in stock?"
+        # Another writer keeps SQLite's write lock past db_wait_s: the app cannot open the conversation now.
+        writer = sqlite3.connect(make_url(settings.resolved_database_url).database or "")
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            widget.input.fill(text)
+            widget.input.press("Enter")
+            widget.notice.filter(has_text="very busy").wait_for(timeout=LIVE_MS)
+            assert "5 seconds" in widget.notice.inner_text()
+            assert widget.input.input_value() == text, "nothing the customer typed is dropped"
+            assert page.locator(".sb-log [data-pending]").count() == 0 and widget.typing.is_hidden()
+        finally:
+            writer.rollback()
+            writer.close()
+        widget.input.press("Enter")  # the customer sends again, as told
+        page.locator(".sb-log .sb-msg--customer[data-id]").first.wait_for(timeout=LIVE_MS)
+        assert widget.messages("customer") == [text] and widget.input.input_value() == ""
         widget.page.context.close()
 
 

@@ -5,6 +5,7 @@ OpenAI server does (404 for a model it does not serve), records every request, a
 started again on the same port to play a crashed and restarted replica (which forgets its adapters).
 """
 
+import asyncio
 import json
 import threading
 import time
@@ -20,9 +21,11 @@ from tests.utils.ports import free_port
 class FakeVLLM:
     """One replica serving `base` plus whatever adapters were loaded into it."""
 
-    def __init__(self, name: str, base: str = "base") -> None:
+    def __init__(self, name: str, base: str = "base", piece_delay_s: float = 0.0) -> None:
         self.name = name
         self.base = base
+        # Seconds before each piece of a reply: a slow model, for load tests of the app in front of it.
+        self.piece_delay_s = piece_delay_s
         self.adapters: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []  # (path, model)
         self.port = free_port()
@@ -79,6 +82,8 @@ class FakeVLLM:
 
         yield chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         for piece in ("Answer from ", self.name, "."):
+            if self.piece_delay_s:
+                await asyncio.sleep(self.piece_delay_s)
             yield chunk(choices=[{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         yield chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
         yield chunk(choices=[], usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14})
