@@ -30,6 +30,7 @@ class Customer:
     sent: list[str] = field(default_factory=list)  # texts the app confirmed as stored
     given_up: list[str] = field(default_factory=list)  # texts never accepted after MAX_ATTEMPTS
     reply_s: list[float] = field(default_factory=list)
+    answered_s: list[float] = field(default_factory=list)  # the replies the model wrote
     replies: Counter = field(default_factory=Counter)  # answered / busy / failed / none
     streamed_at: dict[int, float] = field(default_factory=dict)  # message id -> when the event stream brought it
     replied_at: dict[int, float] = field(default_factory=dict)  # bot message id -> when its reply stream ended
@@ -155,6 +156,7 @@ async def send(
             customer.replies["failed"] += 1
         else:
             customer.replies["answered"] += 1
+            customer.answered_s.append(customer.reply_s[-1])
         return
     customer.given_up.append(text)
 
@@ -222,6 +224,7 @@ def report(run: Run, customers: list[Customer], wall: float) -> dict:
     for customer in customers:
         replies.update(customer.replies)
     reply_s = [seconds for customer in customers for seconds in customer.reply_s]
+    answered_s = [seconds for customer in customers for seconds in customer.answered_s]
     open_s = [customer.open_s for customer in customers if customer.open_s is not None]
     # How much later than the reply stream the event stream brought the same bot message.
     event_lag_s = [
@@ -246,6 +249,8 @@ def report(run: Run, customers: list[Customer], wall: float) -> dict:
         "open_p95_s": percentile(open_s, 95),
         "reply_p50_s": percentile(reply_s, 50),
         "reply_p95_s": percentile(reply_s, 95),
+        "answered_p50_s": percentile(answered_s, 50),
+        "answered_p95_s": percentile(answered_s, 95),
         "event_lag_p50_s": percentile(event_lag_s, 50),
         "event_lag_p95_s": percentile(event_lag_s, 95),
     }
