@@ -17,10 +17,9 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import snowballstemmer
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 from transformers import AutoModel, AutoTokenizer
 
+from bot.articles import Article, markdown_blocks, split_sentences
 from bot.intents import EncoderIntentClassifier, IntentNet, encoder_path
 
 logger = logging.getLogger(__name__)
@@ -36,16 +35,6 @@ RELEVANCE_THRESHOLD = 0.40
 # BM25 parameters as Lucene uses them.
 BM25_K1 = 1.2
 BM25_B = 0.75
-
-
-@dataclass(frozen=True)
-class Article:
-    """One help article as the index reads it: plain Markdown text."""
-
-    slug: str  # stable id, used in traces and the console
-    title: str
-    text: str  # the body in Markdown; headings split it into sections
-    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -71,70 +60,6 @@ class Hit:
 
 
 # --- Splitting articles into passages ------------------------------------------------------------
-
-_MARKDOWN = MarkdownIt("commonmark")
-# A sentence ends at . ! or ? (and a closing quote or bracket) followed by space and a capital or digit.
-_SENTENCE_END = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "approx", "no", "mr", "mrs", "ms", "dr", "st", "incl", "ca"}
-
-
-def split_sentences(text: str) -> list[str]:
-    """Whole sentences of a paragraph; "P.O. boxes", "e.g. Visa" and "U.S. orders" stay whole."""
-    text = " ".join(text.split())
-    sentences, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        words = text[start : match.start() + 1].split()
-        last = words[-1].rstrip(".").lower() if words else ""
-        if last in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
-            continue  # an abbreviation or initials, not the end of a sentence
-        sentences.append(text[start : match.end()].strip())
-        start = match.end()
-    if text[start:].strip():
-        sentences.append(text[start:].strip())
-    return sentences
-
-
-def _inline_text(token: Token) -> str:
-    parts = []
-    for child in token.children or []:
-        if child.type in ("text", "code_inline", "html_inline"):
-            parts.append(child.content)
-        elif child.type in ("softbreak", "hardbreak"):
-            parts.append(" ")
-        elif child.type == "image":
-            parts.append(child.content)
-    return " ".join("".join(parts).split())
-
-
-def markdown_blocks(text: str) -> list[tuple[str, str]]:
-    """(section heading, plain text) for each paragraph, list item and code block of a Markdown text."""
-    tokens = _MARKDOWN.parse(text)
-    blocks: list[tuple[str, str]] = []
-    heading = ""
-    in_heading = in_item = 0
-    for token in tokens:
-        if token.type == "heading_open":
-            in_heading += 1
-        elif token.type == "heading_close":
-            in_heading -= 1
-        elif token.type == "list_item_open":
-            in_item += 1
-        elif token.type == "list_item_close":
-            in_item -= 1
-        elif token.type == "inline":
-            content = _inline_text(token)
-            if not content:
-                continue
-            if in_heading:
-                heading = content
-            else:
-                # A list item often has no full stop; give it one so it stays its own sentence.
-                if in_item and content[-1] not in ".!?:;":
-                    content += "."
-                blocks.append((heading, content))
-        elif token.type in ("fence", "code_block") and token.content.strip():
-            blocks.append((heading, " ".join(token.content.split())))
-    return blocks
 
 
 def _chunks(sentences: list[str]) -> list[list[str]]:
