@@ -27,6 +27,7 @@ from serving.console import api as staff_api
 from serving.console import pages as console_pages
 from serving.deps import Services
 from serving.errors import install_error_handlers
+from serving.knowledge import KnowledgeSync
 from serving.limits import RateLimited, rate_limited_response
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 from serving.routes import customer, events, feedback, health, training, widget
@@ -47,6 +48,7 @@ def build_services(settings: Settings) -> Services:
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
+    knowledge = KnowledgeSync.start(engine, pack)
     dialogue = DialogueManager(
         pack=pack,
         llm=llm,
@@ -62,7 +64,13 @@ def build_services(settings: Settings) -> Services:
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
     )
     return Services(
-        settings=settings, engine=engine, pack=pack, llm=llm, dialogue=dialogue, classifier_name=classifier_name
+        settings=settings,
+        engine=engine,
+        pack=pack,
+        llm=llm,
+        dialogue=dialogue,
+        classifier_name=classifier_name,
+        knowledge=knowledge,
     )
 
 
@@ -106,7 +114,10 @@ def create_app(settings: Settings) -> FastAPI:
         watching = asyncio.create_task(services.promotions.run())
         scheduling = asyncio.create_task(services.training.run_schedule())
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
+        assert services.knowledge is not None
+        syncing = asyncio.create_task(services.knowledge.run())
         yield
+        syncing.cancel()
         watching.cancel()
         scheduling.cancel()
         retaining.cancel()

@@ -17,6 +17,7 @@ from serving.errors import ApiError
 from serving.settings import Settings
 
 if TYPE_CHECKING:
+    from serving.knowledge import KnowledgeSync
     from serving.promotions import PromotionWatcher
     from serving.training import TrainingManager
 
@@ -31,6 +32,8 @@ class Services:
     llm: VLLMChatModel
     dialogue: DialogueManager
     classifier_name: str | None = None
+    # The help articles' search index, rebuilt when the knowledge base changes.
+    knowledge: "KnowledgeSync | None" = None
     training: "TrainingManager | None" = None
     promotions: "PromotionWatcher | None" = None
     # Work that outlives a request (summary updates); referenced so it is not garbage-collected.
