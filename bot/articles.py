@@ -207,16 +207,16 @@ def article_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def read_articles(paths: Iterable[Path]) -> list[Article]:
-    """Every article under `paths`; all files are read and checked before any is returned, and two
-    files that would become the same article are refused."""
+def read_articles(paths: Iterable[Path]) -> list[tuple[Path, Article]]:
+    """Every article under `paths`, with its file; all files are read and checked before any is
+    returned, and two files that would become the same article are refused."""
     articles: dict[str, tuple[Path, Article]] = {}
     for path in article_files(paths):
         article = read_article(path)
         if article.slug in articles:
             raise ArticleError(f"{path}: becomes article {article.slug!r}, as {articles[article.slug][0]} does")
         articles[article.slug] = (path, article)
-    return [article for _, article in articles.values()]
+    return list(articles.values())
 
 
 def _html_markdown(path: Path, data: bytes) -> tuple[str, str | None]:

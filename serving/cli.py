@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from serving import cli_ops, cli_training
 from serving.cli_intents import intents_app
+from serving.cli_kb import kb_app
 from serving.cli_staff import staff_app
 from serving.cli_store import store_app
 from serving.logging import configure_logging, uvicorn_log_config
@@ -21,6 +22,7 @@ app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no
 console = Console()
 app.add_typer(staff_app, name="staff")
 app.add_typer(store_app, name="store")
+app.add_typer(kb_app, name="kb")
 
 
 def _configure_logging(verbose: bool) -> None:
