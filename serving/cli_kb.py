@@ -124,8 +124,9 @@ def retire(slug: Annotated[str, typer.Argument(help="The article, e.g. returns."
         except kb.ArticleNotFound:
             err_console.print(f"[red]No help article {slug!r}.[/] See `supportbot kb list`.")
             raise typer.Exit(1) from None
+        version = article.version
         crud.record_audit(
             session=session, actor_id=None, action="kb.retire", target=f"article:{slug}",
-            details={"by": who, "version": article.version, "via": "command line"},
+            details={"by": who, "version": version, "via": "command line"},
         )  # fmt: skip
-    console.print(f"[green]Article {slug} retired[/] (version {article.version}); the bot no longer answers from it.")
+    console.print(f"[green]Article {slug} retired[/] (version {version}); the bot no longer answers from it.")
