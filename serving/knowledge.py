@@ -54,15 +54,17 @@ class KnowledgeSync:
 
     def refresh(self) -> bool:
         """Rebuild the index if the KB's revision moved since the last build; True when it did."""
-        with self._lock, Session(self.engine) as session:
-            revision = knowledge_revision(session=session)
-            if revision == self.revision:
-                return False
-            articles = live_articles(session)
-        index = self.index.current().updated(articles)
-        self.index.switch(index)
+        # Held over the rebuild too, so a slower rebuild of an older revision never replaces a newer one.
+        with self._lock:
+            with Session(self.engine) as session:
+                revision = knowledge_revision(session=session)
+                if revision == self.revision:
+                    return False
+                articles = live_articles(session)
+            index = self.index.current().updated(articles)
+            self.index.switch(index)
+            self.revision = revision
         logger.info("knowledge base revision %d: %d articles, %d passages", revision, len(articles), len(index))
-        self.revision = revision
         return True
 
     async def run(self) -> None:
