@@ -56,7 +56,7 @@ STOPWORDS = (
     each every more most much many such only also just very too again once both either just yet still up
     out off via per please just i'm we're you're they're we'll you'll i'll we've you've i've let let's
     get gets got make makes made go goes going use used using need needs needed one ones
-    yes yeah ok okay sure certainly course absolutely"""
+    yes yeah ok okay sure certainly course absolutely percent"""
     )
     | _NEGATION
 )
@@ -86,7 +86,7 @@ def stem(word: str) -> str:
     if word.endswith("'s"):
         word = word[:-2]
     word = _NUMBER_WORDS.get(word, word)
-    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+    for suffix, keep in (("ery", "er"), ("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
             word = word[: len(word) - len(suffix)] + keep
             break
@@ -112,6 +112,22 @@ def content_stems(text: str, *, courtesy: bool = False) -> list[str]:
 def is_negated(text: str) -> bool:
     lowered = text.lower().replace("’", "'")
     return any(word in _NEGATION or word.endswith("n't") for word in _WORD.findall(lowered))
+
+
+def negated_terms(text: str) -> set[str]:
+    """Stems a negation governs: the next content word after "no"/"without", the next three after "not"/"never"."""
+    scoped: set[str] = set()
+    remaining = 0
+    for word in words(text):
+        if word in _NEGATION or word.endswith("n't"):
+            remaining = 1 if word in ("no", "without", "none", "nothing") else 3
+            continue
+        if word in STOPWORDS or word in COURTESY:
+            continue
+        if remaining:
+            scoped.add(stem(word))
+            remaining -= 1
+    return scoped
 
 
 def numbers(text: str) -> set[tuple[str, str]]:
@@ -188,6 +204,7 @@ class _Unit:
     text: str
     stems: set[str]
     negated: bool
+    scoped: set[str] = field(default_factory=set)  # the stems a negation governs
 
 
 @dataclass
@@ -202,6 +219,8 @@ class GroundingChecker:
     passages: Sequence[str]
     context: str = ""
     products: Sequence[str] = ()
+    titles: Sequence[str] = ()
+    """The passages' titles (same order): a sentence of a passage is read with its title ("it covers...")."""
     support: float = 0.8
     """Share of a sentence's content words that one passage sentence must contain."""
     _sentences: list[_Unit] = field(init=False, default_factory=list)
@@ -209,10 +228,17 @@ class GroundingChecker:
 
     def __post_init__(self) -> None:
         source = "\n".join(self.passages)
-        for sentence in split_sentences(source):
-            self._sentences.append(_Unit(sentence, set(content_stems(sentence, courtesy=True)), is_negated(sentence)))
-            for clause in clauses(sentence):
-                self._clauses.append(_Unit(clause, set(content_stems(clause, courtesy=True)), is_negated(clause)))
+        for number, passage in enumerate(self.passages):
+            title = set(content_stems(self.titles[number], courtesy=True)) if number < len(self.titles) else set()
+            for sentence in split_sentences(passage):
+                stems = set(content_stems(sentence, courtesy=True))
+                self._sentences.append(_Unit(sentence, stems | title, is_negated(sentence)))
+                for clause in clauses(sentence):
+                    self._clauses.append(
+                        _Unit(
+                            clause, set(content_stems(clause, courtesy=True)), is_negated(clause), negated_terms(clause)
+                        )
+                    )
         self._source = source.lower().replace("e-mail", "email")
         self._known_numbers = numbers(source) | numbers(self.context)
         self._known_text = f"{self._source}\n{self.context.lower()}"
@@ -271,14 +297,27 @@ class GroundingChecker:
             if unit is not None and covered >= 0.5 and unit.negated != negated:
                 reasons.append(f"contradicts the passage: {unit.text!r}")
                 continue
-            # A specific term that the passages only ever use the other way round ("we do not offer exchanges").
-            for term in sorted(stems):
-                using = [unit for unit in self._clauses if term in unit.stems]
-                if using and len(using) <= 3 and all(unit.negated != negated for unit in using):
-                    reasons.append(f"contradicts the passage: {using[0].text!r}")
-                    break
+            # The most specific terms of the clause, if the passages only ever use them the other way round
+            # ("exchanges are allowed" where the passages say "we do not offer exchanges").
+            scoped = negated_terms(clause)
+            uses = {t: [u for u in self._clauses if t in u.stems] for t in stems if not t[:1].isdigit()}
+            rarest = min((len(found) for found in uses.values() if found), default=0)
+            flipped = [
+                found[0]
+                for term, found in uses.items()
+                if found and len(found) == rarest <= 3 and all((term in u.scoped) != (term in scoped) for u in found)
+            ]
+            if flipped:
+                reasons.append(f"contradicts the passage: {flipped[0].text!r}")
             else:
-                supported, _ = self._best(stems, self._sentences)
+                supported, source = self._best(stems, self._sentences)
+                if source is not None and supported >= self.support:
+                    # The right words with a number swapped: "within 40 days" where the passage says 30.
+                    theirs = numbers(source.text)
+                    for value, unit in numbers(clause):
+                        same_unit = {v for v, u in theirs if u == unit and unit}
+                        if same_unit and value not in same_unit:
+                            reasons.append(f"says {value} {unit} where the passage says {min(same_unit)} {unit}")
                 if supported < self.support:
                     missing = sorted(stem_ for stem_ in stems if stem_ not in self._source_stems())
                     detail = f" (not in the passages: {', '.join(missing)})" if missing else ""
@@ -303,30 +342,82 @@ class GroundingChecker:
 Similarity = Callable[[str, Sequence[str]], Sequence[float]]
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A passage sentence scored as an answer to a question."""
+
+    sentence: str
+    score: float
+    lexical: float
+    semantic: float
+    passage: int  # index of the passage it comes from
+
+
+# What kind of fact a question asks for, and what a sentence that states it contains (classic answer typing).
+_ASKS_DURATION = re.compile(
+    r"\b(how (long|soon|quickly|fast|many (business |working )?(days|hours|weeks|minutes|years))|when|until"
+    r"|deadline)\b",
+    re.IGNORECASE,
+)
+_ASKS_AMOUNT = re.compile(r"\b(how much|cost|costs|price|fee|fees|charge|pay for)\b", re.IGNORECASE)
+ANSWER_TYPE_BONUS = 0.3
+
+
+def _answer_type_bonus(question: str, sentence: str) -> float:
+    found = numbers(sentence)
+    if _ASKS_DURATION.search(question) and any(
+        unit in ("minute", "hour", "day", "week", "month", "year") for _, unit in found
+    ):
+        return ANSWER_TYPE_BONUS
+    if _ASKS_AMOUNT.search(question) and any(unit in ("$", "%") for _, unit in found):
+        return ANSWER_TYPE_BONUS
+    return 0.0
+
+
+def rank_sentences(question: str, passages: Sequence[str], *, similarity: Similarity | None = None) -> list[Candidate]:
+    """Every sentence of `passages`, best answer to `question` first.
+
+    The score is the share of the question's words the sentence contains (rarer words count more) plus, when
+    given, a semantic `similarity` (the sentence encoder's cosine).
+    """
+    candidates: list[tuple[str, int]] = []
+    for number, passage in enumerate(passages):
+        candidates += [(s, number) for s in split_sentences(passage) if s not in {c for c, _ in candidates}]
+    if not candidates:
+        return []
+    stems_of = [set(content_stems(sentence, courtesy=True)) for sentence, _ in candidates]
+    frequency: Counter[str] = Counter(s for stems in stems_of for s in stems)
+    asked = set(content_stems(question, courtesy=True))
+    total = len(candidates)
+    # A word of the question that no passage uses still counts in the total: "gift wrapping" matching only "gift".
+    weight = {s: math.log(1 + total / frequency.get(s, 0.5)) for s in asked}
+    asked_weight = sum(weight.values()) or 1.0
+    lexical = [sum(weight[s] for s in asked & stems) / asked_weight for stems in stems_of]
+    texts = [sentence for sentence, _ in candidates]
+    semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * total
+    ranked = [
+        Candidate(sentence, lex + sem + _answer_type_bonus(question, sentence), lex, sem, number)
+        for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True)
+    ]
+    return sorted(ranked, key=lambda c: (-c.score, c.passage))
+
+
+def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 2) -> list[Candidate]:
+    """The best sentence, and the next ones while they score close to it and say something it does not."""
+    if not ranked:
+        return []
+    chosen = [ranked[0]]
+    first = set(content_stems(ranked[0].sentence))
+    for candidate in ranked[1:limit]:
+        own = set(content_stems(candidate.sentence))
+        if candidate.score >= 0.75 * ranked[0].score > 0 and len(own - first) >= len(own) / 2:
+            chosen.append(candidate)
+    return chosen
+
+
 def best_sentences(
     question: str, passages: Sequence[str], *, limit: int = 2, similarity: Similarity | None = None
 ) -> list[str]:
-    """The one or two passage sentences that best answer `question`, in the order the passages give them.
-
-    Scored by weighted word overlap (rarer words count more) plus, when given, a semantic `similarity`
-    (the sentence encoder's cosine); the second sentence is kept only when it scores close to the first.
-    """
-    candidates: list[str] = []
-    for passage in passages:
-        candidates += [sentence for sentence in split_sentences(passage) if sentence not in candidates]
-    if not candidates:
-        return []
-    stems_of = [set(content_stems(sentence, courtesy=True)) for sentence in candidates]
-    frequency: Counter[str] = Counter(s for stems in stems_of for s in stems)
-    asked = set(content_stems(question, courtesy=True))
-    asked_weight = sum(math.log(1 + len(candidates) / frequency.get(s, 1)) for s in asked) or 1.0
-    lexical = [
-        sum(math.log(1 + len(candidates) / frequency[s]) for s in asked & stems) / asked_weight for stems in stems_of
-    ]
-    semantic = list(similarity(question, candidates)) if similarity is not None else [0.0] * len(candidates)
-    scores = [lex + sem for lex, sem in zip(lexical, semantic, strict=True)]
-    ranked = sorted(range(len(candidates)), key=lambda i: -scores[i])
-    chosen = [ranked[0]]
-    if limit > 1 and len(ranked) > 1 and scores[ranked[1]] >= 0.8 * scores[ranked[0]] and scores[ranked[1]] > 0:
-        chosen.append(ranked[1])
-    return [candidates[i] for i in sorted(chosen)]
+    """The one or two passage sentences that best answer `question`, in the order the passages give them."""
+    chosen = choose_sentences(rank_sentences(question, passages, similarity=similarity), limit=limit)
+    return [c.sentence for c in sorted(chosen, key=lambda c: c.passage)]
