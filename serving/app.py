@@ -24,6 +24,7 @@ from finetune.registry import AdapterRegistry
 from serving import metrics
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
+from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
 from serving.deps import Services
 from serving.errors import install_error_handlers
@@ -52,6 +53,7 @@ def build_services(settings: Settings) -> Services:
     dialogue = DialogueManager(
         pack=pack,
         llm=llm,
+        knowledge=knowledge.index,
         counter=ChatTemplateCounter(settings.base_model_dir),
         models=Swappable(active or settings.served_model_name),
         classifier=Swappable(classifier),
@@ -137,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(metrics.router)
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
+    app.include_router(console_knowledge.router)
     app.include_router(staff_api.router)
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC_DIR), name="console-static")
     app.add_exception_handler(StaffAuthError, staff_auth_response)
