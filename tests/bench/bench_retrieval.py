@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot import knowledge  # noqa: E402
 from bot.domain import default_pack_path, load_pack  # noqa: E402
-from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder  # noqa: E402
+from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder, split_passages  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "bench" / "grounded_questions.yaml"
 TARGETS = {"recall_at_3": 0.95, "latency_ms_p50_10k": 10.0}
@@ -125,13 +125,13 @@ CITIES = ["Columbus", "Denver", "Leeds", "Lyon", "Toronto", "Porto", "Austin", "
 
 
 def synthetic_articles(count: int, seed: int = 0) -> list[Article]:
-    """`count` articles of four paragraphs of two or three sentences each: four passages per article."""
+    """`count` articles of four sections of two or three sentences each: four passages per article."""
     rng = random.Random(seed)
     articles = []
     for number in range(count):
         topic, thing = rng.choice(TOPICS), rng.choice(THINGS)
         paragraphs = []
-        for _ in range(4):
+        for section in range(1, 5):
             sentences = []
             for template in rng.sample(TEMPLATES, rng.choice([2, 3])):
                 n = rng.randint(1, 30)
@@ -148,7 +148,7 @@ def synthetic_articles(count: int, seed: int = 0) -> list[Article]:
                         mail=f"{topic.split()[0]}@shop{number % 50}.example.com",
                     )  # fmt: skip
                 )
-            paragraphs.append(" ".join(sentences))
+            paragraphs.append(f"## {section}. {rng.choice(THINGS).capitalize()} {topic}\n\n" + " ".join(sentences))
         title = f"{topic.capitalize()} for the {thing} ({number})"
         articles.append(Article(f"generated-{number}", title, "\n\n".join(paragraphs)))
     return articles
@@ -156,7 +156,8 @@ def synthetic_articles(count: int, seed: int = 0) -> list[Article]:
 
 def latency(encoder: SentenceEncoder, passages: int, queries: list[str]) -> dict:
     pack_articles = load_pack(default_pack_path()).articles
-    generated = synthetic_articles((passages - 30) // 4)
+    pack_passages = sum(len(split_passages(article)) for article in pack_articles)
+    generated = synthetic_articles(-(-(passages - pack_passages) // 4))
     started = time.perf_counter()
     index = KnowledgeIndex.build([*pack_articles, *generated], encoder)
     build_s = time.perf_counter() - started
