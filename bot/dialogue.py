@@ -232,12 +232,12 @@ class DialogueManager:
         return prompt
 
     def is_small_talk(self, route: Route) -> bool:
-        """Greetings and thanks: intents the pack answers without any help article."""
-        known = {intent.name for intent in self.pack.intents}
-        if route.intent not in known:
+        """Greetings and thanks: intents the pack answers without any help article (off-topic ones excluded)."""
+        if route.intent not in {intent.name for intent in self.pack.intents} or route.decision is not Decision.answer:
             return False
         intent = self.pack.intent(route.intent)
-        return intent.handling == "answer" and not intent.policies and route.decision is Decision.answer
+        scope_intents = getattr(getattr(self.router, "config", None), "scope_intents", ())
+        return intent.handling == "answer" and not intent.policies and intent.name not in scope_intents
 
     def answers(self, question: str, passages: Sequence[Hit]) -> list[Candidate]:
         """The sentences of `passages`, best answer to `question` first."""
@@ -276,11 +276,13 @@ class DialogueManager:
         evidence = [hit for hit in hits if hit.relevant]
         fixed = self.fixed_reply(route)
         ranked: list[Candidate] = []
-        if fixed is None and not self.is_small_talk(route):
+        if fixed is None:
             started_ranking = time.perf_counter()
             ranked = self.answers(query, evidence) if evidence else []
             result.stages_ms["rank"] = _ms(started_ranking)
-            if not ranked or ranked[0].score < ANSWERABLE:
+            if (not ranked or ranked[0].score < ANSWERABLE) and self.is_small_talk(route):
+                evidence, ranked = [], []  # "thanks!": a pleasantry, with nothing to state
+            elif not ranked or ranked[0].score < ANSWERABLE:
                 # About the business, but the help content does not say: never a guess.
                 fixed = NOT_SURE_REPLY
                 best = round(ranked[0].score, 3) if ranked else None

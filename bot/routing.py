@@ -152,7 +152,7 @@ class RuleRouter(Router):
         if prediction is None:
             return Route(Decision.answer, None, "no intent classifier")
         understood = prediction.confidence >= config.confidence_threshold and prediction.margin >= config.margin
-        if not understood and covered and prediction.intent not in config.scope_intents:
+        if not understood and covered:
             # The intent is unclear but the help content answers the message: answer it rather than ask again.
             return Route(Decision.answer, prediction.intent, "unclear intent, covered by the help content")
         if not understood:

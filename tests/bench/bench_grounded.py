@@ -108,7 +108,7 @@ def grade(item: dict, reply: str) -> tuple[str, str]:
         return "right", move
     if move:
         return "safe", move
-    return ("wrong" if kind == "uncovered" else "miss"), "answers instead of the expected safe move"
+    return "miss", "answers instead of the expected safe move"
 
 
 def ask(http: httpx.Client, text: str) -> tuple[str, float | None, float]:
