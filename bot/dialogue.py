@@ -247,7 +247,10 @@ class DialogueManager:
             vectors = encoder.embed([query, *candidates])
             return [float(score) for score in vectors[1:] @ vectors[0]]
 
-        return rank_sentences(question, [hit.passage.text for hit in passages], similarity=similarity)
+        return rank_sentences(
+            question, [hit.passage.text for hit in passages], similarity=similarity,
+            passage_scores=[hit.score for hit in passages],
+        )  # fmt: skip
 
     @staticmethod
     def fallback(ranked: Sequence[Candidate], said: Sequence[str]) -> str:
@@ -280,12 +283,13 @@ class DialogueManager:
             started_ranking = time.perf_counter()
             ranked = self.answers(query, evidence) if evidence else []
             result.stages_ms["rank"] = _ms(started_ranking)
-            if (not ranked or ranked[0].score < ANSWERABLE) and self.is_small_talk(route):
+            answerable = max((candidate.score for candidate in ranked), default=0.0) >= ANSWERABLE
+            if not answerable and self.is_small_talk(route):
                 evidence, ranked = [], []  # "thanks!": a pleasantry, with nothing to state
-            elif not ranked or ranked[0].score < ANSWERABLE:
+            elif not answerable:
                 # About the business, but the help content does not say: never a guess.
                 fixed = NOT_SURE_REPLY
-                best = round(ranked[0].score, 3) if ranked else None
+                best = round(max(candidate.score for candidate in ranked), 3) if ranked else None
                 result.check = {"verdict": "not covered by the help content", "best_sentence_score": best}
         if fixed is not None:
             result.text = fixed

@@ -351,6 +351,7 @@ class Candidate:
     lexical: float
     semantic: float
     passage: int  # index of the passage it comes from
+    rank: float = 0.0  # the score plus the retrieval score of its passage: what the order uses
 
 
 # What kind of fact a question asks for, and what a sentence that states it contains (classic answer typing).
@@ -374,11 +375,19 @@ def _answer_type_bonus(question: str, sentence: str) -> float:
     return 0.0
 
 
-def rank_sentences(question: str, passages: Sequence[str], *, similarity: Similarity | None = None) -> list[Candidate]:
+def rank_sentences(
+    question: str,
+    passages: Sequence[str],
+    *,
+    similarity: Similarity | None = None,
+    passage_scores: Sequence[float] = (),
+) -> list[Candidate]:
     """Every sentence of `passages`, best answer to `question` first.
 
     The score is the share of the question's words the sentence contains (rarer words count more) plus, when
-    given, a semantic `similarity` (the sentence encoder's cosine).
+    given, a semantic `similarity` (the sentence encoder's cosine) and a bonus when it holds the kind of fact
+    asked for (a duration for "how long"). The order also adds the retrieval score of the sentence's passage
+    (`passage_scores`), so of two similar sentences the one from the better passage wins.
     """
     candidates: list[tuple[str, int]] = []
     for number, passage in enumerate(passages):
@@ -395,11 +404,12 @@ def rank_sentences(question: str, passages: Sequence[str], *, similarity: Simila
     lexical = [sum(weight[s] for s in asked & stems) / asked_weight for stems in stems_of]
     texts = [sentence for sentence, _ in candidates]
     semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * total
-    ranked = [
-        Candidate(sentence, lex + sem + _answer_type_bonus(question, sentence), lex, sem, number)
-        for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True)
-    ]
-    return sorted(ranked, key=lambda c: (-c.score, c.passage))
+    ranked = []
+    for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True):
+        score = lex + sem + _answer_type_bonus(question, sentence)
+        bonus = passage_scores[number] if number < len(passage_scores) else 0.0
+        ranked.append(Candidate(sentence, score, lex, sem, number, score + bonus))
+    return sorted(ranked, key=lambda c: (-c.rank, c.passage))
 
 
 def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 2) -> list[Candidate]:
@@ -410,7 +420,7 @@ def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 2) -> list[Can
     first = set(content_stems(ranked[0].sentence))
     for candidate in ranked[1:limit]:
         own = set(content_stems(candidate.sentence))
-        if candidate.score >= 0.75 * ranked[0].score > 0 and len(own - first) >= len(own) / 2:
+        if candidate.rank >= 0.75 * ranked[0].rank > 0 and len(own - first) >= len(own) / 2:
             chosen.append(candidate)
     return chosen
 
