@@ -1,10 +1,12 @@
 """`supportbot kb ...` as an administrator runs it, and two app replicas picking up the change without
 a restart: the pack's articles on first use, re-import as a new version, bad files storing nothing."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
@@ -13,9 +15,11 @@ from bot.domain import default_pack_path, load_pack
 from bot.knowledge import SentenceEncoder
 from conversations import knowledge as kb
 from conversations.db import make_engine, upgrade_db
+from serving.app import create_app
 from serving.cli import app
 from serving.knowledge import KnowledgeSync
-from serving.settings import get_settings
+from serving.settings import Settings, get_settings
+from tests.conftest import free_port
 
 RETURNS_60 = "# Returns\n\nYou can return most items within 60 days of delivery. Items must be unused.\n"
 
@@ -125,3 +129,29 @@ def test_every_replica_answers_from_the_new_text_without_a_restart(
     assert kb_cli("retire", "returns")[0] == 0
     replicas[0].refresh()
     assert "returns" not in {hit.passage.article_slug for hit in replicas[0].index.current().search(question, k=5)}
+
+
+def test_two_running_apps_pick_up_an_import_by_themselves(engine: Engine, tmp_path: Path, base_model_dir: Path) -> None:
+    """Two app processes' worth of services on one database: each one's own poll finds the import."""
+    settings = [
+        Settings(
+            data_dir=tmp_path / f"app-{number}",
+            database_url=str(engine.url),
+            base_model=base_model_dir,
+            vllm_url=f"http://127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        for number in range(2)
+    ]
+    question = "How many days do I have to return something?"
+    with TestClient(create_app(settings[0])) as first, TestClient(create_app(settings[1])) as second:
+        apps = [first.app.state.services, second.app.state.services]  # type: ignore[attr-defined]
+        for services in apps:
+            assert "within 30 days" in services.knowledge.index.current().search(question)[0].passage.text
+        (tmp_path / "returns.md").write_text(RETURNS_60, encoding="utf-8")
+        assert kb_cli("import", str(tmp_path / "returns.md"))[0] == 0
+        deadline = time.monotonic() + 30
+        while not all("within 60 days" in s.knowledge.index.current().search(question)[0].passage.text for s in apps):
+            assert time.monotonic() < deadline, "an app did not pick up the import within 30 s"
+            time.sleep(0.2)
+        # The dialogue answers from the same index the poll swapped.
+        assert all(s.dialogue.knowledge is s.knowledge.index for s in apps)
