@@ -16,6 +16,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.models import StaffRole
 from serving.settings import Settings
+from tests.conftest import ROOT
 from tests.serving.test_console_browser import CHROMIUM, CHROMIUM_ARGS, LIVE_WAIT_MS, Server
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
@@ -24,6 +25,8 @@ from tests.utils.staff import PASSWORD, make_staff
 playwright = pytest.importorskip("playwright.sync_api")
 
 QUESTION = "How many days do I have to return something?"
+# Delete it and run this test to refresh the README's picture of the page.
+SCREENSHOT = ROOT / "docs" / "console-knowledge.png"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,8 @@ def test_an_admin_edits_an_article_and_the_next_answer_uses_it(server: Server, b
     page.get_by_role("button", name="Save new version").click()
     expect(page.get_by_role("status")).to_contain_text("Article saved as a new version")
     history = page.locator("table.history tbody tr")
+    if not SCREENSHOT.exists():
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
     expect(history.first).to_contain_text("edited")
     expect(history.first).to_contain_text("ada@example.com")
     expect(history.nth(1)).to_contain_text("created")
