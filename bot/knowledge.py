@@ -154,9 +154,13 @@ _STOPWORDS = frozenset({
 })  # fmt: skip
 
 
+_STEMMER_LOCK = threading.Lock()  # a Snowball stemmer keeps its state between calls
+
+
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    return _STEMMER.stemWord(word)
+    with _STEMMER_LOCK:
+        return _STEMMER.stemWord(word)
 
 
 def tokenize(text: str) -> list[str]:
@@ -177,12 +181,9 @@ class _Entry:
 
 def _index_text(passage: Passage) -> str:
     # The title and heading say what a passage is about even when its sentences do not repeat it.
-    context = (
-        passage.title
-        if not passage.heading or passage.heading == passage.title
-        else (f"{passage.title}: {passage.heading}")
-    )
-    return f"{context}. {passage.text}"
+    if passage.heading and passage.heading != passage.title:
+        return f"{passage.title}: {passage.heading}. {passage.text}"
+    return f"{passage.title}. {passage.text}"
 
 
 @dataclass
