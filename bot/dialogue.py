@@ -320,10 +320,13 @@ class DialogueManager:
         llm_started = time.perf_counter()
         result.stages_ms["before_llm"] = _ms(started)
 
-        def emit(piece: str) -> str:
-            piece = (" " if out else "") + piece
-            out.append(piece)
-            return piece
+        def emit(text: str) -> list[str]:
+            # A checked sentence still streams word by word, as the customer is used to seeing it arrive.
+            pieces = _words(text)
+            if pieces and out:
+                pieces[0] = " " + pieces[0]
+            out.extend(pieces)
+            return pieces
 
         def judge(sentence: str) -> list[str]:
             reasons = secret_reasons(sentence, said_by_customer) + list(checker.check_sentence(sentence).reasons)
@@ -366,7 +369,8 @@ class DialogueManager:
                 for sentence in release(sentences[:-1]):
                     if "first_sentence" not in result.stages_ms:
                         result.stages_ms["first_sentence"] = _ms(llm_started)
-                    yield emit(sentence)
+                    for piece in emit(sentence):
+                        yield piece
                 if failures:
                     break
         if guard.leaked:
@@ -378,24 +382,22 @@ class DialogueManager:
             if not failures:
                 buffer += guard.flush()
                 for sentence in release(split_sentences(buffer)):
-                    yield emit(sentence)
+                    for piece in emit(sentence):
+                        yield piece
                 if held and not failures:
                     # Only pleasantries: fine for small talk or after an answer, not as the answer to a question.
                     if evidence and not sent:
                         failures.append({"sentence": " ".join(held), "reasons": ["does not answer the question"]})
                     else:
-                        yield emit(" ".join(held))
+                        for piece in emit(" ".join(held)):
+                            yield piece
                         sent.extend(held)
             if failures:
                 result.replaced = written.strip()
                 replacement = self.fallback(ranked, sent) or ("" if sent else SMALL_TALK_FALLBACK)
                 result.check = {"verdict": "replaced", "failures": failures, "kept_sentences": len(sent)}
-                for index, word in enumerate(_words(replacement)):
-                    if index == 0:
-                        yield emit(word)
-                    else:
-                        out.append(word)
-                        yield word
+                for piece in emit(replacement):
+                    yield piece
             else:
                 result.check = {"verdict": "passed", "sentences": len(sent)}
         result.stages_ms["llm_total"] = _ms(llm_started)
