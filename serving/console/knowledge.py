@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
-from bot.articles import MAX_TITLE_CHARS, ArticleError, article_from_markdown, slugify
+from bot.articles import MAX_TITLE_CHARS, plain_text, slugify
 from conversations import crud
 from conversations import knowledge as kb
 from serving.auth import SignedIn
@@ -25,15 +25,15 @@ MAX_TEXT_CHARS = 100_000
 
 
 def _draft(slug: str, title: str, text: str) -> kb.ArticleDraft:
-    """A checked article: a usable id, a title, and Markdown with some text in it."""
-    slug = slugify(slug)
-    try:
-        article = article_from_markdown(slug, text.replace("\r\n", "\n"), fallback_title=title.strip())
-    except ArticleError as error:
-        raise ApiError(422, "bad_article", str(error).replace(f"{slug}: ", "The article ", 1)) from error
-    if not title.strip():
+    """A checked article: a usable id, a title, and Markdown with at least one sentence in it."""
+    slug, title, text = slugify(slug), " ".join(title.split()), text.replace("\r\n", "\n").strip()
+    if not slug:
+        raise ApiError(422, "bad_article", "The id needs letters or digits.")
+    if not title:
         raise ApiError(422, "bad_article", "The article needs a title.")
-    return kb.ArticleDraft(slug=slug, title=" ".join(title.split()), text=article.text)
+    if not plain_text(text):
+        raise ApiError(422, "bad_article", "The article has no text: write at least one sentence.")
+    return kb.ArticleDraft(slug=slug, title=title, text=text)
 
 
 def _audit(session: Session, signed: SignedIn, action: str, slug: str, version: int) -> None:
