@@ -143,3 +143,17 @@ def test_staff_who_are_not_admins_cannot_change_articles(server: Server) -> None
 
 def _search(server: Server, question: str):
     return server.app.state.services.knowledge.index.current().search(question)
+
+
+def test_an_edit_made_on_an_old_copy_of_the_page_is_refused(server: Server) -> None:
+    admin = make_staff(server.engine, "cy@example.com", "Cy Admin", StaffRole.admin)
+    with httpx.Client(base_url=server.url, cookies=admin.cookies, timeout=30, follow_redirects=True) as client:
+        page = client.get("/console/knowledge/shipping")
+        version = int(re.search(r'name="expected_version" value="(\d+)"', page.text).group(1))  # type: ignore[union-attr]
+        form = {"csrf_token": admin.csrf, "title": "Shipping", "expected_version": str(version)}
+        saved = client.post("/console/knowledge/shipping", data={**form, "text": "Standard shipping is free."})
+        assert saved.status_code == 200 and "Article saved as a new version" in saved.text
+        stale = client.post("/console/knowledge/shipping", data={**form, "text": "Express shipping is free."})
+    assert stale.status_code == 409
+    assert f"now version {version + 1}" in stale.text and "Express shipping is free." in stale.text  # kept to copy
+    assert "Standard shipping is free." in _search(server, "Is standard shipping free?")[0].passage.text
