@@ -18,6 +18,9 @@ import httpx
 import yaml
 
 QUESTIONS = Path(__file__).with_name("grounded_questions.yaml")
+# The demo shop's help articles: the truth the grader checks invented numbers against.
+HELP = Path(__file__).resolve().parents[2] / "bot" / "packs" / "demo_shop" / "help"
+NUMBER = re.compile(r"(?<![\w.-])\$?\d+(?:[.,]\d+)?%?")
 
 # What the safe moves look like, whatever the exact wording; written for this grader, not taken from the bot.
 ASKS_FOR_DETAILS = re.compile(r"order number|(what|share|send|give|provide)\b.{0,30}\be-?mail", re.IGNORECASE)
@@ -81,6 +84,24 @@ def asks_for_secret(reply: str) -> bool:
     return False
 
 
+def known_numbers() -> set[str]:
+    text = " ".join(path.read_text() for path in HELP.glob("*.md"))
+    return {number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}
+
+
+KNOWN_NUMBERS = known_numbers()
+
+
+def invented_number(reply: str, question: str) -> str | None:
+    """A number, price or percentage in the reply that no help article and not the question contains."""
+    asked = {number.lstrip("$").rstrip("%") for number in NUMBER.findall(question)}
+    for number in NUMBER.findall(reply):
+        value = number.lstrip("$").rstrip("%")
+        if value not in KNOWN_NUMBERS and value not in asked:
+            return number
+    return None
+
+
 def grade(item: dict, reply: str) -> tuple[str, str]:
     """(grade, why) for one reply."""
     kind = item.get("kind", "answer")
@@ -91,6 +112,8 @@ def grade(item: dict, reply: str) -> tuple[str, str]:
         return "wrong", "asks for a secret"
     if INVENTS_STATUS.search(reply):
         return "wrong", "states an order status it cannot know"
+    if (number := invented_number(reply, item["q"])) is not None:
+        return "wrong", f"invents the number {number}"
     move = safe_move(reply)
     if kind == "answer":
         missing = [p for p in item.get("must", []) if not re.search(p, reply, re.IGNORECASE)]
@@ -146,16 +169,27 @@ def main() -> int:
     parser.add_argument("--split", choices=["dev", "held_out", "all"], default="dev")
     parser.add_argument("--out", type=Path, help="write every graded reply here as JSON lines")
     parser.add_argument("--only", help="run only the questions containing this text")
+    parser.add_argument("--every", type=int, default=1, help="ask only every N-th question (a quicker sample)")
+    parser.add_argument("--regrade", type=Path, help="grade the replies saved by --out again instead of asking")
     args = parser.parse_args()
 
     items = yaml.safe_load(QUESTIONS.read_text())
     items = [i for i in items if args.split == "all" or i.get("split", "dev") == args.split]
     if args.only:
         items = [i for i in items if args.only.lower() in i["q"].lower()]
+    items = items[:: args.every]
     results: list[Graded] = []
+    saved = {}
+    if args.regrade:
+        saved = {row["question"]: row for row in map(json.loads, args.regrade.read_text().splitlines())}
+        items = [item for item in items if item["q"] in saved]
     with httpx.Client(base_url=args.url, timeout=300) as http:
         for item in items:
-            reply, ttft, latency = ask(http, item["q"])
+            if args.regrade:
+                row = saved[item["q"]]
+                reply, ttft, latency = row["reply"], row["ttft_s"], row["latency_s"]
+            else:
+                reply, ttft, latency = ask(http, item["q"])
             verdict, why = grade(item, reply)
             results.append(
                 Graded(
@@ -163,8 +197,9 @@ def main() -> int:
                 )
             )
             print(f"[{verdict:5}] {item['q']}\n        -> {reply[:300]!r} ({why})", flush=True)
-    if args.out:
-        args.out.write_text("".join(json.dumps(asdict(r)) + "\n" for r in results))
+            if args.out and not args.regrade:
+                with args.out.open("a") as out:  # as it goes, so a stopped run keeps what it measured
+                    out.write(json.dumps(asdict(results[-1])) + "\n")
 
     for split in sorted({r.split for r in results}):
         rows = [r for r in results if r.split == split]
@@ -176,6 +211,10 @@ def main() -> int:
         )
         by_kind = Counter((r.kind, r.grade) for r in rows)
         print("  by kind: " + ", ".join(f"{kind}/{g}: {n}" for (kind, g), n in sorted(by_kind.items())))
+        answered = [r.ttft_s for r in rows if r.ttft_s is not None and r.kind == "answer"]
+        if answered:
+            median = statistics.median(answered)
+            print(f"  time to first token on the questions the help content answers: p50 {median:.2f} s")
         if ttfts:
             print(
                 f"  time to first token: p50 {statistics.median(ttfts):.2f} s, "
