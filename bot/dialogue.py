@@ -299,6 +299,10 @@ class DialogueManager:
             yield result
             return
 
+        # The prompt (and the check) carry only the passages that hold the best answer sentences: fewer tokens
+        # for the model to read, and less for a 135M model to wander off into.
+        holding = {candidate.passage for candidate in choose_sentences(ranked)}
+        evidence = [hit for number, hit in enumerate(evidence) if number in holding] or evidence
         prompt_started = time.perf_counter()
         prompt = self.build_prompt(turns, next_state, summary, evidence)
         result.stages_ms["prompt"] = _ms(prompt_started)
