@@ -289,9 +289,14 @@ class GroundingChecker:
     def _claim_reasons(self, sentence: str) -> list[str]:
         reasons = []
         for clause in clauses(sentence):
-            stems = set(content_stems(clause)) - self._context_stems
+            stems = set(content_stems(clause))
             if not stems:
-                continue  # a pleasantry, or only what the customer said
+                continue  # a pleasantry
+            # The customer's own words (their product, their order number) need no passage; an echo of their
+            # question as a claim ("Yes, we offer same-day delivery") is still checked against the passages.
+            stems -= self._context_stems - self._source_stems()
+            if not stems:
+                continue
             negated = is_negated(clause)
             covered, unit = self._best(stems, self._clauses)
             if unit is not None and covered >= 0.5 and unit.negated != negated:

@@ -106,6 +106,8 @@ def test_what_the_customer_said_may_be_repeated_but_is_not_evidence() -> None:
     assert checker.check("You can return the desk lamp from order LL-104233 within 30 days of delivery.").ok
     assert not checker.check("You can return it within 40 days.").ok
     assert not checker.check("You can return a speaker within 30 days.").ok
+    echo = GroundingChecker([RETURNS], context="Do you offer direct exchanges?")
+    assert not echo.check("Yes, we offer direct exchanges.").ok, "an echo of the question is still a claim"
 
 
 def test_a_reply_must_speak_to_the_question(checker: GroundingChecker) -> None:
