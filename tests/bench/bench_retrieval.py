@@ -162,13 +162,15 @@ class CachedEncoder:
     def __init__(self, encoder: SentenceEncoder, path: Path | None) -> None:
         self.encoder, self.path, self.dim = encoder, path, encoder.dim
         self.vectors: dict[str, np.ndarray] = {}
+        self.queries: dict[str, np.ndarray] = {}  # set to time a search without its query embedding
         if path is not None and path.exists():
             with np.load(path) as stored:
                 self.vectors = dict(zip(stored["texts"].tolist(), stored["vectors"], strict=True))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 1:
-            return self.encoder.embed(texts)
+            known = self.queries.get(texts[0])
+            return known[None, :] if known is not None else self.encoder.embed(texts)
         missing = [text for text in dict.fromkeys(texts) if text not in self.vectors]
         if missing:
             self.vectors.update(zip(missing, self.encoder.embed(missing), strict=True))
@@ -199,6 +201,13 @@ def latency(encoder: SentenceEncoder, passages: int, queries: list[str], cache: 
         started = time.perf_counter()
         encoder.embed([query])
         embed_ms.append((time.perf_counter() - started) * 1000)
+    cached.queries = {query: encoder.embed([query])[0] for query in set(queries)}
+    without_embedding = []
+    for query in queries:
+        started = time.perf_counter()
+        index.search(query, k=3)
+        without_embedding.append((time.perf_counter() - started) * 1000)
+    cached.queries = {}
     edited = [*pack_articles, *generated]
     edited[0] = Article(edited[0].slug, edited[0].title, edited[0].text.replace("30", "45"), 2)
     started = time.perf_counter()
@@ -213,6 +222,7 @@ def latency(encoder: SentenceEncoder, passages: int, queries: list[str], cache: 
         "search_ms_p50": statistics.median(timings),
         "search_ms_p95": timings[int(0.95 * (len(timings) - 1))],
         "query_embedding_ms_p50": statistics.median(embed_ms),
+        "search_without_query_embedding_ms_p50": statistics.median(without_embedding),
         "vectors_mb": index._vectors.nbytes / 1e6,
     }
 
@@ -258,7 +268,8 @@ def main() -> None:
     print(
         f"{s['passages']} passages: search p50 {s['search_ms_p50']:.2f} ms"
         f" (target {TARGETS['latency_ms_p50_10k']:.0f}), p95 {s['search_ms_p95']:.2f} ms,"
-        f" of which embedding the query p50 {s['query_embedding_ms_p50']:.2f} ms;"
+        f" of which embedding the query p50 {s['query_embedding_ms_p50']:.2f} ms"
+        f" (search alone p50 {s['search_without_query_embedding_ms_p50']:.2f} ms);"
         f" vectors {s['vectors_mb']:.1f} MB; build {s['build_s']:.1f} s"
         f"{'' if s['build_embedded_every_passage'] else ' (embeddings from the cache)'}, "
         f"re-index after one edit {s['reindex_after_one_edit_s']:.2f} s;"
