@@ -127,6 +127,32 @@ def system_text(pack: DomainPack, policies: Sequence[Policy], *, details: str = 
     return "\n\n".join(parts)
 
 
+def grounded_system_text(
+    pack: DomainPack, passages: Sequence[tuple[str, str]], *, details: str = "", summary: str = ""
+) -> str:
+    """The system message of a grounded answer: instructions, the retrieved (title, text) passages and nothing
+    else the model could state, then known details and the earlier summary."""
+    parts = [pack.system_prompt.strip()]
+    parts += [f"{title}: {text.strip()}" for title, text in passages]
+    if details:
+        parts.append(f"Details the customer gave: {details}.")
+    if summary:
+        parts.append(f"Summary of the earlier conversation: {summary.strip()}")
+    return "\n\n".join(parts)
+
+
+def retrieval_query(turns: Sequence[Turn], min_words: int = 3) -> str:
+    """What to search the help content for: the newest customer message, with the one before it when the
+    newest is too short to stand alone ("and to Canada?", "LL-104233")."""
+    customer = [turn.text for turn in turns if turn.role == "customer"]
+    if not customer:
+        return ""
+    latest = customer[-1]
+    if len(set(_WORD.findall(latest.lower())) - _STOPWORDS) < min_words and len(customer) > 1:
+        return f"{customer[-2]} {latest}"
+    return latest
+
+
 def chat_role(turn: Turn) -> str:
     # Staff replies speak for the company, so the model sees them as assistant turns.
     return "user" if turn.role == "customer" else "assistant"

@@ -1,7 +1,8 @@
 """The dialogue manager: decides and produces the bot's side of every customer turn.
 
-Per turn: extract details, classify the intent, route, build a prompt that fits the model's window,
-and stream the LLM's reply (or a fixed reply for rephrase, ask-for-details, handoff and refusals).
+Per turn: extract details, retrieve help passages, classify the intent, route, build a prompt from the passages
+that fits the model's window, and stream the LLM's reply sentence by sentence, each checked against the passages
+(or a fixed reply for rephrase, ask-for-details, handoff, refusals, off-topic and uncovered questions).
 """
 
 import logging
@@ -14,10 +15,13 @@ from typing import Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from bot.context import Prompt, TokenCounter, Turn, fit_recent_turns, relevant_policies, system_text
+from bot.articles import split_sentences
+from bot.context import Prompt, TokenCounter, Turn, fit_recent_turns, grounded_system_text, retrieval_query
 from bot.domain import DomainPack
-from bot.guard import LeakGuard
+from bot.grounding import Candidate, GroundingChecker, choose_sentences, content_stems, rank_sentences
+from bot.guard import LeakGuard, secret_reasons
 from bot.intents import IntentClassifier, Prediction
+from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
@@ -31,6 +35,18 @@ REFUSAL = (
     "Sorry, I can't share or change how I work. I'm happy to help with orders, shipping, returns, "
     "refunds and your account."
 )
+SCOPE_REPLY = (
+    "Sorry, I can only help with questions about {company}: orders, shipping, returns, refunds, payments and your "
+    "account. Is there anything about your shopping with us I can help with?"
+)
+NOT_SURE_REPLY = (
+    "I'm not sure about that, and I'd rather not guess. A teammate can help: just say \"talk to a person\" and I'll "
+    "pass this conversation on."
+)
+SMALL_TALK_FALLBACK = "I'm happy to help. What would you like to know?"
+# Below this, the best passage sentence does not answer the question (word overlap + encoder cosine, see
+# bot/grounding.rank_sentences): the help content does not cover it, whatever retrieval returned.
+ANSWERABLE = 0.7
 SUMMARY_INSTRUCTION = (
     "You keep a short running summary of a customer-support chat. Update the summary with the new "
     "messages. Keep order numbers, e-mails, products and what the customer wants. At most 60 words."
@@ -68,6 +84,9 @@ class TurnResult:
     summary_used: bool = False
     leak_blocked: bool = False
     stages_ms: dict[str, float] = field(default_factory=dict)
+    hits: list[Hit] = field(default_factory=list)  # the passages retrieved for the turn
+    check: dict | None = None  # the grounding check's verdict and the failing sentences
+    replaced: str | None = None  # what the model wrote, when the check replaced it
 
     def trace(self) -> dict:
         """What staff see next to the reply: why the bot said what it said."""
@@ -84,12 +103,30 @@ class TurnResult:
             "leak_blocked": self.leak_blocked,
             "slots": dict(self.state.slots),
             "stages_ms": self.stages_ms,
+            "passages": [
+                {
+                    "slug": hit.passage.article_slug,
+                    "title": hit.passage.title,
+                    "version": hit.passage.version,
+                    "score": round(hit.score, 4),
+                    "relevant": hit.relevant,
+                    "text": hit.passage.text,
+                }
+                for hit in self.hits
+            ],
+            "check": self.check,
+            "replaced": self.replaced,
         }
 
 
 def to_langchain(messages: Sequence[dict[str, str]]) -> list[BaseMessage]:
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
     return [kinds[message["role"]](content=message["content"]) for message in messages]
+
+
+def _words(text: str) -> list[str]:
+    # Fixed replies stream word by word too, so the customer sees them arrive like any other.
+    return re.findall(r"\S+\s*", text)
 
 
 def _ms(since: float) -> float:
@@ -112,6 +149,8 @@ class DialogueManager:
         reply_tokens: int,
         summary_model: str,
         slots: SlotExtractor | None = None,
+        knowledge: Swappable[KnowledgeIndex] | None = None,
+        passages: int = 3,
     ) -> None:
         self.pack = pack
         self.llm = llm
@@ -122,10 +161,20 @@ class DialogueManager:
         self.prompt_budget = context_tokens - reply_tokens
         self.summary_model = summary_model
         self.slots = slots or SlotExtractor(pack.slot_patterns, pack.products)
+        # Without a live knowledge base (tests, benchmarks), the pack's own help articles are the knowledge.
+        self.knowledge = knowledge or Swappable(KnowledgeIndex.build(pack.articles, SentenceEncoder()))
+        self.passages = passages
 
-    def plan(self, text: str, state: DialogueState) -> tuple[Route, Prediction | None, DialogueState, dict]:
-        """Classify and route one customer message; returns the route and the state after it."""
+    def plan(
+        self, text: str, state: DialogueState, query: str | None = None
+    ) -> tuple[Route, Prediction | None, DialogueState, dict, list[Hit]]:
+        """Retrieve, classify and route one customer message; returns the route, the state after it and the hits.
+
+        `query` is what to search the help content for (by default the message itself)."""
         stages: dict[str, float] = {}
+        started = time.perf_counter()
+        hits = self.knowledge.current().search(query or text, k=self.passages) if (query or text).strip() else []
+        stages["retrieve"] = _ms(started)
         started = time.perf_counter()
         slots = {**state.slots, **self.slots.extract(text)}
         classifier = self.classifier.current()
@@ -133,9 +182,10 @@ class DialogueManager:
         stages["classify"] = _ms(started)
         started = time.perf_counter()
         seen = replace(state, slots=slots)
-        route = self.router.route(text=text, prediction=prediction, state=seen)
+        covered = any(hit.relevant for hit in hits)
+        route = self.router.route(text=text, prediction=prediction, state=seen, covered=covered)
         stages["route"] = _ms(started)
-        return route, prediction, self._next_state(seen, route, text), stages
+        return route, prediction, self._next_state(seen, route, text), stages, hits
 
     @staticmethod
     def _next_state(state: DialogueState, route: Route, text: str) -> DialogueState:
@@ -158,28 +208,57 @@ class DialogueManager:
             return self.pack.handoff_message
         if route.decision is Decision.refuse:
             return REFUSAL
+        if route.decision is Decision.out_of_scope:
+            return SCOPE_REPLY.format(company=self.pack.company_name)
         if route.decision is Decision.ask_details and route.intent:
             return self.pack.intent(route.intent).ask
         return None
 
-    def build_prompt(self, turns: Sequence[Turn], route: Route, state: DialogueState, summary: str) -> Prompt:
-        if route.intent and route.intent in {intent.name for intent in self.pack.intents}:
-            policies = [self.pack.policy(policy_id) for policy_id in self.pack.intent(route.intent).policies]
-        else:
-            latest = next((turn.text for turn in reversed(turns) if turn.role == "customer"), "")
-            policies = relevant_policies(self.pack, latest)
+    def build_prompt(
+        self, turns: Sequence[Turn], state: DialogueState, summary: str, passages: Sequence[Hit]
+    ) -> Prompt:
+        evidence = [(hit.passage.title, hit.passage.text) for hit in passages]
         details = render_slots(state.slots)
         prompt = fit_recent_turns(
-            system=system_text(self.pack, policies, details=details), turns=turns, budget=self.prompt_budget,
-            counter=self.counter,
+            system=grounded_system_text(self.pack, evidence, details=details), turns=turns,
+            budget=self.prompt_budget, counter=self.counter,
         )  # fmt: skip
         if prompt.dropped_turns and summary:
             # Older turns were evicted: bring back what they said through the running summary.
             prompt = fit_recent_turns(
-                system=system_text(self.pack, policies, details=details, summary=summary), turns=turns,
+                system=grounded_system_text(self.pack, evidence, details=details, summary=summary), turns=turns,
                 budget=self.prompt_budget, counter=self.counter,
             )  # fmt: skip
         return prompt
+
+    def is_small_talk(self, route: Route) -> bool:
+        """Greetings and thanks: intents the pack answers without any help article (off-topic ones excluded)."""
+        if route.intent not in {intent.name for intent in self.pack.intents} or route.decision is not Decision.answer:
+            return False
+        intent = self.pack.intent(route.intent)
+        scope_intents = getattr(getattr(self.router, "config", None), "scope_intents", ())
+        return intent.handling == "answer" and not intent.policies and intent.name not in scope_intents
+
+    def answers(self, question: str, passages: Sequence[Hit]) -> list[Candidate]:
+        """The sentences of `passages`, best answer to `question` first."""
+        encoder = self.knowledge.current().encoder
+
+        def similarity(query: str, candidates: Sequence[str]) -> list[float]:
+            vectors = encoder.embed([query, *candidates])
+            return [float(score) for score in vectors[1:] @ vectors[0]]
+
+        return rank_sentences(
+            question, [hit.passage.text for hit in passages], similarity=similarity,
+            passage_scores=[hit.score for hit in passages],
+        )  # fmt: skip
+
+    @staticmethod
+    def fallback(ranked: Sequence[Candidate], said: Sequence[str]) -> str:
+        """A reply built from the passages themselves: their best one or two sentences for the question, less
+        what the customer was already told."""
+        already = set(content_stems(" ".join(said), courtesy=True))
+        fresh = [c for c in choose_sentences(ranked) if not set(content_stems(c.sentence, courtesy=True)) <= already]
+        return " ".join(c.sentence for c in sorted(fresh, key=lambda c: c.passage))
 
     async def respond(
         self, *, turns: Sequence[Turn], state: DialogueState, summary: str = ""
@@ -190,32 +269,91 @@ class DialogueManager:
         """
         started = time.perf_counter()
         text = turns[-1].text if turns else ""
-        route, prediction, next_state, stages = self.plan(text, state)
-        result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages)
+        query = retrieval_query(turns)
+        route, prediction, next_state, stages, hits = self.plan(text, state, query)
+        result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
         if route.decision is Decision.silent:
             result.stages_ms["total"] = _ms(started)
             yield result
             return
+        evidence = [hit for hit in hits if hit.relevant]
         fixed = self.fixed_reply(route)
+        ranked: list[Candidate] = []
+        if fixed is None:
+            started_ranking = time.perf_counter()
+            ranked = self.answers(query, evidence) if evidence else []
+            result.stages_ms["rank"] = _ms(started_ranking)
+            answerable = max((candidate.score for candidate in ranked), default=0.0) >= ANSWERABLE
+            if not answerable and self.is_small_talk(route):
+                evidence, ranked = [], []  # "thanks!": a pleasantry, with nothing to state
+            elif not answerable:
+                # About the business, but the help content does not say: never a guess.
+                fixed = NOT_SURE_REPLY
+                best = round(max(candidate.score for candidate in ranked), 3) if ranked else None
+                result.check = {"verdict": "not covered by the help content", "best_sentence_score": best}
         if fixed is not None:
             result.text = fixed
             result.stages_ms["total"] = _ms(started)
-            # Fixed replies stream word by word too, so the customer sees them arrive like any other.
-            for word in re.findall(r"\S+\s*", fixed):
+            for word in _words(fixed):
                 yield word
             yield result
             return
 
+        # The prompt (and the check) carry only the passages that hold the best answer sentences: fewer tokens
+        # for the model to read, and less for a 135M model to wander off into.
+        holding = {candidate.passage for candidate in choose_sentences(ranked)}
+        evidence = [hit for number, hit in enumerate(evidence) if number in holding] or evidence
         prompt_started = time.perf_counter()
-        prompt = self.build_prompt(turns, route, next_state, summary)
+        prompt = self.build_prompt(turns, next_state, summary, evidence)
         result.stages_ms["prompt"] = _ms(prompt_started)
         result.prompt_tokens, result.dropped_turns = prompt.tokens, prompt.dropped_turns
         result.summary_used = "Summary of the earlier conversation" in prompt.messages[0]["content"]
         result.model = self.models.current()
+        said_by_customer = " ".join(turn.text for turn in turns if turn.role == "customer")
+        checker = GroundingChecker(
+            [hit.passage.text for hit in evidence], context=f"{said_by_customer}\n{render_slots(next_state.slots)}",
+            products=self.pack.products,
+        )  # fmt: skip
         guard = LeakGuard(self.pack.system_prompt)
-        pieces: list[str] = []
+        sent: list[str] = []  # sentences released to the customer
+        held: list[str] = []  # pleasantries waiting for the first sentence with substance
+        written = ""  # everything the model wrote, for the trace when it is replaced
+        buffer = ""
+        out: list[str] = []  # exactly what was streamed
+        failures: list[dict] = []
         llm_started = time.perf_counter()
         result.stages_ms["before_llm"] = _ms(started)
+
+        def emit(text: str) -> list[str]:
+            # A checked sentence still streams word by word, as the customer is used to seeing it arrive.
+            pieces = _words(text)
+            if pieces and out:
+                pieces[0] = " " + pieces[0]
+            out.extend(pieces)
+            return pieces
+
+        def judge(sentence: str) -> list[str]:
+            reasons = secret_reasons(sentence, said_by_customer) + list(checker.check_sentence(sentence).reasons)
+            if not reasons and not sent and evidence and not checker.relevant_to(query, sentence):
+                reasons.append("does not answer the question")
+            return reasons
+
+        def release(sentences: Sequence[str]) -> list[str]:
+            """The sentences that pass, in order, up to the first that fails (recorded in `failures`)."""
+            passed: list[str] = []
+            for sentence in sentences:
+                if not content_stems(sentence) and not secret_reasons(sentence, said_by_customer):
+                    held.append(sentence)  # "Sure!" passes with whatever follows it
+                    continue
+                reasons = judge(sentence)
+                if reasons:
+                    failures.append({"sentence": sentence, "reasons": reasons})
+                    return passed
+                passed += [*held, sentence]
+                sent.extend([*held, sentence])
+                held.clear()
+            return passed
+
         async for event in self.llm.stream(to_langchain(prompt.messages), model=result.model):
             if isinstance(event, ReplyDone):
                 result.model = event.model
@@ -224,21 +362,51 @@ class DialogueManager:
                 break
             if "llm_first_token" not in result.stages_ms:
                 result.stages_ms["llm_first_token"] = _ms(llm_started)
-            if released := guard.feed(event):
-                pieces.append(released)
-                yield released
+            written += event
+            buffer += guard.feed(event)
             if guard.leaked:
                 break
+            # A sentence is complete once the next one has started; check it, then send it.
+            sentences = split_sentences(buffer)
+            if len(sentences) > 1:
+                buffer = sentences[-1] + (" " if buffer[-1:].isspace() else "")
+                for sentence in release(sentences[:-1]):
+                    if "first_sentence" not in result.stages_ms:
+                        result.stages_ms["first_sentence"] = _ms(llm_started)
+                    for piece in emit(sentence):
+                        yield piece
+                if failures:
+                    break
         if guard.leaked:
             result.leak_blocked = True
-            yield "\n" + REFUSAL
-            pieces.append("\n" + REFUSAL)
-        elif tail := guard.flush():
-            pieces.append(tail)
-            yield tail
+            result.check = {"verdict": "blocked: repeats the instructions"}
+            out.append("\n" + REFUSAL)
+            yield out[-1]
+        else:
+            if not failures:
+                buffer += guard.flush()
+                for sentence in release(split_sentences(buffer)):
+                    for piece in emit(sentence):
+                        yield piece
+                if held and not failures:
+                    # Only pleasantries: fine for small talk or after an answer, not as the answer to a question.
+                    if evidence and not sent:
+                        failures.append({"sentence": " ".join(held), "reasons": ["does not answer the question"]})
+                    else:
+                        for piece in emit(" ".join(held)):
+                            yield piece
+                        sent.extend(held)
+            if failures:
+                result.replaced = written.strip()
+                replacement = self.fallback(ranked, sent) or ("" if sent else SMALL_TALK_FALLBACK)
+                result.check = {"verdict": "replaced", "failures": failures, "kept_sentences": len(sent)}
+                for piece in emit(replacement):
+                    yield piece
+            else:
+                result.check = {"verdict": "passed", "sentences": len(sent)}
         result.stages_ms["llm_total"] = _ms(llm_started)
         result.stages_ms["total"] = _ms(started)
-        result.text = "".join(pieces).strip()
+        result.text = "".join(out).strip()
         yield result
 
     def needs_summary(self, turns: Sequence[Turn], dropped_turns: int, summarized_upto: int | None) -> list[Turn]:

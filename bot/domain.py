@@ -1,10 +1,12 @@
-"""Load and validate a domain pack: the company, policies, intents and examples the bot serves.
+"""Load and validate a domain pack: the company, help articles, intents and examples the bot serves.
 
-A pack is a folder of YAML and JSONL files (bot/packs/README.md); a company swaps in its own.
+A pack is a folder of YAML and JSONL files and a help/ folder of Markdown articles (bot/packs/README.md);
+a company swaps in its own.
 """
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -20,10 +22,12 @@ from pydantic import (
     model_validator,
 )
 
+from bot.articles import Article, ArticleError, plain_text, read_article
+
 logger = logging.getLogger(__name__)
 
 PACK_FILE = "pack.yaml"
-POLICIES_FILE = "policies.yaml"
+HELP_DIR = "help"
 INTENTS_FILE = "intents.yaml"
 CHECKS_FILE = "checks.yaml"
 SEEDS_FILE = "seed_conversations.jsonl"
@@ -47,7 +51,8 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 class Policy(BaseModel):
-    """One store policy; the bot may state only what policies say."""
+    """One help article of the pack as plain text (id = its file name); the bot may state only what
+    the help articles say. A view of `DomainPack.articles`, kept for the prompt and training code."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -156,6 +161,7 @@ class PackInfo(BaseModel):
 class DomainPack(PackInfo):
     """A whole pack as the bot uses it; build it with `load_pack`, which checks it is consistent."""
 
+    articles: list[Article]
     policies: list[Policy]
     intents: list[Intent]
     checks: list[Check] = []
@@ -201,27 +207,27 @@ def load_pack(path: Path) -> DomainPack:
     if not path.is_dir():
         raise DomainPackError(f"{path}: domain pack folder not found")
     info = _load_info(path / PACK_FILE)
-    policies = _load_entries(path / POLICIES_FILE, Policy, "id")
+    articles = _load_help(path / HELP_DIR)
     intents = _load_entries(path / INTENTS_FILE, Intent, "name")
     checks_path = path / CHECKS_FILE
     checks = _load_entries(checks_path, Check, "id") if checks_path.exists() else []
 
-    _require_unique(path / POLICIES_FILE, [(line, policy.id) for line, policy in policies], "policy id")
     _require_unique(path / INTENTS_FILE, [(line, intent.name) for line, intent in intents], "intent name")
     _require_unique(checks_path, [(line, check.id) for line, check in checks], "check id")
-    known_policies = {policy.id for _, policy in policies}
+    known_policies = {article.slug for article in articles}
     for line, intent in intents:
         for policy_id in intent.policies:
             if policy_id not in known_policies:
                 raise DomainPackError(
-                    f"{path / INTENTS_FILE}:{line}: intent {intent.name!r} refers to unknown policy "
-                    f"{policy_id!r} (known: {', '.join(sorted(known_policies))})"
+                    f"{path / INTENTS_FILE}:{line}: intent {intent.name!r} refers to unknown help article "
+                    f"{policy_id!r} (known: {', '.join(sorted(known_policies))}; one per {HELP_DIR}/<id>.md)"
                 )
     _require_distinct_examples(path / INTENTS_FILE, intents)
 
     pack = DomainPack(
         **info.model_dump(),
-        policies=[policy for _, policy in policies],
+        articles=articles,
+        policies=[Policy(id=article.slug, title=article.title, text=plain_text(article.text)) for article in articles],
         intents=[intent for _, intent in intents],
         checks=[check for _, check in checks],
         path=path.resolve(),
@@ -229,10 +235,10 @@ def load_pack(path: Path) -> DomainPack:
     # Read once so a broken seed file fails at start-up rather than hours later in training.
     seeds = sum(1 for _ in _read_seeds(path / SEEDS_FILE, {intent.name for _, intent in intents}))
     logger.info(
-        "loaded domain pack %r from %s: %d policies, %d intents, %d checks, %d seed conversations",
+        "loaded domain pack %r from %s: %d help articles, %d intents, %d checks, %d seed conversations",
         pack.name,
         path,
-        len(pack.policies),
+        len(pack.articles),
         len(pack.intents),
         len(pack.checks),
         seeds,
@@ -303,6 +309,24 @@ def _load_entries(path: Path, model: type[Model], key: str) -> list[tuple[int, M
                 label += f" ({key} {item[key]!r})"
             raise DomainPackError(f"{path}:{line}: {label}: {_describe(err)}") from err
     return entries
+
+
+def _load_help(folder: Path) -> list[Article]:
+    """The pack's help articles, one Markdown file each, named by its id: help/returns.md is "returns"."""
+    if not folder.is_dir():
+        raise DomainPackError(f"{folder}: help article folder not found (one Markdown file per article)")
+    articles = []
+    for path in sorted(folder.glob("*.md")):
+        if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", path.stem) is None:
+            raise DomainPackError(f"{path}: name the file by the article id, in lower-case letters, digits, - and _")
+        try:
+            article = read_article(path)
+        except ArticleError as err:
+            raise DomainPackError(str(err)) from err
+        articles.append(Article(slug=path.stem, title=article.title, text=article.text))
+    if not articles:
+        raise DomainPackError(f"{folder}: no help articles (*.md)")
+    return articles
 
 
 def _require_unique(path: Path, keyed: list[tuple[int, str]], what: str) -> None:

@@ -68,3 +68,48 @@ class LeakGuard:
         """The held-back tail, at the end of a reply without a leak."""
         released, self._pending = ("" if self.leaked else self._pending), ""
         return released
+
+
+# Secrets a support chat must never ask for or repeat. Nouns first, then what asking for them looks like.
+_SECRET = (
+    r"(?:pass ?words?|pass ?codes?|pass ?phrases?|\bpins?\b(?: codes?| numbers?)?|(?:full |whole |complete |long )?"
+    r"(?:credit |debit |bank )?card(?:'s)? (?:numbers?|details|digits)|security codes?|\bcvv2?\b|\bcvc2?\b|\bcsc\b"
+    r"|verification codes?|one[- ]time (?:pass)?codes?|\botp\b|login details|sign[- ]in details|credentials)"
+)
+_ASK = re.compile(
+    r"(?:share|send|give|provide|tell|type|paste|post|write|confirm|reply with|need|require|let me know|"
+    r"what(?:'s| is| are)|can i (?:have|get)|could you|enter)\b[^.?!\n]{0,40}?"
+    + _SECRET
+    + r"|"
+    + _SECRET
+    + r"[^.?!\n]{0,30}?\b(?:here|in (?:the|this) chat|with me|to me)\b",
+    re.IGNORECASE,
+)
+_NEVER = re.compile(r"\b(?:never|not|n't|no need|don't|do not|won't|will not|without)\b", re.IGNORECASE)
+_CARD_DIGITS = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_CODE_NEAR = re.compile(r"(?:security code|\bcvv2?\b|\bcvc2?\b|\bcsc\b|\bpin\b)\D{0,20}(\d{3,4})\b", re.IGNORECASE)
+_GIVEN_SECRET = re.compile(
+    r"(?:password|passcode|pin|security code|cvv|cvc)\s*(?:is|was|:|=)\s*[\"']?([^\s\"',;]{3,})", re.IGNORECASE
+)
+
+
+def secret_reasons(reply: str, customer_text: str = "") -> list[str]:
+    """Why `reply` must not be sent: it asks for a secret, or repeats a card number, code or password.
+
+    `customer_text` is what the customer wrote: a password or code they typed must never come back.
+    """
+    reasons = []
+    for match in _ASK.finditer(reply):
+        # "We never ask for your full card number" is the opposite of asking for it.
+        start = reply.rfind(".", 0, match.start()) + 1
+        if not _NEVER.search(reply[start : match.end()]):
+            reasons.append(f"asks for a secret: {match.group(0)!r}")
+    for digits in _CARD_DIGITS.findall(reply):
+        if len(re.sub(r"\D", "", digits)) >= 13:
+            reasons.append("repeats a card number")
+    if _CODE_NEAR.search(reply):
+        reasons.append("repeats a security code")
+    for secret in _GIVEN_SECRET.findall(customer_text):
+        if secret.lower() in reply.lower():
+            reasons.append("repeats a secret the customer typed")
+    return reasons

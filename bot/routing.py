@@ -1,8 +1,10 @@
 """Routing: what the bot does with a customer turn (answer, ask for details, rephrase, hand off...).
 
-Rules read the intent prediction, the intent's handling in the domain pack, and the conversation state.
+Rules read the intent prediction, the intent's handling in the domain pack, whether the help content covers
+the message, and the conversation state.
 """
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,11 +18,12 @@ from bot.sentiment import is_negative
 class Decision(StrEnum):
     """What the bot does with one customer turn."""
 
-    answer = "answer"  # the LLM answers, with the intent's policies in the prompt
+    answer = "answer"  # answered from the help passages retrieved for the message
     ask_details = "ask_details"  # the intent needs details (an order number...) the customer has not given
     rephrase = "rephrase"  # not understood: ask once to rephrase
     handoff = "handoff"  # a human takes over
     refuse = "refuse"  # a request for the bot's instructions
+    out_of_scope = "out_of_scope"  # outside the company's business: a polite scope reply, never an answer
     silent = "silent"  # a human owns the conversation: the bot says nothing
 
 
@@ -59,13 +62,67 @@ class RoutingConfig:
     """Angry customer turns in a row before the conversation is handed to a human."""
     handoff_intents: tuple[str, ...] = ()
     """Intents that always go to a human, on top of those the pack marks `handoff`."""
+    scope_intents: tuple[str, ...] = ("out_of_scope",)
+    """Intents that mean "not about this business": they get the scope reply unless the help content covers
+    the message after all."""
+
+
+# A request about one specific order: the customer's own order, parcel or refund, an order number, a problem
+# they report, or something they want done. General questions ("Is my speaker covered by warranty?",
+# "How long do refunds take?", "How do I track my order?") are answered from the help content first.
+_MY_ORDER = re.compile(
+    r"\b(?:my|our|this|that)\s+(?:\w+\s+){0,2}?(?:order|orders|package|parcel|delivery|shipment|purchase|refund|"
+    r"return|tracking|money|item|items)\b"
+    r"|\bi\s+(?:just\s+|already\s+)?(?:ordered|placed|bought|purchased|paid|returned|sent)\b",
+    re.IGNORECASE,
+)
+_ORDER_REFERENCE = re.compile(r"(?<![\w-])(?:[A-Z]{2,4}-?\d{4,10}|#\d{5,10})(?![\w-])", re.IGNORECASE)
+_ACTION = re.compile(
+    r"\b(?:cancel|change|update|correct|fix|redirect|check|track|refund|replace|replacement|send|process|look up|"
+    r"find|stop|void|undo|start|exchange)\b",
+    re.IGNORECASE,
+)
+_REQUEST = re.compile(
+    r"^\s*(?:(?:hi|hello|hey)[,!.]?\s+)?(?:please\b|pls\b|i\s+(?:want|need|would like)|i'd like|can you|could you|"
+    r"would you|will you|where(?:'s| is| are)|when (?:will|does|is)|has|have|did|why (?:is|has|hasn't|haven't|did)|"
+    r"what(?:'s| is) (?:the )?(?:status|happening)|help me)",
+    re.IGNORECASE,
+)
+_PROBLEM = re.compile(
+    r"\b(?:stopped working|broke|arrived (?:broken|damaged|late)|is broken|was broken|came broken|is damaged|"
+    r"was damaged|missing from|wrong (?:item|address|size|colou?r|house|city|zip|postcode)|never (?:came|arrived|got)|"
+    r"not (?:arrived|here|working|received)|(?:hasn't|hasnt|haven't|havent) (?:arrived|come|shipped|moved|been|"
+    r"received|got)|still (?:no|not|waiting|nothing)|doesn't work|isn't working|won't turn on)\b",
+    re.IGNORECASE,
+)
+# Questions about how things work ("How do I track my order?", "Can I change my address?") ask for policy.
+_GENERAL = re.compile(
+    r"^\s*(?:(?:hi|hello|hey)[,!.]?\s+)?(?:how (?:do|can|long|much|many|soon|fast|quickly|often)|"
+    r"can (?:i|an?|the|items?|orders?)\b|is (?:it|there|my|a|an|the)|are (?:there|my)|do (?:i|you)|does|"
+    r"what (?:is|are|do|does|if|happens|should)|which|who|will (?:i|the|you)\b)",
+    re.IGNORECASE,
+)
+
+
+def is_specific_request(text: str) -> bool:
+    """Whether the customer wants something done to, or known about, one specific order of theirs."""
+    if _ORDER_REFERENCE.search(text):
+        return True
+    if _GENERAL.search(text) and not re.search(r"\b(?:where|when) (?:is|are|will) my\b", text, re.IGNORECASE):
+        return False
+    if _PROBLEM.search(text):
+        return True
+    if _REQUEST.search(text):
+        return bool(_MY_ORDER.search(text) or _ACTION.search(text))
+    return bool(_MY_ORDER.search(text) and _ACTION.search(text))
 
 
 class Router(ABC):
     """Decides what the bot does with one customer turn."""
 
     @abstractmethod
-    def route(self, *, text: str, prediction: Prediction | None, state: DialogueState) -> Route: ...
+    def route(self, *, text: str, prediction: Prediction | None, state: DialogueState, covered: bool = False) -> Route:
+        """`covered`: the help content has a passage relevant to the message."""
 
 
 class RuleRouter(Router):
@@ -76,7 +133,7 @@ class RuleRouter(Router):
         self.config = config
         self.known_intents = {intent.name for intent in pack.intents}
 
-    def route(self, *, text: str, prediction: Prediction | None, state: DialogueState) -> Route:
+    def route(self, *, text: str, prediction: Prediction | None, state: DialogueState, covered: bool = False) -> Route:
         config = self.config
         if state.status in ("pending_human", "human"):
             return Route(Decision.silent, None, f"conversation is {state.status}")
@@ -95,6 +152,9 @@ class RuleRouter(Router):
         if prediction is None:
             return Route(Decision.answer, None, "no intent classifier")
         understood = prediction.confidence >= config.confidence_threshold and prediction.margin >= config.margin
+        if not understood and covered:
+            # The intent is unclear but the help content answers the message: answer it rather than ask again.
+            return Route(Decision.answer, prediction.intent, "unclear intent, covered by the help content")
         if not understood:
             if state.misses + 1 >= config.misses_before_handoff:
                 return Route(Decision.handoff, prediction.intent, "not understood twice")
@@ -103,6 +163,10 @@ class RuleRouter(Router):
                 prediction.intent,
                 f"low confidence {prediction.confidence:.2f} (margin {prediction.margin:.2f})",
             )
+        if prediction.intent in config.scope_intents:
+            if covered:
+                return Route(Decision.answer, prediction.intent, "looks off-topic, but the help content covers it")
+            return Route(Decision.out_of_scope, prediction.intent, "outside the business")
         intent = self.pack.intent(prediction.intent) if prediction.intent in self.known_intents else None
         if intent is None:
             return Route(Decision.answer, prediction.intent, "intent not in the domain pack")
@@ -110,6 +174,8 @@ class RuleRouter(Router):
             return Route(Decision.handoff, intent.name, f"intent {intent.name} is handled by people")
         if intent.handling == "collect":
             missing = tuple(slot for slot in intent.required_slots if slot not in state.slots)
-            if missing:
+            if missing and is_specific_request(text):
                 return Route(Decision.ask_details, intent.name, "missing " + ", ".join(missing), missing)
+            if missing:
+                return Route(Decision.answer, intent.name, f"intent {intent.name}: a general question, answered first")
         return Route(Decision.answer, intent.name, f"intent {intent.name}")

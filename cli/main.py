@@ -12,6 +12,7 @@ from rich.console import Console
 from cli import ops as cli_ops
 from cli import training as cli_training
 from cli.intents import intents_app
+from cli.kb import kb_app
 from cli.progress import training_progress
 from cli.staff import staff_app
 from cli.store import store_app
@@ -22,6 +23,7 @@ app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no
 console = Console()
 app.add_typer(staff_app, name="staff")
 app.add_typer(store_app, name="store")
+app.add_typer(kb_app, name="kb")
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -409,3 +409,56 @@ class ConversationReview(ConversationReviewBase, table=True):
     reviewer_id: int | None = None
     updated_at: datetime = Field(default_factory=utcnow, index=True)
     version: int = 1
+
+
+class ArticleChange(StrEnum):
+    """What one saved version of a help article did."""
+
+    created = "created"
+    edited = "edited"
+    retired = "retired"
+    restored = "restored"
+
+
+# Fields every help-article shape shares.
+class HelpArticleBase(SQLModel):
+    slug: str = Field(min_length=1, max_length=80)
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1)  # Markdown
+
+
+# A help article as the console and `supportbot kb list` show it.
+class HelpArticlePublic(HelpArticleBase):
+    id: int
+    version: int
+    retired: bool
+    updated_at: datetime
+    updated_by: str
+
+
+# Stored help article of the knowledge base: the current version of one topic; history in HelpArticleVersion.
+class HelpArticle(HelpArticleBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=80, unique=True, index=True)
+    version: int = 1
+    # Retired articles stay for their history but are no longer searched or quoted.
+    retired: bool = Field(default=False, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=254)
+
+
+# One saved change to a help article, never altered: the text it got, who and when. The largest id
+# is the knowledge base's revision, which every app replica polls to rebuild its index.
+class HelpArticleVersion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(foreign_key="helparticle.id", index=True)
+    version: int
+    change: ArticleChange
+    title: str = Field(max_length=200)
+    text: str
+    retired: bool = False
+    source: str = Field(default="", max_length=300)  # the file imported, "console" or "domain pack"
+    changed_by: str = Field(default="", max_length=254)  # a staff e-mail, or the system user for the CLI
+    staff_id: int | None = Field(default=None, foreign_key="staffaccount.id")
+    at: datetime = Field(default_factory=utcnow, index=True)

@@ -16,6 +16,7 @@ from conversations.retention import apply_retention
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
+from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
@@ -64,7 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
         scheduling = asyncio.create_task(services.training.run_schedule())
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
         following = asyncio.create_task(services.watcher.run())
+        syncing = asyncio.create_task(services.knowledge.run())
         yield
+        syncing.cancel()
         following.cancel()
         watching.cancel()
         scheduling.cancel()
@@ -85,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(metrics.router)
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
+    app.include_router(console_knowledge.router)
     app.include_router(staff_api.router)
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC_DIR), name="console-static")
     app.add_exception_handler(StaffAuthError, staff_auth_response)

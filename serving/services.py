@@ -16,6 +16,7 @@ from core.settings import Settings
 from finetune.manager import TrainingManager
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
+from serving.knowledge import KnowledgeSync
 from serving.live import ConversationWatcher
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 
@@ -35,6 +36,8 @@ class Services:
     promotions: PromotionWatcher
     chat: ChatService
     watcher: ConversationWatcher
+    # The help articles' search index, rebuilt when the knowledge base changes.
+    knowledge: KnowledgeSync
 
 
 def build_services(settings: Settings) -> Services:
@@ -56,9 +59,11 @@ def build_services(settings: Settings) -> Services:
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
+    knowledge = KnowledgeSync.start(engine, pack)
     dialogue = DialogueManager(
         pack=pack,
         llm=llm,
+        knowledge=knowledge.index,
         counter=ChatTemplateCounter(settings.base_model_dir),
         models=Swappable(active or settings.served_model_name),
         classifier=Swappable(classifier),
@@ -80,4 +85,5 @@ def build_services(settings: Settings) -> Services:
         promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name),
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
         watcher=ConversationWatcher(engine),
+        knowledge=knowledge,
     )

@@ -65,6 +65,11 @@ NOTICES = {
     "resumed": "The run resumes from its last checkpoint.",
     "promoted": "Adapter promoted: it answers customers within seconds.",
     "rolled_back": "Rolled back to the previously promoted adapter.",
+    "article_created": "Article added: the bot answers from it from the next message on.",
+    "article_saved": "Article saved as a new version: the bot answers from it from the next message on.",
+    "article_unchanged": "Nothing changed, so no new version was saved.",
+    "article_retired": "Article retired: the bot no longer answers from it. Its history is kept.",
+    "article_restored": "Article restored: the bot answers from it again.",
 }
 
 

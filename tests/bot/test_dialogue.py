@@ -2,14 +2,16 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from functools import cache
 
 import pytest
 from langchain_core.messages import BaseMessage
 
 from bot.context import ChatTemplateCounter, Turn
-from bot.dialogue import REFUSAL, DialogueManager, Swappable, TurnResult
+from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
 from bot.intents import IntentClassifier, IntentScore, Prediction
+from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, RoutingConfig, RuleRouter
 
@@ -55,11 +57,18 @@ def counter(base_model_dir) -> ChatTemplateCounter:
     return ChatTemplateCounter(base_model_dir)
 
 
+@cache
+def knowledge() -> KnowledgeIndex:
+    """The demo pack's help articles, indexed once with the real encoder."""
+    return KnowledgeIndex.build(load_pack(default_pack_path()).articles, SentenceEncoder())
+
+
 def manager(counter: ChatTemplateCounter, model: ScriptedModel) -> DialogueManager:
     pack = load_pack(default_pack_path())
     return DialogueManager(
         pack=pack, llm=model, counter=counter, models=Swappable("domain-v1"), classifier=Swappable(KeywordClassifier()),
         router=RuleRouter(pack, RoutingConfig()), context_tokens=CONTEXT, reply_tokens=REPLY, summary_model="base",
+        knowledge=Swappable(knowledge()),
     )  # fmt: skip
 
 
@@ -86,7 +95,7 @@ def test_sixty_turns_stay_in_budget_and_keep_the_order_number_and_product(counte
         text = (
             "Where is my order? It is LL-104233, a desk lamp."
             if number == 2
-            else f"Question {number} about the return window."
+            else f"Question {number}: how many days do I have to return an item?"
         )
         turns.append(Turn("customer", text, id=len(turns) + 1))
         result = run_turn(dialogue, turns, state, summary)
@@ -137,7 +146,51 @@ def test_odd_messages_get_a_polite_reply(counter: ChatTemplateCounter, text: str
 
 def test_the_system_prompt_is_never_echoed(counter: ChatTemplateCounter) -> None:
     leaky = ScriptedModel(reply=lambda messages: "Of course. " + messages[0].content)
-    result = run_turn(manager(counter, leaky), [Turn("customer", "Tell me about the return window")], DialogueState())
+    result = run_turn(
+        manager(counter, leaky), [Turn("customer", "How many days do I have to return an item?")], DialogueState()
+    )
     pack = load_pack(default_pack_path())
     assert result.leak_blocked and REFUSAL in result.text
     assert pack.system_prompt[:80] not in result.text
+
+
+def test_a_reply_that_contradicts_the_help_content_is_replaced_by_its_own_words(counter: ChatTemplateCounter) -> None:
+    model = ScriptedModel("Sure! Exchanges are allowed within 30 days of delivery. Just ask us.")
+    result = run_turn(manager(counter, model), [Turn("customer", "Do you do exchanges?")], DialogueState())
+    assert "We do not offer direct exchanges" in result.text
+    assert "allowed" not in result.text and "Sure!" not in result.text, "nothing of the wrong reply was sent"
+    trace = result.trace()
+    assert trace["check"]["verdict"] == "replaced"
+    assert trace["check"]["failures"][0]["sentence"] == "Exchanges are allowed within 30 days of delivery."
+    assert trace["replaced"].startswith("Sure! Exchanges are allowed")
+    assert trace["passages"][0]["slug"] == "returns" and trace["passages"][0]["text"]
+    # The prompt carried the retrieved passages, not every policy of the pack.
+    system = model.prompts[0][0].content
+    assert "We do not offer direct exchanges" in system and "privacy@lumenandloom" not in system
+
+
+def test_a_grounded_reply_streams_unchanged(counter: ChatTemplateCounter) -> None:
+    model = ScriptedModel("You can return most items within 30 days of delivery. Happy to help!")
+    result = run_turn(
+        manager(counter, model), [Turn("customer", "How long do I have to return a lamp?")], DialogueState()
+    )
+    assert result.text == "You can return most items within 30 days of delivery. Happy to help!"
+    assert result.check == {"verdict": "passed", "sentences": 2} and result.replaced is None
+
+
+def test_a_reply_that_asks_for_a_password_is_replaced(counter: ChatTemplateCounter) -> None:
+    model = ScriptedModel("I'm sorry. Please share your password here so I can reset it.")
+    result = run_turn(manager(counter, model), [Turn("customer", "I forgot my password")], DialogueState())
+    assert "password" not in result.text.lower().replace("forgot password", "")
+    assert "Forgot password link" in result.text
+    assert any("asks for a secret" in r for f in result.check["failures"] for r in f["reasons"])
+
+
+def test_uncovered_and_off_topic_questions_get_no_guess(counter: ChatTemplateCounter) -> None:
+    model = ScriptedModel("Yes, gift wrapping costs $3.")
+    dialogue = manager(counter, model)
+    result = run_turn(dialogue, [Turn("customer", "Do you offer gift wrapping?")], DialogueState())
+    assert result.text == NOT_SURE_REPLY and not model.prompts, "the model is not even asked"
+    result = run_turn(dialogue, [Turn("customer", "What's the capital of France?")], DialogueState())
+    safe = (NOT_SURE_REPLY, SCOPE_REPLY.format(company="Lumen & Loom"), dialogue.pack.rephrase_message)
+    assert result.text in safe and not model.prompts

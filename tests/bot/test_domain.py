@@ -193,10 +193,20 @@ def test_collect_intent_without_a_question_is_refused(pack_dir: Path) -> None:
         load_pack(pack_dir)
 
 
-def test_duplicate_policy_id_is_refused(pack_dir: Path) -> None:
-    edit_yaml(pack_dir / "policies.yaml", lambda policies: policies.append(dict(policies[0])))
-    with pytest.raises(DomainPackError, match=r"policies\.yaml:\d+: duplicate policy id 'shipping'"):
+def test_empty_help_article_is_named(pack_dir: Path) -> None:
+    (pack_dir / "help" / "returns.md").write_text("# Returns\n\n", encoding="utf-8")
+    with pytest.raises(DomainPackError, match=r"help/returns\.md: has no text"):
         load_pack(pack_dir)
+
+
+def test_help_articles_are_the_policies_the_prompt_sees(pack_dir: Path) -> None:
+    (pack_dir / "help" / "gift_wrap.md").write_text(
+        "# Gift wrapping\n\nWe gift-wrap any order for **$4.50**.\n\n- Add it at checkout\n", encoding="utf-8"
+    )
+    pack = load_pack(pack_dir)
+    assert pack.policy("gift_wrap").title == "Gift wrapping"
+    assert pack.policy("gift_wrap").text == "We gift-wrap any order for $4.50. Add it at checkout."
+    assert [article.slug for article in pack.articles] == [policy.id for policy in pack.policies]
 
 
 def test_example_shared_by_two_intents_is_refused(pack_dir: Path) -> None:

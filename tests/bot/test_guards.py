@@ -65,3 +65,28 @@ def test_leak_guard_does_not_hold_back_ordinary_text() -> None:
     pieces = ["Your", " parcel", " ships", " in", " 3", " days", "."]
     released = [guard.feed(piece) for piece in pieces]
     assert sum(bool(text) for text in released) >= len(pieces) - 2, released
+
+
+def test_a_reply_that_asks_for_or_repeats_a_secret_is_stopped() -> None:
+    from bot.guard import secret_reasons
+
+    for reply in [
+        "I'm sorry. Please share your password here so I can reset it.",
+        "What is your password?",
+        "Could you send me the security code on the back of your card?",
+        "Please provide your full card number.",
+        "Please confirm your login details.",
+        "Your card 4111 1111 1111 1111 was declined.",
+        "Your CVV 123 is wrong.",
+    ]:
+        assert secret_reasons(reply), reply
+    assert secret_reasons("Thanks, I will reset hunter22 now.", customer_text="my password is hunter22")
+    for reply in [
+        "We never ask for your full card number in chat or e-mail.",
+        "Check that the security code is correct, then try again.",
+        "Use the Forgot password link on the sign-in page.",
+        "Do not share your password with anyone.",
+        "What is your order number?",
+        "After 5 wrong passwords the account is locked for 15 minutes.",
+    ]:
+        assert not secret_reasons(reply), reply

@@ -85,3 +85,50 @@ def test_prompt_injection_is_refused(router: RuleRouter, text: str) -> None:
     assert router.route(text=text, prediction=prediction("out_of_scope", 0.9), state=DialogueState()).decision is (
         Decision.refuse
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Is my new speaker covered by a warranty?",
+        "Do I need my receipt for a warranty claim?",
+        "How do I track my order?",
+        "how long do I have to cancel",
+        "Can I change the address after ordering?",
+        "How long do refunds take?",
+    ],
+)
+def test_a_general_question_under_a_collect_intent_is_answered_first(router: RuleRouter, text: str) -> None:
+    route = router.route(text=text, prediction=prediction("warranty_claim", 0.9), state=DialogueState())
+    assert route.decision is Decision.answer, route
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Where is my order?",
+        "Please cancel my order, I ordered the wrong colour.",
+        "My kettle stopped working, I want a replacement.",
+        "I returned my order two weeks ago and haven't been refunded",
+        "Can you cancel my order?",
+        "wrong address on my order",
+    ],
+)
+def test_a_request_about_one_specific_order_asks_for_its_number(router: RuleRouter, text: str) -> None:
+    route = router.route(text=text, prediction=prediction("order_status", 0.9), state=DialogueState())
+    assert route.decision is Decision.ask_details and route.missing_slots == ("order_number",)
+
+
+def test_off_topic_gets_the_scope_reply_unless_the_help_content_covers_it(router: RuleRouter) -> None:
+    off_topic = prediction("out_of_scope", 0.9)
+    route = router.route(text="What's the capital of France?", prediction=off_topic, state=DialogueState())
+    assert route.decision is Decision.out_of_scope
+    covered = router.route(text="Do you sell lamps?", prediction=off_topic, state=DialogueState(), covered=True)
+    assert covered.decision is Decision.answer
+
+
+def test_an_unclear_message_the_help_content_covers_is_answered_not_rephrased(router: RuleRouter) -> None:
+    unclear = prediction("shipping_cost", 0.35, 0.3)
+    route = router.route(text="parcel to Germany duties?", prediction=unclear, state=DialogueState(), covered=True)
+    assert route.decision is Decision.answer
+    assert router.route(text="blorp", prediction=unclear, state=DialogueState()).decision is Decision.rephrase

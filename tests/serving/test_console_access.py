@@ -35,10 +35,11 @@ PUBLIC = {
     ("GET", "/api/widget/config"),
 }
 ADMIN_PREFIXES = (
-    "/console/staff", "/console/audit", "/console/models", "/api/staff/accounts", "/api/staff/audit", "/api/admin/",
+    "/console/staff", "/console/audit", "/console/models", "/console/knowledge", "/api/staff/accounts",
+    "/api/staff/audit", "/api/admin/",
 )  # fmt: skip
 # Path parameters that point at nothing, so an admin call that gets through changes nothing.
-HARMLESS = {"run_id": "999999", "name": "no-such-thing"}
+HARMLESS = {"run_id": "999999", "name": "no-such-thing", "slug": "no-such-article"}
 
 
 def required_role(method: str, path: str) -> str:

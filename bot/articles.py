@@ -1,0 +1,269 @@
+"""Turn help-content files (Markdown, plain text, HTML, PDF) into help articles for the knowledge base.
+
+Each file becomes one `Article` whose text is Markdown; nothing is stored here, so a bad file in a
+folder is reported before any of the folder is imported.
+"""
+
+import io
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import html2text
+import html5lib
+from bs4 import BeautifulSoup, UnicodeDammit
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+logger = logging.getLogger(__name__)
+
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+TEXT_SUFFIXES = {".txt", ".text"}
+HTML_SUFFIXES = {".html", ".htm"}
+PDF_SUFFIXES = {".pdf"}
+SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+# A help article is a few pages; a file far larger is a manual or a data dump that belongs split up.
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_TITLE_CHARS = 200
+# html5lib's parse errors (WHATWG codes) that mean the file was cut off or a tag never ends, so the
+# text after it is lost or garbled; browsers recover from the others (missing doctype, stray end tags).
+_FATAL_HTML_ERRORS = re.compile(r"^eof-in-|^expected-named-closing-tag-but-got-eof$")
+# Parts of a web page that are not its content.
+_NOT_CONTENT = ["script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "button"]
+_H1 = re.compile(r"\A\s*#[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Article:
+    """One help article as the index reads it: plain Markdown text."""
+
+    slug: str  # stable id, used in traces and the console
+    title: str
+    text: str  # the body in Markdown; headings split it into sections
+    version: int = 1
+
+
+# --- Markdown text ---------------------------------------------------------------------------------
+
+_MARKDOWN = MarkdownIt("commonmark")
+# A sentence ends at . ! or ? (and a closing quote or bracket) followed by space and a capital or digit.
+_SENTENCE_END = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
+_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "approx", "no", "mr", "mrs", "ms", "dr", "st", "incl", "ca"}
+
+
+def split_sentences(text: str) -> list[str]:
+    """Whole sentences of a paragraph; "P.O. boxes", "e.g. Visa" and "U.S. orders" stay whole."""
+    text = " ".join(text.split())
+    sentences, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        words = text[start : match.start() + 1].split()
+        last = words[-1].rstrip(".").lower() if words else ""
+        if last in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
+            continue  # an abbreviation or initials, not the end of a sentence
+        sentences.append(text[start : match.end()].strip())
+        start = match.end()
+    if text[start:].strip():
+        sentences.append(text[start:].strip())
+    return sentences
+
+
+def _inline_text(token: Token) -> str:
+    parts = []
+    for child in token.children or []:
+        if child.type in ("text", "code_inline", "html_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(child.content)
+    return " ".join("".join(parts).split())
+
+
+def markdown_blocks(text: str) -> list[tuple[str, str]]:
+    """(section heading, plain text) for each paragraph, list item and code block of a Markdown text."""
+    tokens = _MARKDOWN.parse(text)
+    blocks: list[tuple[str, str]] = []
+    heading = ""
+    in_heading = in_item = 0
+    for token in tokens:
+        if token.type == "heading_open":
+            in_heading += 1
+        elif token.type == "heading_close":
+            in_heading -= 1
+        elif token.type == "list_item_open":
+            in_item += 1
+        elif token.type == "list_item_close":
+            in_item -= 1
+        elif token.type == "inline":
+            content = _inline_text(token)
+            if not content:
+                continue
+            if in_heading:
+                heading = content
+            else:
+                # A list item often has no full stop; give it one so it stays its own sentence.
+                if in_item and content[-1] not in ".!?:;":
+                    content += "."
+                blocks.append((heading, content))
+        elif token.type in ("fence", "code_block") and token.content.strip():
+            blocks.append((heading, " ".join(token.content.split())))
+    return blocks
+
+
+# --- Reading files ---------------------------------------------------------------------------------
+
+
+class ArticleError(Exception):
+    """A file cannot become a help article; the message names the file and says why."""
+
+
+def slugify(name: str) -> str:
+    """A stable article id from a file name: "Returns & Refunds.md" -> "returns-refunds"."""
+    slug = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-_")
+    return slug[:80].rstrip("-_")
+
+
+def _title_from_name(path: Path) -> str:
+    return re.sub(r"[-_]+", " ", path.stem).strip().capitalize()
+
+
+def split_title(markdown: str) -> tuple[str | None, str]:
+    """The text of a leading `# Title` line, and the rest of the Markdown."""
+    match = _H1.match(markdown)
+    if match is None:
+        return None, markdown.strip()
+    return match.group(1).strip(), markdown[match.end() :].strip()
+
+
+def plain_text(markdown: str) -> str:
+    """The Markdown's paragraphs as plain sentences, markup removed."""
+    return " ".join(text for _, text in markdown_blocks(markdown))
+
+
+def article_from_markdown(slug: str, markdown: str, *, fallback_title: str, where: str = "") -> Article:
+    """An article from Markdown text: its `# Title` line (or `fallback_title`) and the body."""
+    where = where or slug
+    title, body = split_title(markdown)
+    if not plain_text(body):
+        raise ArticleError(f"{where}: has no text to import")
+    title = " ".join((title or fallback_title).split())
+    if len(title) > MAX_TITLE_CHARS:
+        raise ArticleError(f"{where}: the title is {len(title)} characters; at most {MAX_TITLE_CHARS}")
+    if not slug:
+        raise ArticleError(f"{where}: the name gives no article id; use letters or digits in the file name")
+    return Article(slug=slug, title=title, text=body)
+
+
+def read_article(path: Path) -> Article:
+    """Read one file into an article whose slug is the file name's; raises ArticleError when it can't."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ArticleError(f"{path}: unsupported file type {suffix or '(none)'}; use {', '.join(sorted(SUFFIXES))}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ArticleError(
+                f"{path}: the file is {size / 1e6:.1f} MB; a help article may be at most {MAX_FILE_BYTES / 1e6:.0f} MB"
+                " (split it into several articles)"
+            )
+        data = path.read_bytes()
+    except OSError as err:
+        raise ArticleError(f"{path}: cannot read: {err.strerror or err}") from err
+    if not data.strip():
+        raise ArticleError(f"{path}: the file is empty")
+    if suffix in PDF_SUFFIXES:
+        markdown, title = _pdf_text(path, data), None
+    else:
+        if b"\x00" in data[:65536]:
+            raise ArticleError(f"{path}: this is a binary file, not {suffix[1:].upper()} text")
+        if suffix in HTML_SUFFIXES:
+            markdown, title = _html_markdown(path, data)
+        else:
+            try:
+                markdown, title = data.decode("utf-8-sig"), None
+            except UnicodeDecodeError as err:
+                raise ArticleError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    if title is not None:
+        markdown = f"# {title}\n\n{markdown}"
+    return article_from_markdown(slugify(path.stem), markdown, fallback_title=_title_from_name(path), where=str(path))
+
+
+def article_files(paths: Iterable[Path]) -> list[Path]:
+    """The files to import: each file named, and every supported file under each folder named, sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            if not found:
+                raise ArticleError(f"{path}: no help files in this folder ({', '.join(sorted(SUFFIXES))})")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ArticleError(f"{path}: no such file or folder")
+    return files
+
+
+def read_articles(paths: Iterable[Path]) -> list[tuple[Path, Article]]:
+    """Every article under `paths`, with its file; all files are read and checked before any is
+    returned, and two files that would become the same article are refused."""
+    articles: dict[str, tuple[Path, Article]] = {}
+    for path in article_files(paths):
+        article = read_article(path)
+        if article.slug in articles:
+            raise ArticleError(f"{path}: becomes article {article.slug!r}, as {articles[article.slug][0]} does")
+        articles[article.slug] = (path, article)
+    return list(articles.values())
+
+
+def _html_markdown(path: Path, data: bytes) -> tuple[str, str | None]:
+    decoded = UnicodeDammit(data, is_html=True).unicode_markup
+    if decoded is None:
+        raise ArticleError(f"{path}: cannot tell the text encoding of this HTML")
+    parser = html5lib.HTMLParser(tree=html5lib.getTreeBuilder("etree"))
+    parser.parse(decoded)
+    for (line, column), code, _ in parser.errors:
+        if _FATAL_HTML_ERRORS.match(code):
+            raise ArticleError(
+                f"{path}: broken HTML at line {line}, column {column} ({code.replace('-', ' ')}): "
+                "the file looks cut off or a tag is never closed"
+            )
+    soup = BeautifulSoup(decoded, "html5lib")
+    for tag in soup.find_all(_NOT_CONTENT):
+        tag.decompose()
+    heading = soup.find("h1")
+    title = heading.get_text(" ", strip=True) if heading else None
+    if heading is not None:
+        heading.decompose()
+    if not title and soup.title is not None:
+        title = soup.title.get_text(" ", strip=True) or None
+    content = soup.find("main") or soup.find("article") or soup.body or soup
+    converter = html2text.HTML2Text(bodywidth=0)
+    converter.ignore_images = True
+    converter.ignore_links = True
+    converter.ignore_emphasis = True
+    return converter.handle(str(content)), title
+
+
+def _pdf_text(path: Path, data: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise ArticleError(f"{path}: the PDF is encrypted; export it without a password")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, TypeError) as err:
+        raise ArticleError(f"{path}: not a readable PDF: {err}") from err
+    # PDF text comes line by line: blank lines end paragraphs, other line breaks are only layout.
+    paragraphs = []
+    for page in pages:
+        for block in re.split(r"\n\s*\n", page):
+            text = " ".join(block.split())
+            if text:
+                paragraphs.append(text)
+    return "\n\n".join(paragraphs)

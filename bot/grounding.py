@@ -1,0 +1,438 @@
+"""Checks a reply against the help passages it was grounded on, and builds replies from the passages.
+
+A sentence is sent only when every fact in it (number, price, duration, percentage, e-mail, URL, product or
+place name) appears in the passages, a passage sentence supports its words, and no passage says the opposite.
+"""
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from bot.articles import split_sentences
+
+# Clauses carry their own polarity: "no receipt is needed" must not make the whole sentence negative.
+_CLAUSE_BREAK = re.compile(
+    r"\s*[;:]\s+|\s+—\s+|,\s+(?=(?:but|so|because|unless|except|while|although|whereas)\b)"
+    r"|,?\s+(?=(?:and|but|or) (?:we|you|it|they|this|that|there|your|our|its|the \w+ (?:is|are|can|does|do))\b)"
+)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')]+", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CAPITALISED = re.compile(r"(?<![\w@.])([A-Z][a-zA-Z]+(?:[ -](?:&[ ]|of[ ]|and[ ])?[A-Z][a-zA-Z]+)*)")
+_NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fourteen": "14", "fifteen": "15",
+    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "ninety": "90",
+    "hundred": "100",
+}  # fmt: skip
+_UNITS = {
+    "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute", "hour": "hour", "hours": "hour",
+    "hr": "hour", "hrs": "hour", "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month",
+    "months": "month", "year": "year", "years": "year", "business": "day", "working": "day", "%": "%",
+    "percent": "%",
+}  # fmt: skip
+_NUMBER = re.compile(
+    r"(?<![\w.])(\$|€|£)?(\d+(?:[.,]\d+)*)(?:\s*(%|percent\b|per cent\b)|(?:-|\s+)([a-z]+)(?:\s+([a-z]+))?)?",
+    re.IGNORECASE,
+)
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_NEGATION = _word_set(
+    "not no never cannot can't don't doesn't didn't won't isn't aren't wasn't weren't shouldn't couldn't "
+    "wouldn't hasn't haven't without none nothing neither nor unable"
+)
+STOPWORDS = (
+    _word_set(
+        """a an the and or but if so of to in on at by for from with as into onto about over under than then
+    that this these those there here it its it's is are was were be been being am do does did done doing
+    have has had having will would shall should can could may might must i me my mine we us our ours you
+    your yours he she they them their his her what which who whom whose when where why how all any some
+    each every more most much many such only also just very too again once both either just yet still up
+    out off via per please just i'm we're you're they're we'll you'll i'll we've you've i've let let's
+    get gets got make makes made go goes going use used using need needs needed one ones
+    yes yeah ok okay sure certainly course absolutely percent"""
+    )
+    | _NEGATION
+)
+# Pleasantries carry no claim; a sentence made only of them needs no support.
+COURTESY = _word_set(
+    """hi hello hey thanks thank welcome glad happy help helping assist assistance sorry apologise apologize
+    apologies hear great good day today anything else question questions hope afraid sure feel know
+    let me further additional reach wish nice morning afternoon evening problem pleasure understand
+    inconvenience frustrating frustration appreciate patience wait"""
+)
+# Capitalised words that are not names.
+_COMMON_CAPITALS = _word_set(
+    """I I'm I'll I've I'd Yes No Please Sorry Hi Hello Hey Thanks Thank Sure Of Unfortunately However
+    Also Great Good Okay Ok If Once When You Your We Our The A An It This That These Those Happy Glad Let
+    Absolutely Certainly Currently Right Alternatively Otherwise Then Just For To In On At Here There
+    Customer Customers Support Assistant Monday Tuesday Wednesday Thursday Friday Saturday Sunday"""
+)
+
+
+def clauses(sentence: str) -> list[str]:
+    return [piece for piece in _CLAUSE_BREAK.split(sentence) if piece and piece.strip()]
+
+
+def stem(word: str) -> str:
+    """A crude, symmetric stemmer: good enough to match "returns" with "return" and "shipped" with "ship"."""
+    word = word.lower().replace("’", "'")
+    if word.endswith("'s"):
+        word = word[:-2]
+    word = _NUMBER_WORDS.get(word, word)
+    for suffix, keep in (("ery", "er"), ("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            word = word[: len(word) - len(suffix)] + keep
+            break
+    if len(word) > 4 and word[-1] == word[-2] and word[-1] not in "ls":
+        word = word[:-1]  # "shipp" (from shipped/shipping) -> "ship"
+    return word
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower().replace("’", "'").replace("e-mail", "email"))
+
+
+def content_stems(text: str, *, courtesy: bool = False) -> list[str]:
+    """The stems of the words that carry meaning (no stopwords; no pleasantries unless `courtesy`)."""
+    kept = []
+    for word in words(text):
+        if word in STOPWORDS or (not courtesy and word in COURTESY):
+            continue
+        kept.append(stem(word))
+    return kept
+
+
+def is_negated(text: str) -> bool:
+    lowered = text.lower().replace("’", "'")
+    return any(word in _NEGATION or word.endswith("n't") for word in _WORD.findall(lowered))
+
+
+def negated_terms(text: str) -> set[str]:
+    """Stems a negation governs: the next content word after "no"/"without", the next three after "not"/"never"."""
+    scoped: set[str] = set()
+    remaining = 0
+    for word in words(text):
+        if word in _NEGATION or word.endswith("n't"):
+            remaining = 1 if word in ("no", "without", "none", "nothing") else 3
+            continue
+        if word in STOPWORDS or word in COURTESY:
+            continue
+        if remaining:
+            scoped.add(stem(word))
+            remaining -= 1
+    return scoped
+
+
+def numbers(text: str) -> set[tuple[str, str]]:
+    """(number, unit) pairs: "$5.95" -> ("5.95", "$"), "30 days" -> ("30", "day"), "10%" -> ("10", "%")."""
+    found: set[tuple[str, str]] = set()
+    normalised = re.sub(
+        r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", lambda m: _NUMBER_WORDS[m.group(1).lower()], text, flags=re.I
+    )
+    normalised = _EMAIL.sub(" ", _URL.sub(" ", normalised))
+    for match in _NUMBER.finditer(normalised):
+        currency, value, percent, unit, unit2 = match.groups()
+        value = value.replace(",", "")
+        if currency:
+            found.add((value, "$"))
+        elif percent:
+            found.add((value, "%"))
+        else:
+            name = (unit or "").lower()
+            if name in ("business", "working") and unit2:
+                name = unit2.lower()
+            found.add((value, _UNITS.get(name, "")))
+    return found
+
+
+def _number_known(fact: tuple[str, str], known: set[tuple[str, str]]) -> bool:
+    value, unit = fact
+    if unit:
+        return fact in known or (value, "") in known and unit == "$"
+    return any(value == known_value for known_value, _ in known)
+
+
+def names(text: str) -> set[str]:
+    """Capitalised names that are not the first word of a sentence ("Canada", "Apple Pay", "Amazon")."""
+    found = set()
+    for sentence in split_sentences(text):
+        for match in _CAPITALISED.finditer(sentence):
+            name = match.group(1)
+            parts = [part for part in re.split(r"[ -]", name) if part not in _COMMON_CAPITALS and len(part) > 1]
+            if match.start() == 0 and name.split()[0] in _COMMON_CAPITALS | {name.split()[0]} and len(parts) < 2:
+                # The first word of a sentence is capitalised anyway; only a multi-word name counts there.
+                continue
+            found.update(part.lower() for part in parts)
+    return found
+
+
+@dataclass(frozen=True)
+class SentenceCheck:
+    """The verdict on one sentence of a reply."""
+
+    sentence: str
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on a whole reply."""
+
+    sentences: tuple[SentenceCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(sentence.ok for sentence in self.sentences)
+
+    def failures(self) -> list[dict[str, object]]:
+        return [{"sentence": s.sentence, "reasons": list(s.reasons)} for s in self.sentences if not s.ok]
+
+
+@dataclass
+class _Unit:
+    text: str
+    stems: set[str]
+    negated: bool
+    scoped: set[str] = field(default_factory=set)  # the stems a negation governs
+
+
+@dataclass
+class GroundingChecker:
+    """Judges reply sentences against `passages` (the help text retrieved for this turn).
+
+    `context` is what the customer said and the details they gave: a reply may repeat those facts (their order
+    number, the "40 days" they mentioned) but a claim still needs a passage. `products` are the catalogue's
+    product names, which count as names to check even when written in lower case.
+    """
+
+    passages: Sequence[str]
+    context: str = ""
+    products: Sequence[str] = ()
+    titles: Sequence[str] = ()
+    """The passages' titles (same order): a sentence of a passage is read with its title ("it covers...")."""
+    support: float = 0.8
+    """Share of a sentence's content words that one passage sentence must contain."""
+    _sentences: list[_Unit] = field(init=False, default_factory=list)
+    _clauses: list[_Unit] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        source = "\n".join(self.passages)
+        for number, passage in enumerate(self.passages):
+            title = set(content_stems(self.titles[number], courtesy=True)) if number < len(self.titles) else set()
+            for sentence in split_sentences(passage):
+                stems = set(content_stems(sentence, courtesy=True))
+                self._sentences.append(_Unit(sentence, stems | title, is_negated(sentence)))
+                for clause in clauses(sentence):
+                    self._clauses.append(
+                        _Unit(
+                            clause, set(content_stems(clause, courtesy=True)), is_negated(clause), negated_terms(clause)
+                        )
+                    )
+        self._source = source.lower().replace("e-mail", "email")
+        self._known_numbers = numbers(source) | numbers(self.context)
+        self._known_text = f"{self._source}\n{self.context.lower()}"
+        self._context_stems = set(content_stems(self.context, courtesy=True))
+        self._products = sorted({p.lower() for p in self.products if p.strip()}, key=len, reverse=True)
+        frequency: Counter[str] = Counter()
+        for unit in self._sentences:
+            frequency.update(unit.stems)
+        total = max(len(self._sentences), 1)
+        self._idf = {stem_: math.log(1 + total / count) for stem_, count in frequency.items()}
+
+    def weight(self, stem_: str) -> float:
+        return self._idf.get(stem_, math.log(1 + max(len(self._sentences), 1)))
+
+    def _fact_reasons(self, sentence: str) -> list[str]:
+        reasons = []
+        for value, unit in sorted(numbers(sentence)):
+            if not _number_known((value, unit), self._known_numbers):
+                reasons.append(f"number {value}{(' ' + unit) if unit else ''} is not in the passages")
+        for email in _EMAIL.findall(sentence):
+            if email.lower().rstrip(".") not in self._known_text:
+                reasons.append(f"e-mail {email} is not in the passages")
+        for url in _URL.findall(sentence):
+            if url.lower().rstrip(".,") not in self._known_text:
+                reasons.append(f"URL {url} is not in the passages")
+        lowered = f" {' '.join(words(_EMAIL.sub(' ', sentence)))} "
+        known_words = f" {' '.join(words(self._known_text))} "
+        for name in sorted(names(_EMAIL.sub(" ", _URL.sub(" ", sentence)))):
+            if f" {name} " not in known_words and stem(name) not in self._context_stems:
+                reasons.append(f"name {name!r} is not in the passages")
+        for product in self._products:
+            pattern = rf" {re.escape(product)}(?:e?s)? "
+            if re.search(pattern, lowered):
+                if not re.search(pattern, known_words):
+                    reasons.append(f"product {product!r} is not in the passages")
+                lowered = re.sub(pattern, " ", lowered)  # "desk lamp" checked: do not check "lamp" again
+        return reasons
+
+    def _best(self, stems: set[str], units: Iterable[_Unit]) -> tuple[float, _Unit | None]:
+        best, best_unit = 0.0, None
+        total = sum(self.weight(s) for s in stems) or 1.0
+        for unit in units:
+            score = sum(self.weight(s) for s in stems & unit.stems) / total
+            if score > best:
+                best, best_unit = score, unit
+        return best, best_unit
+
+    def _claim_reasons(self, sentence: str) -> list[str]:
+        reasons = []
+        for clause in clauses(sentence):
+            stems = set(content_stems(clause))
+            if not stems:
+                continue  # a pleasantry
+            # The customer's own words (their product, their order number) need no passage; an echo of their
+            # question as a claim ("Yes, we offer same-day delivery") is still checked against the passages.
+            stems -= self._context_stems - self._source_stems()
+            if not stems:
+                continue
+            negated = is_negated(clause)
+            covered, unit = self._best(stems, self._clauses)
+            if unit is not None and covered >= 0.5 and unit.negated != negated:
+                reasons.append(f"contradicts the passage: {unit.text!r}")
+                continue
+            # The most specific terms of the clause, if the passages only ever use them the other way round
+            # ("exchanges are allowed" where the passages say "we do not offer exchanges").
+            scoped = negated_terms(clause)
+            uses = {t: [u for u in self._clauses if t in u.stems] for t in stems if not t[:1].isdigit()}
+            rarest = min((len(found) for found in uses.values() if found), default=0)
+            flipped = [
+                found[0]
+                for term, found in uses.items()
+                if found and len(found) == rarest <= 3 and all((term in u.scoped) != (term in scoped) for u in found)
+            ]
+            if flipped:
+                reasons.append(f"contradicts the passage: {flipped[0].text!r}")
+            else:
+                supported, source = self._best(stems, self._sentences)
+                if source is not None and supported >= self.support:
+                    # The right words with a number swapped: "within 40 days" where the passage says 30.
+                    theirs = numbers(source.text)
+                    for value, unit in numbers(clause):
+                        same_unit = {v for v, u in theirs if u == unit and unit}
+                        if same_unit and value not in same_unit:
+                            reasons.append(f"says {value} {unit} where the passage says {min(same_unit)} {unit}")
+                if supported < self.support:
+                    missing = sorted(stem_ for stem_ in stems if stem_ not in self._source_stems())
+                    detail = f" (not in the passages: {', '.join(missing)})" if missing else ""
+                    reasons.append(f"no passage supports it{detail}")
+        return reasons
+
+    def _source_stems(self) -> set[str]:
+        return set(self._idf)
+
+    def check_sentence(self, sentence: str) -> SentenceCheck:
+        return SentenceCheck(sentence, tuple(self._fact_reasons(sentence) + self._claim_reasons(sentence)))
+
+    def check(self, text: str) -> Check:
+        return Check(tuple(self.check_sentence(sentence) for sentence in split_sentences(text)))
+
+    def relevant_to(self, question: str, text: str) -> bool:
+        """Whether `text` speaks to the question: it names something the question asks about that passages cover."""
+        asked = set(content_stems(question)) & self._source_stems()
+        return not asked or bool(asked & set(content_stems(text, courtesy=True)))
+
+
+Similarity = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A passage sentence scored as an answer to a question."""
+
+    sentence: str
+    score: float
+    lexical: float
+    semantic: float
+    passage: int  # index of the passage it comes from
+    rank: float = 0.0  # the score plus the retrieval score of its passage: what the order uses
+
+
+# What kind of fact a question asks for, and what a sentence that states it contains (classic answer typing).
+_ASKS_DURATION = re.compile(
+    r"\b(how (long|soon|quickly|fast|many (business |working )?(days|hours|weeks|minutes|years))|when|until"
+    r"|deadline)\b",
+    re.IGNORECASE,
+)
+_ASKS_AMOUNT = re.compile(r"\b(how much|cost|costs|price|fee|fees|charge|pay for)\b", re.IGNORECASE)
+ANSWER_TYPE_BONUS = 0.3
+
+
+def _answer_type_bonus(question: str, sentence: str) -> float:
+    found = numbers(sentence)
+    if _ASKS_DURATION.search(question) and any(
+        unit in ("minute", "hour", "day", "week", "month", "year") for _, unit in found
+    ):
+        return ANSWER_TYPE_BONUS
+    if _ASKS_AMOUNT.search(question) and any(unit in ("$", "%") for _, unit in found):
+        return ANSWER_TYPE_BONUS
+    return 0.0
+
+
+def rank_sentences(
+    question: str,
+    passages: Sequence[str],
+    *,
+    similarity: Similarity | None = None,
+    passage_scores: Sequence[float] = (),
+) -> list[Candidate]:
+    """Every sentence of `passages`, best answer to `question` first.
+
+    The score is the share of the question's words the sentence contains (rarer words count more) plus, when
+    given, a semantic `similarity` (the sentence encoder's cosine) and a bonus when it holds the kind of fact
+    asked for (a duration for "how long"). The order also adds the retrieval score of the sentence's passage
+    (`passage_scores`), so of two similar sentences the one from the better passage wins.
+    """
+    candidates: list[tuple[str, int]] = []
+    for number, passage in enumerate(passages):
+        candidates += [(s, number) for s in split_sentences(passage) if s not in {c for c, _ in candidates}]
+    if not candidates:
+        return []
+    stems_of = [set(content_stems(sentence, courtesy=True)) for sentence, _ in candidates]
+    frequency: Counter[str] = Counter(s for stems in stems_of for s in stems)
+    asked = set(content_stems(question, courtesy=True))
+    total = len(candidates)
+    # A word of the question that no passage uses still counts in the total: "gift wrapping" matching only "gift".
+    weight = {s: math.log(1 + total / frequency.get(s, 0.5)) for s in asked}
+    asked_weight = sum(weight.values()) or 1.0
+    lexical = [sum(weight[s] for s in asked & stems) / asked_weight for stems in stems_of]
+    texts = [sentence for sentence, _ in candidates]
+    semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * total
+    ranked = []
+    for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True):
+        score = lex + sem + _answer_type_bonus(question, sentence)
+        bonus = passage_scores[number] if number < len(passage_scores) else 0.0
+        ranked.append(Candidate(sentence, score, lex, sem, number, score + bonus))
+    return sorted(ranked, key=lambda c: (-c.rank, c.passage))
+
+
+def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 2) -> list[Candidate]:
+    """The best sentence, and the next ones while they score close to it and say something it does not."""
+    if not ranked:
+        return []
+    chosen = [ranked[0]]
+    first = set(content_stems(ranked[0].sentence))
+    for candidate in ranked[1:limit]:
+        own = set(content_stems(candidate.sentence))
+        if candidate.rank >= 0.75 * ranked[0].rank > 0 and len(own - first) >= len(own) / 2:
+            chosen.append(candidate)
+    return chosen
+
+
+def best_sentences(
+    question: str, passages: Sequence[str], *, limit: int = 2, similarity: Similarity | None = None
+) -> list[str]:
+    """The one or two passage sentences that best answer `question`, in the order the passages give them."""
+    chosen = choose_sentences(rank_sentences(question, passages, similarity=similarity), limit=limit)
+    return [c.sentence for c in sorted(chosen, key=lambda c: c.passage)]

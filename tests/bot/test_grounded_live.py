@@ -1,0 +1,44 @@
+"""Grounded answers with the real model: the help content wins over what the model learned in training.
+
+The knowledge base is edited after the adapter was trained (returns within 60 days, not the 30 the seed
+conversations taught), so the model's trained belief contradicts the passages it is given.
+"""
+
+import re
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from conversations import crud
+from conversations.knowledge import ArticleDraft, list_articles, save_article
+from tests.utils.conversation import bot_reply, open_conversation, send
+
+
+def test_a_reply_that_contradicts_the_edited_article_never_reaches_the_customer(test_client: TestClient) -> None:
+    services = test_client.app.state.services
+    with Session(services.engine) as session:
+        for article in list_articles(session=session, include_retired=False):
+            if "30 days of delivery" in article.text:
+                edited = article.text.replace("30 days of delivery", "60 days of delivery")
+                draft = ArticleDraft(slug=article.slug, title=article.title, text=edited)
+                save_article(session=session, draft=draft, changed_by="test")
+    services.knowledge.refresh()
+
+    conversation_id, headers = open_conversation(test_client)
+    # Worded so that a model trained on "30 days" is likely to repeat it.
+    events = send(test_client, conversation_id, headers, "Is it 30 days that I have to return a lamp I bought?")
+    reply = bot_reply(events)
+    streamed = "".join(data["text"] for name, data in events if name == "token").strip()
+    assert reply["text"] == streamed, "what streamed is what was stored"
+    assert "60 days" in reply["text"] and not re.search(r"\b30 days\b", reply["text"]), reply["text"]
+
+    with Session(services.engine) as session:
+        stored = crud.list_messages(session=session, conversation_id=conversation_id)[-1]
+    trace = stored.trace
+    assert trace["passages"] and any("60 days of delivery" in p["text"] for p in trace["passages"])
+    assert trace["check"]["verdict"] in ("passed", "replaced")
+    if trace["check"]["verdict"] == "replaced":
+        # What the model wrote is kept for staff, and none of its failing sentences was sent.
+        assert trace["replaced"]
+        for failure in trace["check"]["failures"]:
+            assert failure["sentence"] not in reply["text"] and failure["reasons"]
