@@ -49,7 +49,7 @@ test: install browsers postgres
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check bot finetune serving conversations tests
+	$(BIN)/ruff check core cli bot finetune serving conversations tests
 
 clean:
 	rm -rf $(VENV) var

@@ -18,10 +18,12 @@ RUN apt-get update \
 
 WORKDIR /opt/supportbot
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY bot ./bot
 COPY conversations ./conversations
 COPY finetune ./finetune
 COPY serving ./serving
+COPY cli ./cli
 # The CPU build of torch: the app runs only the small intent classifier and a tokenizer, never the LLM.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" . \

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from core.process import die_with_parent
 from finetune.sft import ADAPTER_META, LoraRecipe, ProgressFn, TrainingCancelled, TrainingError, TrainResult, train_lora
-from serving.vllm_process import _die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def train_lora_processes(
     offset, cancelled = 0, False
     with log.open("w") as output:
         # If this worker is killed outright, the kernel stops torchrun too (and torchrun its ranks).
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
             while True:
                 code = process.poll()

@@ -74,8 +74,9 @@ def assistant_loss(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from finetune.devices import training_device
     from finetune.seed import with_system
-    from finetune.sft import load_examples, mean_assistant_loss, training_device
+    from finetune.sft import load_examples, mean_assistant_loss
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)

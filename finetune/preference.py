@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from finetune.dataset import DatasetRecipe, SourceConversation, content_signature, cut_text, split_of
-from finetune.sft import ADAPTER_META, TrainingCancelled, TrainingError, training_device, weights_dtype
+from finetune.devices import training_device, weights_dtype
+from finetune.sft import ADAPTER_META, TrainingCancelled, TrainingError
 
 logger = logging.getLogger(__name__)
 

@@ -5,19 +5,44 @@ reused, so vLLM never sees two adapters under one name.
 """
 
 import json
+import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+from pydantic import BaseModel
+
+from bot.vllm_admin import AdapterLoadFailed, load_adapter_into_vllm
 from finetune.sft import ADAPTER_META
+
+logger = logging.getLogger(__name__)
 
 ACTIVE_FILE = "active.json"
 # bot.intents.CLASSIFIER_FILE; not imported, so that the store does not pull in torch.
 CLASSIFIER_MARKER = "classifier.json"
 
 
+class AdapterVersion(BaseModel):
+    """One adapter version in the store."""
+
+    name: str
+    active: bool
+    metadata: dict
+
+
+class AdapterList(BaseModel):
+    """All adapter versions, oldest first, and the one in service."""
+
+    active: str | None
+    versions: list[AdapterVersion]
+
+
 class AdapterNotFound(Exception):
     """The named adapter version does not exist in the store."""
+
+    code = "adapter_not_found"
 
 
 class AdapterRegistry:
@@ -76,6 +101,17 @@ class AdapterRegistry:
         staging.write_text(json.dumps({"active": name, "history": history[-20:]}))
         os.replace(staging, self.root / ACTIVE_FILE)
 
+    def listing(self) -> AdapterList:
+        """Every version with its metadata, and which one is in service."""
+        active = self.active()
+        return AdapterList(
+            active=active,
+            versions=[
+                AdapterVersion(name=name, active=name == active, metadata=self.metadata(name))
+                for name in self.versions()
+            ],
+        )
+
     def metadata(self, name: str) -> dict:
         if name not in self.versions():
             raise AdapterNotFound(name)
@@ -85,3 +121,23 @@ class AdapterRegistry:
 def classifier_registry(root: Path) -> AdapterRegistry:
     """The intent classifiers' store: folders `intent-vN` holding a classifier.json."""
     return AdapterRegistry(root, prefix="intent", marker=CLASSIFIER_MARKER)
+
+
+def promote(registry: AdapterRegistry, name: str, *, serve_on: str | Sequence[str] | None = None) -> str | None:
+    """Put version `name` in service and return the version it replaces (a rollback promotes an older one).
+
+    The one way anything is promoted: the CLI, a retraining run, first start, the admin API. With `serve_on`
+    (vLLM URLs) the adapter is loaded there first, so a refused load leaves the version in service as it was;
+    the running app polls the pointer and swaps the new version in.
+    """
+    if name not in registry.versions():
+        raise AdapterNotFound(name)
+    previous = registry.active()
+    if serve_on is not None:
+        try:
+            load_adapter_into_vllm(serve_on, name, registry.path(name))
+        except (AdapterLoadFailed, httpx.HTTPError) as error:
+            raise AdapterLoadFailed(f"vLLM could not load {name}: {error}") from error
+    registry.promote(name)
+    logger.info("%s promoted (was %s)", name, previous)
+    return previous

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.context import relevant_policies, system_text
 from bot.domain import DomainPack
-from finetune.registry import AdapterRegistry
+from finetune.registry import AdapterRegistry, promote
 from finetune.sft import LoraRecipe, ProgressFn, TrainResult, train_lora
 
 logger = logging.getLogger(__name__)
@@ -49,5 +49,5 @@ def ensure_seed_adapter(
         recipe=recipe,
         on_step=on_step,
     )
-    registry.promote(name)
+    promote(registry, name)
     return result

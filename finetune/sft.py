@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finetune.devices import ProcessGroup, weights_dtype
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -364,7 +366,7 @@ def train_lora(
         )
         partial.replace(checkpoint)
 
-    compute_loss = group.wrap(model)
+    compute_loss = group.wrap(model, assistant_loss)
     torch.manual_seed(recipe.seed + group.rank)  # dropout differs between processes, like their batches
     model.train()
     started = time.monotonic() - state["seconds"]
@@ -457,84 +459,3 @@ def train_lora(
         )
     group.barrier()
     return result
-
-
-def training_device(rank: int = 0):
-    """Where a training process computes: a GPU when there is one (picked by rank), else the CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        # torchrun --standalone: one node, so the rank picks the GPU.
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def weights_dtype(name: str, device):
-    """The base model's weight dtype for a recipe's `dtype` (auto: bf16 on a GPU that has it, else fp32)."""
-    import torch
-
-    if name == "auto":
-        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else torch.float32
-    return getattr(torch, name)
-
-
-@dataclass
-class ProcessGroup:
-    """This process's place among the training processes: one process, or a torchrun group."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls) -> "ProcessGroup":
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return cls(rank=dist.get_rank(), world=dist.get_world_size())
-        return cls()
-
-    def device(self):
-        return training_device(self.rank)
-
-    def wrap(self, model) -> Callable:
-        """The training loss as a module call; under DDP, so gradients are averaged across processes."""
-        import torch
-
-        class AssistantLoss(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, ids, mask, labels):
-                return assistant_loss(self.model, ids, mask, labels)
-
-        module = AssistantLoss()
-        if self.world == 1:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
-
-        device = self.device()
-        # DDP also broadcasts rank 0's weights, so every process starts from the same adapter.
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def sum(self, *values: float) -> list[float]:
-        """The values summed over all processes."""
-        if self.world == 1:
-            return list(values)
-        import torch
-        import torch.distributed as dist
-
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device())
-        dist.all_reduce(tensor)
-        return tensor.tolist()
-
-    def any(self, *flags: bool) -> list[bool]:
-        """Each flag, true when it is true in any process."""
-        return [total > 0 for total in self.sum(*(float(flag) for flag in flags))]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()

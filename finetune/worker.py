@@ -10,29 +10,29 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import httpx
 import yaml
 from sqlmodel import Session
 
 from bot.domain import DomainPack, load_pack
-from bot.replicas import expand_urls, first_healthy
+from bot.replicas import first_healthy
+from bot.vllm_admin import load_adapter_into_vllm
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
+from core.settings import Settings, get_settings
+from finetune.classifiers import retrain_classifier
 from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
 from finetune.distributed import train_lora_processes, training_processes
 from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
-from finetune.registry import AdapterRegistry
+from finetune.registry import AdapterRegistry, promote
 from finetune.seed import with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
-from serving.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -82,43 +82,6 @@ def source_conversations(session: Session, pack: DomainPack) -> list[SourceConve
         turns = [SourceTurn(role=m.role, content=m.content) for m in seed.messages]
         sources.append(SourceConversation(id=seed.id, source="seed", turns=turns, intent=seed.intent))
     return sources
-
-
-def load_adapter_into_vllm(vllm_url: str | Sequence[str], name: str, path: Path) -> list[str]:
-    """Hot-load an adapter under a new name; an adapter already loaded under that name is fine.
-
-    Given several replica URLs (`dns+` entries expanded), it is loaded into each one that can be reached;
-    one that cannot is skipped (the app's promotion watcher loads it there once it is back), but a replica
-    that refuses the adapter, or none reachable, is an error. Returns the servers that have it now.
-    The path must be the same on every replica: the adapter store is shared (see deploy/README.md).
-    """
-    if isinstance(vllm_url, str):
-        _load_adapter(vllm_url, name, path)
-        return [vllm_url]
-    loaded, unreachable, refused = [], [], []
-    for url in expand_urls(vllm_url):
-        try:
-            _load_adapter(url, name, path)
-            loaded.append(url)
-        except httpx.TransportError as error:
-            logger.warning("vLLM replica %s unreachable while loading %s: %s", url, name, error)
-            unreachable.append(url)
-        except RuntimeError as error:
-            refused.append(str(error))
-    if refused:
-        raise RuntimeError("; ".join(refused))
-    if not loaded:
-        raise RuntimeError(f"no vLLM replica reachable to load {name} (tried {unreachable or list(vllm_url)})")
-    logger.info("adapter %s loaded on %s", name, loaded)
-    return loaded
-
-
-def _load_adapter(vllm_url: str, name: str, path: Path) -> None:
-    response = httpx.post(
-        f"{vllm_url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path.resolve())}, timeout=300
-    )
-    if response.status_code != 200 and "already" not in response.text.lower():
-        raise RuntimeError(f"vLLM {vllm_url} refused adapter {name}: {response.status_code} {response.text[:300]}")
 
 
 class RunReporter:
@@ -268,10 +231,9 @@ def execute_run(
             else f"{len(pairs)} corrected replies to learn preferences from; the stage needs {preference.min_pairs}"
         }
         reporter.update(report=result)
-        promoted = False
-        if result["decision"]["promote"]:
-            registry.promote(adapter_name)
-            promoted = True
+        promoted = bool(result["decision"]["promote"])
+        if promoted:
+            promote(registry, adapter_name)
         reporter.stage("done")
         reporter.update(
             status=RunStatus.finished, finished_at=utcnow(), promoted=promoted, progress=dict(reporter.progress)
@@ -285,32 +247,6 @@ def execute_run(
         )
     finally:
         background.shutdown(wait=False, cancel_futures=True)
-
-
-def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tuple[str, str]]) -> dict:
-    """Retrain the intent classifier on the pack's examples plus staff relabels, and gate it on
-    held-out macro-F1. Skipped when there is nothing new to learn and a classifier is in service."""
-    from finetune.intents import examples_from_pack, intent_texts_from_pack, train_intent_classifier
-    from finetune.registry import classifier_registry
-
-    registry = classifier_registry(settings.classifiers_dir)
-    active = registry.active()
-    known = {intent.name for intent in pack.intents}
-    extra = [(text, intent) for text, intent in relabels if intent in known]
-    if active is not None and not extra:
-        return {"name": None, "skipped": "no intent relabels since the pack's examples", "in_service": active}
-    name = registry.next_name()
-    settings.classifiers_dir.mkdir(parents=True, exist_ok=True)
-    meta = train_intent_classifier(
-        examples_from_pack(pack) + extra, output_dir=registry.path(name), intent_texts=intent_texts_from_pack(pack)
-    )
-    after = (meta.get("metrics") or {}).get("macro_f1", 0.0)
-    before = (registry.metadata(active).get("metrics") or {}).get("macro_f1", 0.0) if active else None
-    promoted = before is None or after >= before - 0.005
-    if promoted:
-        registry.promote(name)
-    return {"name": name, "relabels": len(extra), "macro_f1": after, "in_service_macro_f1": before,
-            "promoted": promoted}  # fmt: skip
 
 
 def _eval_limits(settings: Settings) -> dict:

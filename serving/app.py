@@ -12,66 +12,17 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.context import ChatTemplateCounter
-from bot.dialogue import DialogueManager, Swappable
-from bot.domain import load_pack
-from bot.llm import VLLMChatModel
-from bot.replicas import ReplicaPool
-from bot.routing import RuleRouter
-from conversations.db import init_db, make_engine
 from conversations.retention import apply_retention
-from finetune.registry import AdapterRegistry
-from serving import metrics
+from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
 from serving.console import pages as console_pages
-from serving.deps import Services
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
-from serving.live import ConversationWatcher
-from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
-from serving.routes import customer, events, feedback, health, training, widget
-from serving.settings import Settings
-from serving.training import TrainingManager
+from serving.routes import customer, events, feedback, health, metrics, training, widget
+from serving.services import build_services
 
 logger = logging.getLogger(__name__)
-
-
-def build_services(settings: Settings) -> Services:
-    engine = make_engine(
-        settings.resolved_database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        wait_s=settings.db_wait_s,
-    )
-    init_db(engine)
-    pack = load_pack(settings.domain_pack)
-    llm = VLLMChatModel(
-        replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
-        max_tokens=settings.max_reply_tokens,
-        timeout_s=settings.llm_timeout_s,
-        max_concurrent=settings.llm_max_concurrent,
-        start_within_s=settings.busy_reply_after_s,
-    )
-    active = AdapterRegistry(settings.adapters_dir).active()
-    classifier_name, classifier = load_promoted_classifier(settings)
-    dialogue = DialogueManager(
-        pack=pack,
-        llm=llm,
-        counter=ChatTemplateCounter(settings.base_model_dir),
-        models=Swappable(active or settings.served_model_name),
-        classifier=Swappable(classifier),
-        router=RuleRouter(pack, routing_config(settings, classifier)),
-        context_tokens=settings.vllm_max_model_len,
-        reply_tokens=settings.max_reply_tokens,
-        summary_model=settings.served_model_name,
-    )
-    logger.info(
-        "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
-    )
-    return Services(
-        settings=settings, engine=engine, pack=pack, llm=llm, dialogue=dialogue, classifier_name=classifier_name
-    )
 
 
 async def retention_loop(settings: Settings, engine: Engine) -> None:
@@ -104,9 +55,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        services.promotions = PromotionWatcher(services)
-        services.training = TrainingManager(settings, services.engine)
-        services.watcher = ConversationWatcher(services.engine)
         interrupted = services.training.mark_lost_runs()
         if interrupted:
             logger.warning(
@@ -121,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         watching.cancel()
         scheduling.cancel()
         retaining.cancel()
-        for task in list(services.background):
+        for task in list(services.chat.background):
             task.cancel()
         services.engine.dispose()
 

@@ -19,8 +19,8 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import StaffAccount, StaffSession, utcnow
-from serving.errors import error_response
-from serving.settings import Settings
+from core.settings import Settings
+from serving.errors import ApiError, error_response
 
 SESSION_COOKIE = "supportbot_staff"
 # Double-submit cookie for the sign-in form, which is posted before any session exists.
@@ -36,14 +36,9 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class StaffAuthError(Exception):
-    """The request is not signed in (401), lacks the role or CSRF token it needs (403), or is throttled (429)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class StaffAuthError(ApiError):
+    """The request is not signed in (401), lacks the role or CSRF token it needs (403), or is throttled (429);
+    console pages answer it with a redirect or an HTML page instead of the API's error shape."""
 
 
 @dataclass(frozen=True)

@@ -1,45 +1,17 @@
 """Dependencies the routes ask for: the services built at start-up, a DB session, the customer token."""
 
-import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.dialogue import DialogueManager
-from bot.domain import DomainPack
-from bot.llm import VLLMChatModel
 from serving.auth import SignedIn, StaffAuthError, check_csrf, signed_in
 from serving.errors import ApiError
-from serving.settings import Settings
-
-if TYPE_CHECKING:
-    from serving.live import ConversationWatcher
-    from serving.promotions import PromotionWatcher
-    from serving.training import TrainingManager
+from serving.services import Services
 
 T = TypeVar("T")
-
-
-@dataclass
-class Services:
-    """Long-lived parts of the running app, built once in the lifespan."""
-
-    settings: Settings
-    engine: Engine
-    pack: DomainPack
-    llm: VLLMChatModel
-    dialogue: DialogueManager
-    classifier_name: str | None = None
-    training: "TrainingManager | None" = None
-    promotions: "PromotionWatcher | None" = None
-    watcher: "ConversationWatcher | None" = None
-    # Work that outlives a request (summary updates); referenced so it is not garbage-collected.
-    background: set[asyncio.Task] = field(default_factory=set)
 
 
 def get_services(request: Request) -> Services:

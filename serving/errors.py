@@ -12,8 +12,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conversations.crud import ConversationAccessDenied, ConversationNotFound
+from bot.vllm_admin import AdapterLoadFailed
+from conversations import crud
 from conversations.db import store_busy
+from finetune.registry import AdapterNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,43 @@ def error_response(status: int, code: str, message: str, details: list | None = 
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status)
 
+
+# The one place typed errors become HTTP: status, and the message the API shows ({error}: the error's own text).
+# The code is the error's own (`crud.StoreError.code` and the like), so the API and the store name cases alike.
+ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    crud.ConversationNotFound: (404, "No conversation has this id."),
+    crud.ConversationAccessDenied: (403, "This token does not open this conversation."),
+    crud.MessageNotFound: (404, "This conversation has no message with this id."),
+    crud.NotABotMessage: (422, "Only the bot's replies can be rated or reviewed."),
+    crud.NotACustomerMessage: (422, "Only customer messages have an intent."),
+    crud.InvalidLabel: (422, "Tags and intents are 1 to 64 characters."),
+    crud.ReviewConflict: (409, "{error}"),
+    crud.NotClaimable: (409, "This conversation is resolved or another staff member has taken it over."),
+    crud.NotYourConversation: (409, "Take the conversation over first; a colleague may already have it."),
+    crud.StaffNotFound: (404, "No staff account has this id."),
+    crud.EmailTaken: (409, "Another account already uses this email."),
+    crud.LastAdmin: (409, "At least one active admin must remain."),
+    crud.RunNotFound: (404, "No retraining run {error}."),
+    crud.RunAlreadyActive: (409, "A retraining run is already going ({error})."),
+    crud.RunNotResumable: (409, "{error}"),
+    AdapterNotFound: (404, "No adapter version {error}."),
+    AdapterLoadFailed: (503, "{error}"),
+}
+
+
+def as_api_error(error: Exception) -> ApiError:
+    """A typed error of the store, the adapter store or vLLM as the API reports it (ERROR_STATUS)."""
+    if isinstance(error, ApiError):
+        return error
+    for kind in type(error).__mro__:
+        if kind in ERROR_STATUS:
+            status, message = ERROR_STATUS[kind]
+            return ApiError(status, getattr(error, "code", "error"), message.format(error=error))
+    raise error
+
+
+# What a console page catches to show an error on the page itself instead of the API's error shape.
+REPORTED = (ApiError, *ERROR_STATUS)
 
 # What a saturated app tells clients to wait before trying again: long enough for a burst to drain.
 BUSY_RETRY_AFTER_S = 5
@@ -58,13 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
         return error_response(error.status, error.code, error.message)
 
-    @app.exception_handler(ConversationNotFound)
-    async def _not_found(_: Request, error: ConversationNotFound) -> JSONResponse:
-        return error_response(404, "conversation_not_found", "No conversation has this id.")
-
-    @app.exception_handler(ConversationAccessDenied)
-    async def _denied(_: Request, error: ConversationAccessDenied) -> JSONResponse:
-        return error_response(403, "invalid_token", "This token does not open this conversation.")
+    for kind in ERROR_STATUS:
+        app.add_exception_handler(kind, _typed_error)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(OperationalError)
@@ -94,3 +128,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnicodeDecodeError)
     async def _encoding(_: Request, error: UnicodeDecodeError) -> JSONResponse:
         return error_response(400, "invalid_encoding", "The request body is not UTF-8 text.")
+
+
+async def _typed_error(_: Request, error: Exception) -> JSONResponse:
+    reported = as_api_error(error)
+    return error_response(reported.status, reported.code, reported.message)

@@ -1,16 +1,14 @@
-"""Prometheus metrics of the bot's work (turns, stage latencies, handoffs, fallbacks, feedback, tokens) at /metrics.
+"""Prometheus metrics of the bot's work (turns, stage latencies, handoffs, fallbacks, feedback, tokens).
 
 vLLM exports its own (`vllm:*`) at its /metrics; deploy/grafana/supportbot.json shows both side by side.
 The endpoint has no authentication: serve it on an internal network only (or turn it off).
 """
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bot.dialogue import TurnResult
 from bot.replicas import Replica
 from bot.routing import Decision
-from serving.deps import ServicesDep
 
 # The app's own registry: nothing else a library registers ends up on the page, and tests see one set.
 REGISTRY = CollectorRegistry()
@@ -108,13 +106,3 @@ def observe_replicas(replicas: dict[str, Replica]) -> None:
         REPLICA_UP.labels(replica=url).set(1 if replica.up else 0)
         for model in replica.models:
             REPLICA_SERVES.labels(replica=url, model=model).set(1)
-
-
-router = APIRouter(tags=["operations"])
-
-
-@router.get("/metrics", include_in_schema=False)
-def metrics(services: ServicesDep) -> Response:
-    """Prometheus text format; unauthenticated, so keep it on an internal network."""
-    observe_replicas(services.llm.replicas.snapshot())
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

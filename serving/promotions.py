@@ -8,12 +8,14 @@ import logging
 
 from fastapi.concurrency import run_in_threadpool
 
+from bot.dialogue import DialogueManager
+from bot.domain import DomainPack
 from bot.intents import IntentClassifier, load_classifier
+from bot.llm import VLLMChatModel
 from bot.routing import RoutingConfig, RuleRouter
+from bot.vllm_admin import load_adapter_into_vllm
+from core.settings import Settings
 from finetune.registry import AdapterRegistry, classifier_registry
-from finetune.worker import load_adapter_into_vllm
-from serving.deps import Services
-from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,23 @@ class PromotionWatcher:
     adapter (restarted, or newly scaled up) gets it loaded again; until then no request is routed to it.
     """
 
-    def __init__(self, services: Services, interval_s: float = 5.0) -> None:
-        self.services = services
+    def __init__(
+        self,
+        settings: Settings,
+        pack: DomainPack,
+        llm: VLLMChatModel,
+        dialogue: DialogueManager,
+        classifier_name: str | None,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.pack = pack
+        self.llm = llm
+        self.dialogue = dialogue
+        self.classifier_name = classifier_name
         self.interval_s = interval_s
-        self.classifiers = classifier_registry(services.settings.classifiers_dir)
-        self.adapters = AdapterRegistry(services.settings.adapters_dir)
+        self.classifiers = classifier_registry(settings.classifiers_dir)
+        self.adapters = AdapterRegistry(settings.adapters_dir)
 
     async def check(self) -> bool:
         """Swap in promoted versions not yet in use; True when something changed."""
@@ -58,19 +72,19 @@ class PromotionWatcher:
 
     async def _check_adapter(self) -> bool:
         active = await run_in_threadpool(self.adapters.active)
-        dialogue = self.services.dialogue
+        dialogue = self.dialogue
         if active is None:
             return False
         if active == dialogue.models.current():
-            if not self.services.settings.manages_vllm:
+            if not self.settings.manages_vllm:
                 await self._reload_where_missing(active)
             return False
-        settings = self.services.settings
+        settings = self.settings
         await run_in_threadpool(
             load_adapter_into_vllm, settings.vllm_urls or settings.resolved_vllm_url, active, self.adapters.path(active)
         )
-        if not self.services.llm.replicas.single:
-            await self.services.llm.replicas.refresh()
+        if not self.llm.replicas.single:
+            await self.llm.replicas.refresh()
         previous = dialogue.models.current()
         dialogue.models.switch(active)
         logger.info("adapter %s now answers customers (was %s)", active, previous)
@@ -78,25 +92,25 @@ class PromotionWatcher:
 
     async def _reload_where_missing(self, active: str) -> None:
         """A vLLM server run elsewhere forgets runtime-loaded adapters when it restarts: load it there again."""
-        replicas = await self.services.llm.replicas.view()
+        replicas = await self.llm.replicas.view()
         missing = [url for url, replica in replicas.items() if replica.up and active not in replica.models]
         if not missing:
             return
         logger.warning("vLLM replica(s) %s lack adapter %s; loading it", missing, active)
         await run_in_threadpool(load_adapter_into_vllm, missing, active, self.adapters.path(active))
-        await self.services.llm.replicas.refresh()
+        await self.llm.replicas.refresh()
 
     async def _check_classifier(self) -> bool:
         active = await run_in_threadpool(self.classifiers.active)
-        if active is None or active == self.services.classifier_name:
+        if active is None or active == self.classifier_name:
             return False
         classifier = await run_in_threadpool(load_classifier, self.classifiers.path(active))
-        dialogue = self.services.dialogue
+        dialogue = self.dialogue
         # The router carries the new classifier's calibrated thresholds; swap it first.
-        dialogue.router = RuleRouter(self.services.pack, routing_config(self.services.settings, classifier))
+        dialogue.router = RuleRouter(self.pack, routing_config(self.settings, classifier))
         dialogue.classifier.switch(classifier)
-        logger.info("intent classifier %s now in use (was %s)", active, self.services.classifier_name)
-        self.services.classifier_name = active
+        logger.info("intent classifier %s now in use (was %s)", active, self.classifier_name)
+        self.classifier_name = active
         return True
 
     async def run(self) -> None:

@@ -5,7 +5,6 @@ The application is started the way a user starts it (`supportbot start`), with i
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
+from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +30,6 @@ TEST_ADAPTER_STEPS = 4
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests marked `last` stop shared services, so they run after everything else.
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LiveApp:
@@ -74,7 +68,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     log_path = tmp_path_factory.mktemp("logs") / "supportbot-start.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     app = LiveApp(process, settings, log_path)
     deadline = time.monotonic() + 1200

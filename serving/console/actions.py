@@ -17,8 +17,8 @@ from conversations.models import (
     StaffRole,
 )
 from serving.auth import SignedIn, account_problem, hash_password
+from serving.chat import clean_text
 from serving.errors import ApiError
-from serving.routes.customer import clean_text
 
 
 def _target(conversation_id: str) -> str:
@@ -35,14 +35,9 @@ def claim(session: Session, signed: SignedIn, conversation_id: str, force: bool 
     previous_owner = previous.staff_id if previous is not None else None
     if force and not signed.is_admin:
         raise ApiError(403, "admins_only", "Only admins may take a conversation from a colleague.")
-    try:
-        conversation = crud.claim_conversation(
-            session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), force=force
-        )
-    except crud.NotClaimable as error:
-        raise ApiError(
-            409, "not_claimable", "This conversation is resolved or another staff member has taken it over."
-        ) from error
+    conversation = crud.claim_conversation(
+        session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), force=force
+    )
     if before != conversation.status or previous_owner != signed.staff.id:
         details: dict[str, object] = {"from_status": str(before)}
         if previous_owner is not None and previous_owner != signed.staff.id:
@@ -57,12 +52,9 @@ def claim(session: Session, signed: SignedIn, conversation_id: str, force: bool 
 def reply(session: Session, signed: SignedIn, conversation_id: str, text: str, max_chars: int) -> Message:
     """Answer the customer as the staff member; their widget shows it under the staff member's name."""
     text = clean_text(text, max_chars)
-    try:
-        message = crud.post_staff_message(
-            session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), text=text
-        )
-    except crud.NotYourConversation as error:
-        raise _not_yours() from error
+    message = crud.post_staff_message(
+        session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), text=text
+    )
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="takeover.reply", target=_target(conversation_id),
         details={"message_id": message.id, "chars": len(text)},
@@ -72,10 +64,7 @@ def reply(session: Session, signed: SignedIn, conversation_id: str, text: str, m
 
 def hand_back(session: Session, signed: SignedIn, conversation_id: str) -> Conversation:
     """Give the conversation back to the bot, which answers the customer's next message again."""
-    try:
-        conversation = crud.hand_back(session=session, conversation_id=conversation_id, staff_id=_id(signed.staff))
-    except crud.NotYourConversation as error:
-        raise _not_yours() from error
+    conversation = crud.hand_back(session=session, conversation_id=conversation_id, staff_id=_id(signed.staff))
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="takeover.hand_back", target=_target(conversation_id)
     )
@@ -85,12 +74,9 @@ def hand_back(session: Session, signed: SignedIn, conversation_id: str) -> Conve
 def resolve(session: Session, signed: SignedIn, conversation_id: str) -> Conversation:
     """Close the conversation; it reopens with the bot if the customer writes again."""
     before = crud.get_conversation(session=session, conversation_id=conversation_id).status
-    try:
-        conversation = crud.resolve_conversation(
-            session=session, conversation_id=conversation_id, staff_id=_id(signed.staff)
-        )
-    except crud.NotYourConversation as error:
-        raise _not_yours() from error
+    conversation = crud.resolve_conversation(
+        session=session, conversation_id=conversation_id, staff_id=_id(signed.staff)
+    )
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="takeover.resolve", target=_target(conversation_id),
         details={"from_status": str(before)},
@@ -105,12 +91,9 @@ def create_account(
     problem = account_problem(email, display_name, password)
     if problem is not None:
         raise ApiError(422, "invalid_account", problem)
-    try:
-        account = crud.create_staff(
-            session=session, email=email, display_name=display_name, password_hash=hash_password(password), role=role
-        )
-    except crud.EmailTaken as error:
-        raise ApiError(409, "email_taken", "Another account already uses this email.") from error
+    account = crud.create_staff(
+        session=session, email=email, display_name=display_name, password_hash=hash_password(password), role=role
+    )
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="staff.create", target=f"staff:{account.id}",
         details={"email": account.email, "role": str(account.role)},
@@ -122,12 +105,7 @@ def update_account(
     session: Session, signed: SignedIn, staff_id: int, *, active: bool | None = None, role: StaffRole | None = None
 ) -> StaffAccount:
     """An admin deactivates, reactivates or changes the role of an account; deactivation signs it out."""
-    try:
-        account = crud.update_staff(session=session, staff_id=staff_id, active=active, role=role)
-    except crud.StaffNotFound as error:
-        raise ApiError(404, "staff_not_found", "No staff account has this id.") from error
-    except crud.LastAdmin as error:
-        raise ApiError(409, "last_admin", "At least one active admin must remain.") from error
+    account = crud.update_staff(session=session, staff_id=staff_id, active=active, role=role)
     changes: dict[str, object] = {}
     if active is not None:
         changes["active"] = active
@@ -144,22 +122,13 @@ def _id(account: StaffAccount) -> int:
     return account.id
 
 
-def _not_yours() -> ApiError:
-    return ApiError(409, "not_your_conversation", "Take the conversation over first; a colleague may already have it.")
-
-
 def review(session: Session, signed: SignedIn, conversation_id: str, message_id: int, body: ReviewCreate) -> Review:
     """Mark one bot reply good or bad, with the reply it should have given."""
     _message_of(session, conversation_id, message_id)
-    try:
-        return crud.save_review(
-            session=session, message_id=message_id, rating=body.rating, corrected_text=body.corrected_text,
-            reviewer_id=signed.staff.id, expected_version=body.expected_version,
-        )  # fmt: skip
-    except crud.NotABotMessage as error:
-        raise ApiError(422, "not_a_bot_message", "Only the bot's replies are reviewed.") from error
-    except crud.ReviewConflict as error:
-        raise ApiError(409, "review_conflict", str(error)) from error
+    return crud.save_review(
+        session=session, message_id=message_id, rating=body.rating, corrected_text=body.corrected_text,
+        reviewer_id=signed.staff.id, expected_version=body.expected_version,
+    )  # fmt: skip
 
 
 def relabel(
@@ -169,21 +138,13 @@ def relabel(
     _message_of(session, conversation_id, message_id)
     if new_intent.strip() not in known:
         raise ApiError(422, "unknown_intent", "This intent is not in the domain pack.")
-    try:
-        return crud.relabel_intent(
-            session=session, message_id=message_id, new_intent=new_intent, reviewer_id=signed.staff.id
-        )
-    except crud.NotACustomerMessage as error:
-        raise ApiError(422, "not_a_customer_message", "Only customer messages have an intent.") from error
-    except crud.ReviewConflict as error:
-        raise ApiError(409, "review_conflict", str(error)) from error
+    return crud.relabel_intent(
+        session=session, message_id=message_id, new_intent=new_intent, reviewer_id=signed.staff.id
+    )
 
 
 def add_tag(session: Session, signed: SignedIn, conversation_id: str, name: str) -> list[str]:
-    try:
-        crud.add_tag(session=session, conversation_id=conversation_id, name=name, reviewer_id=signed.staff.id)
-    except crud.InvalidLabel as error:
-        raise ApiError(422, "invalid_tag", "A tag is 1 to 64 characters.") from error
+    crud.add_tag(session=session, conversation_id=conversation_id, name=name, reviewer_id=signed.staff.id)
     return crud.list_tags(session=session, conversation_id=conversation_id)
 
 
@@ -197,19 +158,13 @@ def mark(
     session: Session, signed: SignedIn, conversation_id: str, body: ConversationReviewCreate
 ) -> ConversationReview:
     """Mark the conversation reviewed, and whether it may be used to retrain the bot."""
-    try:
-        return crud.mark_conversation(
-            session=session, conversation_id=conversation_id, reviewed=body.reviewed,
-            use_for_training=body.use_for_training, reviewer_id=signed.staff.id,
-            expected_version=body.expected_version,
-        )  # fmt: skip
-    except crud.ReviewConflict as error:
-        raise ApiError(409, "review_conflict", str(error)) from error
+    return crud.mark_conversation(
+        session=session, conversation_id=conversation_id, reviewed=body.reviewed,
+        use_for_training=body.use_for_training, reviewer_id=signed.staff.id,
+        expected_version=body.expected_version,
+    )  # fmt: skip
 
 
 def _message_of(session: Session, conversation_id: str, message_id: int) -> Message:
     crud.get_conversation(session=session, conversation_id=conversation_id)
-    try:
-        return crud.get_message(session=session, conversation_id=conversation_id, message_id=message_id)
-    except crud.MessageNotFound as error:
-        raise ApiError(404, "message_not_found", "This conversation has no message with this id.") from error
+    return crud.get_message(session=session, conversation_id=conversation_id, message_id=message_id)

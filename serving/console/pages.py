@@ -33,8 +33,7 @@ from serving.auth import (
 from serving.console import actions, views
 from serving.console.signin import check_credentials, safe_next
 from serving.deps import CurrentAdmin, CurrentStaff, Services, ServicesDep, SessionDep
-from serving.errors import ApiError
-from serving.routes import training as training_api
+from serving.errors import REPORTED, ApiError, as_api_error
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -257,8 +256,9 @@ def _act(
     """Run one form's step; back to the transcript on success, the page with the error otherwise."""
     try:
         step()
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return conversation_page(request, signed, session, services, conversation_id, error.message, error.status)
     return back(f"/console/conversations/{conversation_id}", notice, anchor)
 
@@ -396,8 +396,9 @@ def create_staff(
 ) -> Response:  # fmt: skip
     try:
         actions.create_account(session, signed, email=email, display_name=display_name, password=password, role=role)
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return staff_page(request, signed, session, error.message, error.status)
     return back("/console/staff", "created")
 
@@ -409,8 +410,9 @@ def update_staff(
 ) -> Response:  # fmt: skip
     try:
         actions.update_account(session, signed, staff_id, active=active, role=role)
-    except ApiError as error:
+    except REPORTED as failure:
         session.rollback()
+        error = as_api_error(failure)
         return staff_page(request, signed, session, error.message, error.status)
     return back("/console/staff", "updated")
 
@@ -443,7 +445,7 @@ def models(signed: CurrentAdmin, request: Request, session: SessionDep, services
     return render(
         request, "models.html", signed, section="models", runs=runs,
         active_run=next((run for run in runs if run.status in ACTIVE_RUNS), None),
-        adapters=training_api.list_adapters(signed, services),
+        adapters=AdapterRegistry(services.settings.adapters_dir).listing(),
         previous=AdapterRegistry(services.settings.adapters_dir).previous(),
         # A name is reused only after a run that failed before training, so the newest run made it.
         made_by={run.adapter: run.id for run in reversed(runs) if run.adapter},
@@ -462,7 +464,7 @@ def model_run(
             request, "error.html", signed, 404, section="models", status=404, title="not found",
             message=f"No retraining run {run_id}.",
         )  # fmt: skip
-    adapters = training_api.list_adapters(signed, services)
+    adapters = AdapterRegistry(services.settings.adapters_dir).listing()
     return render(
         request, "model_run.html", signed, section="models", run=run, active=adapters.active,
         stored={version.name for version in adapters.versions},

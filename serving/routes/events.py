@@ -102,7 +102,6 @@ def read_changes(services: Services, conversation_id: str, after: int, since_sta
 
 
 async def follow(services: Services, request: Request, conversation_id: str, after: int) -> AsyncIterator[str]:
-    assert services.watcher is not None
     with services.watcher.follow(conversation_id) as changed:
         async for event in follow_changes(services, request, conversation_id, after, changed):
             yield event

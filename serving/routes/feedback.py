@@ -17,7 +17,6 @@ from conversations.models import (
 )
 from serving import metrics
 from serving.deps import CustomerToken, ServicesDep, in_session
-from serving.errors import ApiError
 
 router = APIRouter(prefix="/api/conversations", tags=["feedback"])
 
@@ -46,14 +45,9 @@ async def rate_reply(
 
     def rate(session: Session) -> FeedbackPublic:
         crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
-        try:
-            feedback = crud.rate_reply(
-                session=session, conversation_id=conversation_id, message_id=message_id, rating=body.rating
-            )
-        except crud.MessageNotFound as error:
-            raise ApiError(404, "message_not_found", "This conversation has no message with this id.") from error
-        except crud.NotABotMessage as error:
-            raise ApiError(422, "not_a_bot_message", "Only the assistant's replies can be rated.") from error
+        feedback = crud.rate_reply(
+            session=session, conversation_id=conversation_id, message_id=message_id, rating=body.rating
+        )
         return FeedbackPublic.model_validate(feedback)
 
     rated = await in_session(services, rate)

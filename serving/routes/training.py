@@ -1,38 +1,20 @@
 """Admin API for the learning loop: start, watch, cancel and resume retraining; promote and roll back.
 
+Typed errors (no such run, one already going, a refused adapter) become HTTP in serving/errors.py.
 Every call here is an admin action and lands in the audit log.
 """
 
-import httpx
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import TrainingRunPublic
-from finetune.registry import AdapterNotFound, AdapterRegistry
-from finetune.worker import load_adapter_into_vllm
+from finetune.registry import AdapterList, AdapterRegistry, promote
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
 from serving.errors import ApiError
-from serving.training import RunNotResumable
 
 router = APIRouter(prefix="/api/admin", tags=["admin: training"])
-
-
-class AdapterVersion(BaseModel):
-    """One adapter version in the store."""
-
-    name: str
-    active: bool
-    metadata: dict
-
-
-class AdapterList(BaseModel):
-    """All adapter versions, oldest first, and the one in service."""
-
-    active: str | None
-    versions: list[AdapterVersion]
 
 
 def _audit(services, admin, action: str, target: str, details: dict | None = None) -> None:
@@ -47,77 +29,45 @@ def list_runs(_: CurrentAdmin, session: SessionDep) -> list[TrainingRunPublic]:
 
 @router.get("/runs/{run_id}")
 def read_run(run_id: int, _: CurrentAdmin, session: SessionDep) -> TrainingRunPublic:
-    try:
-        return TrainingRunPublic.model_validate(crud.get_training_run(session=session, run_id=run_id))
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
+    return TrainingRunPublic.model_validate(crud.get_training_run(session=session, run_id=run_id))
 
 
 @router.post("/runs", status_code=status.HTTP_202_ACCEPTED)
 async def start_run(admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
     """Start retraining now: dataset from reviewed conversations, new adapter, evaluation, promotion."""
-    try:
-        run = await run_in_threadpool(services.training.start, "manual")
-    except crud.RunAlreadyActive as error:
-        raise ApiError(409, "run_active", f"A retraining run is already going ({error}).") from error
+    run = await run_in_threadpool(services.training.start, "manual")
     await run_in_threadpool(_audit, services, admin, "retrain.start", f"run:{run.id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.post("/runs/{run_id}/cancel")
 async def cancel_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
-    try:
-        run = await run_in_threadpool(services.training.cancel, run_id)
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
+    run = await run_in_threadpool(services.training.cancel, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.cancel", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.post("/runs/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
 async def resume_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
-    try:
-        run = await run_in_threadpool(services.training.resume, run_id)
-    except crud.RunNotFound as error:
-        raise ApiError(404, "run_not_found", f"No retraining run {run_id}.") from error
-    except (RunNotResumable, crud.RunAlreadyActive) as error:
-        raise ApiError(409, "not_resumable", str(error)) from error
+    run = await run_in_threadpool(services.training.resume, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.resume", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.get("/adapters")
 def list_adapters(_: CurrentAdmin, services: ServicesDep) -> AdapterList:
-    registry = AdapterRegistry(services.settings.adapters_dir)
-    active = registry.active()
-    return AdapterList(
-        active=active,
-        versions=[
-            AdapterVersion(name=name, active=name == active, metadata=registry.metadata(name))
-            for name in registry.versions()
-        ],
-    )
+    return AdapterRegistry(services.settings.adapters_dir).listing()
 
 
 @router.post("/adapters/{name}/promote")
 async def promote_adapter(name: str, admin: CurrentAdmin, services: ServicesDep) -> AdapterList:
     """Serve this adapter version from now on (also how an admin rolls back to an older one)."""
     registry = AdapterRegistry(services.settings.adapters_dir)
-    previous = registry.active()
-    if name not in registry.versions():
-        raise ApiError(404, "adapter_not_found", f"No adapter version {name}.")
+    settings = services.settings
     # Loaded into vLLM before the pointer moves: a refused load leaves the adapter in service as it was.
-    try:
-        await run_in_threadpool(
-            load_adapter_into_vllm, services.settings.vllm_urls or services.settings.resolved_vllm_url, name,
-            registry.path(name),
-        )  # fmt: skip
-    except (RuntimeError, httpx.HTTPError) as error:
-        raise ApiError(503, "model_server_refused", f"vLLM could not load {name}: {error}") from error
-    try:
-        await run_in_threadpool(registry.promote, name)
-    except AdapterNotFound as error:
-        raise ApiError(404, "adapter_not_found", f"No adapter version {name}.") from error
+    previous = await run_in_threadpool(
+        promote, registry, name, serve_on=settings.vllm_urls or settings.resolved_vllm_url
+    )
     await services.promotions.check()
     await run_in_threadpool(_audit, services, admin, "adapter.promote", name, {"previous": previous})
     return list_adapters(admin, services)

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bot.intents import EncoderIntentClassifier, load_classifier  # noqa: E402
+from finetune.intent_report import evaluate_classifier  # noqa: E402
 from finetune.intents import (  # noqa: E402
     ClassifierRecipe,
-    evaluate_classifier,
     split_examples,
     train_intent_classifier,
 )

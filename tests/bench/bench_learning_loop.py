@@ -20,11 +20,11 @@ from bot.domain import load_pack
 from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role
+from core.settings import get_settings
 from finetune.dataset import Dataset
 from finetune.evaluate import assistant_loss, generation_scores, with_loss
 from finetune.registry import AdapterRegistry
 from finetune.worker import execute_run
-from serving.settings import get_settings
 
 # Customer questions answered badly by the bot and corrected by staff, from the demo pack's policies.
 CORRECTIONS = [

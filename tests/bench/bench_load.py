@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.utils.load import report, run_load  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.utils.ports import free_port  # noqa: E402
 
 
 @contextmanager
@@ -51,7 +45,7 @@ def started_app(args: argparse.Namespace, database_url: str, vllm_url: str | Non
         name, _, value = pair.partition("=")
         env[name] = value
     # A stand-in model needs no prepared adapter; a real one gets what `supportbot start` prepares.
-    command = [sys.executable, "-m", "serving.cli", "start"]
+    command = [sys.executable, "-m", "cli", "start"]
     if args.skip_prepare or args.fake_model_delay_s is not None:
         command.append("--skip-prepare")
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,26 +9,26 @@ from transformers import AutoModel, AutoTokenizer
 from typer.testing import CliRunner
 
 from bot.domain import default_pack_path, load_pack
+from bot.intent_net import IntentNet
 from bot.intents import (
     CLASSIFIER_FILE,
     ClassifierError,
     EncoderIntentClassifier,
-    IntentNet,
     Prediction,
     encoder_path,
     load_classifier,
 )
+from cli.main import app
+from core.settings import get_settings
+from finetune.intent_report import evaluate_classifier
 from finetune.intents import (
     ClassifierRecipe,
-    evaluate_classifier,
     examples_from_pack,
     held_out_examples,
     intent_texts_from_pack,
     train_intent_classifier,
 )
 from finetune.registry import classifier_registry
-from serving.cli import app
-from serving.settings import get_settings
 
 # Measured about 0.90 held-out accuracy on the demo pack (5 held-out messages per intent); the bar is
 # set well below that so the test is not flaky, and well above chance (1/22).

@@ -13,8 +13,9 @@ from langchain_core.messages import HumanMessage
 
 from bot.llm import LLMUnavailable, ModelBusy, ReplyDone, VLLMChatModel
 from bot.replicas import ReplicaPool, expand_urls, first_healthy
-from finetune.worker import load_adapter_into_vllm
-from tests.utils.fake_vllm import FakeVLLM, free_port
+from bot.vllm_admin import load_adapter_into_vllm
+from tests.utils.fake_vllm import FakeVLLM
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

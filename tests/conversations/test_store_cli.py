@@ -11,11 +11,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from cli.main import app
 from conversations import crud
 from conversations.filters import ConversationFilter
+from core.settings import Settings, get_settings
 from serving.app import retention_loop
-from serving.cli import app
-from serving.settings import Settings, get_settings
 from tests.utils.store import bot, customer, make_conversation
 
 

@@ -16,11 +16,11 @@ from sqlalchemy import MetaData, select
 from sqlmodel import Session
 
 from conversations import crud
+from conversations.backup import BackupError, PgTools, create_backup, restore_backup
 from conversations.db import make_engine, upgrade_db
+from core.settings import Settings
 from finetune.registry import AdapterRegistry, classifier_registry
 from finetune.sft import ADAPTER_META
-from serving.backup import BackupError, PgTools, create_backup, restore_backup
-from serving.settings import Settings
 from tests.utils.postgres import PostgresServer, find_bin_dir
 from tests.utils.store import bot, customer, make_conversation
 
@@ -157,7 +157,7 @@ def test_the_cli_backs_up_and_restores(tmp_path: Path) -> None:
 
     def supportbot(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "serving.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
 
     made = supportbot("backup", str(tmp_path / "backups"))

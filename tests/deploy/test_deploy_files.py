@@ -26,8 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.settings import Settings
 from serving.metrics import REGISTRY
-from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -303,7 +303,7 @@ def test_dockerfiles_copy_only_files_that_exist_and_run_real_commands(dockerfile
     assert command[0] == "supportbot"
     from typer.main import get_command
 
-    from serving.cli import app
+    from cli.main import app
 
     assert command[1] in get_command(app).commands, f"{dockerfile}: no `supportbot {command[1]}`"
     for module, names in re.findall(r"from ([\w.]+) import ([\w, ]+)", text):

@@ -14,11 +14,11 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 
 from conversations.db import alembic_config, current_revision
+from core.settings import Settings
 from serving.app import create_app
 from serving.logging import JsonFormatter
-from serving.settings import Settings
 from tests.utils.conversation import bot_reply, open_conversation, send
-from tests.utils.fake_vllm import free_port
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

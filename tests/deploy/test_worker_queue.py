@@ -10,13 +10,13 @@ import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from cli.main import app as cli
 from conversations import crud
 from conversations.db import make_engine, upgrade_db
 from conversations.models import RunStatus
-from serving import settings as settings_module
-from serving.cli import app as cli
-from serving.settings import Settings
-from serving.training import TrainingManager
+from core import settings as settings_module
+from core.settings import Settings
+from finetune.manager import TrainingManager
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_supportbot_worker_runs_the_queued_run_and_marks_a_lost_one(
     # The training itself is covered by the learning-loop tests; here only the hand-over is checked.
     monkeypatch.setattr("finetune.worker.execute_run", lambda run_id, settings: trained.append(run_id))
     monkeypatch.setattr(settings_module, "get_settings", lambda: queue_settings)
-    monkeypatch.setattr("serving.cli_ops.get_settings", lambda: queue_settings)
+    monkeypatch.setattr("cli.ops.get_settings", lambda: queue_settings)
 
     with Session(engine) as session:
         assert crud.get_training_run(session=session, run_id=lost.id).status == RunStatus.running

@@ -1,12 +1,14 @@
-"""Adapter versions are never reused, interrupted runs are invisible, and promotion is explicit."""
+"""Adapter versions are never reused, interrupted runs are invisible, and promotion is explicit and all-or-nothing."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from finetune.registry import AdapterNotFound, AdapterRegistry
+from bot.vllm_admin import AdapterLoadFailed
+from finetune.registry import AdapterNotFound, AdapterRegistry, promote
 from finetune.sft import ADAPTER_META
+from tests.utils.fake_vllm import FakeVLLM
 
 
 def make_adapter(root: Path, name: str) -> None:
@@ -28,3 +30,22 @@ def test_versions_names_and_promotion(tmp_path: Path) -> None:
     assert AdapterRegistry(tmp_path).active() == "domain-v2"
     with pytest.raises(AdapterNotFound):
         registry.promote("domain-v11")
+
+
+def test_promote_loads_into_vllm_first_and_a_refusal_leaves_the_version_in_service(tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path)
+    for name in ("domain-v1", "domain-v2", "domain-v3"):
+        make_adapter(tmp_path, name)
+    assert promote(registry, "domain-v1") is None
+    server = FakeVLLM("one").start()
+    try:
+        assert promote(registry, "domain-v2", serve_on=server.url) == "domain-v1"
+        assert registry.active() == "domain-v2" and "domain-v2" in server.adapters
+    finally:
+        server.stop()
+    for unreachable in (server.url, [server.url]):
+        with pytest.raises(AdapterLoadFailed, match="vLLM could not load domain-v3"):
+            promote(registry, "domain-v3", serve_on=unreachable)
+    with pytest.raises(AdapterNotFound):
+        promote(registry, "domain-v9", serve_on=server.url)
+    assert registry.active() == "domain-v2" and registry.previous() == "domain-v1"

@@ -6,20 +6,15 @@ from sqlmodel import Session, func, select
 
 from conversations.db import make_engine
 from conversations.models import Conversation, Message
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
+from tests.utils.api import assert_error
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 
 def stored_messages(settings: Settings) -> int:
     with Session(make_engine(settings.resolved_database_url)) as session:
         return session.exec(select(func.count()).select_from(Message)).one()
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code and error["message"]
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,11 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import ConversationStatus, StaffRole, utcnow
+from core.settings import Settings
 from serving.app import create_app
 from serving.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, sign_in
 from serving.console.signin import LoginThrottle
-from serving.settings import Settings
-from tests.conftest import free_port
+from tests.utils.ports import free_port
 from tests.utils.staff import PASSWORD, Staff, make_staff, seed_conversation
 from tests.utils.staff import sign_in as new_session
 

@@ -6,58 +6,24 @@ Delete docs/console.png and run this test to refresh the README's screenshot.
 """
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from conversations.models import ConversationStatus, StaffRole
-from serving.app import create_app
-from serving.settings import Settings
-from tests.conftest import ROOT, free_port
+from core.settings import Settings
+from tests.conftest import ROOT
+from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
 from tests.utils.conversation import send
+from tests.utils.ports import free_port
 from tests.utils.staff import PASSWORD, make_staff, seed_conversation
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 SCREENSHOT = ROOT / "docs" / "console.png"
 LIVE_WAIT_MS = 15_000
-
-
-class Server:
-    """The app served by uvicorn in a thread, as a browser reaches it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "Server":
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.1)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    @property
-    def engine(self):
-        return self.app.state.services.engine
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import RunStatus, StaffRole, TrainingRun, utcnow
+from core.settings import Settings
 from finetune.registry import AdapterRegistry
 from finetune.sft import ADAPTER_META
 from serving.auth import SESSION_COOKIE
-from serving.settings import Settings
 from tests.conftest import ROOT
 from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
 from tests.utils.staff import make_staff

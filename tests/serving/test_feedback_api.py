@@ -12,16 +12,11 @@ from sqlmodel import Session, select
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, CsatRating, Feedback, Message, Role
+from core.settings import Settings
 from serving.app import create_app
 from serving.limits import SendLimits
-from serving.settings import Settings
+from tests.utils.api import assert_error
 from tests.utils.conversation import open_conversation, send
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code and error["message"]
 
 
 def add_message(settings: Settings, conversation_id: str, role: Role, text: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session, select
 
 from conversations.models import Conversation, Message, Role
-from serving.settings import Settings
+from core.settings import Settings
 from tests.utils.browser import Server
 from tests.utils.load import report, run_load
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.settings import Settings
 from serving.logging import JsonFormatter, configure_logging, conversation_id_var, set_conversation_id
-from serving.settings import Settings
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.settings import Settings
 from finetune.registry import AdapterRegistry
 from finetune.sft import ADAPTER_META
 from serving.app import create_app
-from serving.settings import Settings
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
 
@@ -80,7 +80,7 @@ def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: Te
     assert metric(app, "supportbot_vllm_replica_serves", replica=second.url, model="domain-v1") == 0
 
     # The promotion watcher finds the replica without the promoted adapter and loads it there.
-    app.portal.call(services.promotions.check)  # type: ignore[union-attr]
+    app.portal.call(services.promotions.check)
     assert "domain-v1" in second.adapters
     converse(app, 2)
     assert second.chats("domain-v1") >= 1, "once loaded, the second replica takes its share"
@@ -89,7 +89,7 @@ def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: Te
     # A new version is loaded into every replica before the bot switches to it.
     add_adapter(tmp_path / "adapters", "domain-v2")
     AdapterRegistry(tmp_path / "adapters").promote("domain-v2")
-    assert app.portal.call(services.promotions.check)  # type: ignore[union-attr]
+    assert app.portal.call(services.promotions.check)
     assert "domain-v2" in first.adapters and "domain-v2" in second.adapters
     assert services.dialogue.models.current() == "domain-v2"
     assert {reply["model"] for reply in converse(app, 2)} == {"domain-v2"}

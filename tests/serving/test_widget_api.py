@@ -17,8 +17,8 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, Message, Role
+from core.settings import Settings
 from serving.app import create_app
-from serving.settings import Settings
 from tests.utils.conversation import open_conversation
 
 

@@ -8,15 +8,12 @@ model on this CPU take seconds, so waits for them are long.
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
@@ -24,22 +21,12 @@ from sqlmodel import Session, select
 from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, CsatRating, Feedback, Message, Role
-from serving.app import create_app
-from serving.settings import Settings
-from tests.conftest import ROOT, free_port
+from core.settings import Settings
+from tests.conftest import ROOT
+from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
 from tests.utils.conversation import open_conversation
+from tests.utils.ports import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = ROOT / "docs" / "widget.png"
 REPLY_MS = 180_000  # a reply from the CPU model, possibly while another test suite shares the cores
 LIVE_MS = 15_000  # a message written elsewhere reaches the page (the app polls its database every second)
@@ -52,7 +39,7 @@ def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail("Chromium is missing: `make test` installs it (`make browsers`)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
@@ -365,22 +352,8 @@ def test_phone_sized_screen_gets_a_full_screen_chat(pages, live_app) -> None:
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """A second app with its own settings, on a real port for the browser, sharing the live vLLM."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with Server(settings) as server:
+        yield server.url
 
 
 def test_a_rate_limited_customer_is_told_and_keeps_the_text(pages, app_settings: Settings) -> None:

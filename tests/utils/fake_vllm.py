@@ -7,7 +7,6 @@ started again on the same port to play a crashed and restarted replica (which fo
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,11 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.utils.ports import free_port
 
 
 class FakeVLLM:

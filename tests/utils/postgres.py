@@ -8,13 +8,14 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import psycopg
+
+from tests.utils.ports import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -36,12 +37,6 @@ def find_bin_dir() -> Path:
     raise PostgresUnavailable("PostgreSQL is not installed; run `make postgres` (Debian's postgresql package)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class PostgresServer:
     """One running cluster; `create_database` hands each test its own empty database."""
 
@@ -53,7 +48,7 @@ class PostgresServer:
         self.data_dir = root / "data"
         self.log_path = root / "server.log"
         self.run_as = run_as
-        self.port = _free_port()
+        self.port = free_port()
 
     @classmethod
     def start(cls) -> "PostgresServer":

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.settings import Settings
+from core.settings import Settings
 
 
 def test_default_secret_is_refused_in_production() -> None:

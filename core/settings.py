@@ -5,15 +5,19 @@ Everything else receives the values it needs through constructors; `get_settings
 
 import json
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.domain import default_pack_path
-
 DEFAULT_SECRET = "change-me-local-only"
+
+
+def demo_pack_path() -> Path:
+    """The demo domain pack shipped as data inside bot/ (named, not imported: nothing here imports bot/)."""
+    return Path(str(files("bot") / "packs" / "demo_shop")).resolve()
 
 
 class Settings(BaseSettings):
@@ -33,7 +37,7 @@ class Settings(BaseSettings):
     # on a GPU server point it at any local Hugging Face model directory.
     base_model: Path | None = None
     served_model_name: str = "base"
-    domain_pack: Path = Field(default_factory=default_pack_path)
+    domain_pack: Path = Field(default_factory=demo_pack_path)
 
     # vLLM: managed as a child process unless vllm_url names one that runs elsewhere.
     vllm_url: str | None = None

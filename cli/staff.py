@@ -14,8 +14,8 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import StaffRole
+from core.settings import get_settings
 from serving.auth import account_problem, hash_password
-from serving.settings import get_settings
 
 staff_app = typer.Typer(help="Staff console accounts.", no_args_is_help=True)
 console = Console()

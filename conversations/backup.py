@@ -21,7 +21,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import URL, make_url
 
 from conversations.db import current_revision, make_engine
-from serving.settings import Settings
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

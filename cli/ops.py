@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from core.settings import get_settings
 from serving.logging import configure_logging
-from serving.settings import get_settings
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -22,7 +22,7 @@ def backup(
     pg_bin_dir: Annotated[Path | None, typer.Option(help="Folder of pg_dump/pg_restore/psql (default: PATH).")] = None,
 ) -> None:
     """Back up the database and the adapter and classifier stores into one archive with checksums."""
-    from serving.backup import BackupError, PgTools, create_backup
+    from conversations.backup import BackupError, PgTools, create_backup
 
     try:
         with console.status("Backing up the database and the model stores..."):
@@ -45,7 +45,7 @@ def restore(
     """
     import tempfile
 
-    from serving.backup import BackupError, PgTools, restore_backup, verify_archive
+    from conversations.backup import BackupError, PgTools, restore_backup, verify_archive
 
     settings = get_settings()
     try:
@@ -80,11 +80,11 @@ def worker(
 
     Only one worker may run at a time: at start it marks runs a previous worker left running as interrupted.
     """
-    from sqlmodel import Session, col, select
+    from sqlmodel import Session
 
     from conversations import crud
     from conversations.db import make_engine, upgrade_db
-    from conversations.models import RunStatus, TrainingRun
+    from conversations.models import RunStatus
     from finetune.worker import execute_run
 
     settings = get_settings()
@@ -92,7 +92,7 @@ def worker(
     engine = make_engine(settings.resolved_database_url)
     upgrade_db(engine)
     with Session(engine) as session:
-        for run in session.exec(select(TrainingRun).where(col(TrainingRun.status) == RunStatus.running)).all():
+        for run in crud.training_runs_with_status(session=session, statuses=[RunStatus.running]):
             crud.update_training_run(
                 session=session, run_id=run.id, status=RunStatus.interrupted, error="the worker running it stopped"
             )

@@ -14,14 +14,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlmodel import Session
 
+from cli.progress import training_progress
 from conversations import crud
 from conversations.db import init_db, make_engine
+from core.settings import get_settings
 from finetune.registry import AdapterNotFound, AdapterRegistry
-from serving.settings import get_settings
+from finetune.registry import promote as promote_version
 
 console = Console()
 
@@ -45,14 +46,7 @@ def train(
         target=execute_run, args=(run.id, settings, {"max_steps": steps} if steps else None), daemon=True
     )
     worker.start()
-    with Progress(
-        TextColumn("{task.fields[stage]}"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with training_progress("{task.fields[stage]}", console) as progress:
         task = progress.add_task("run", total=None, stage="starting", loss="-")
         while worker.is_alive():
             with Session(engine) as session:
@@ -170,7 +164,7 @@ def promote(name: Annotated[str, typer.Argument(help="Adapter version, e.g. doma
     """Serve this adapter version; the running app switches to it within seconds, without a restart."""
     registry = AdapterRegistry(get_settings().adapters_dir)
     try:
-        registry.promote(name)
+        promote_version(registry, name)
     except AdapterNotFound as error:
         console.print(f"[red]No adapter version {name}[/]; versions: {', '.join(registry.versions())}")
         raise typer.Exit(1) from error
@@ -184,7 +178,7 @@ def rollback() -> None:
     if previous is None:
         console.print("[red]Nothing to roll back to.[/]")
         raise typer.Exit(1)
-    registry.promote(previous)
+    promote_version(registry, previous)
     console.print(f"Rolled back to {previous}.")
 
 

@@ -8,14 +8,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from serving import cli_ops, cli_training
-from serving.cli_intents import intents_app
-from serving.cli_staff import staff_app
-from serving.cli_store import store_app
+from cli import ops as cli_ops
+from cli import training as cli_training
+from cli.intents import intents_app
+from cli.progress import training_progress
+from cli.staff import staff_app
+from cli.store import store_app
+from core.settings import Settings, get_settings
 from serving.logging import configure_logging, uvicorn_log_config
-from serving.settings import Settings, get_settings
 
 app = typer.Typer(help="supportbot: a self-hosted customer-service chatbot.", no_args_is_help=True)
 console = Console()
@@ -50,14 +51,7 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
         rank=min(16, settings.vllm_max_lora_rank),
     )
     if registry.active() is None:
-        with Progress(
-            TextColumn("Training the first domain adapter"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with training_progress("Training the first domain adapter", console) as progress:
             task = progress.add_task("train", total=recipe.max_steps, loss="-")
 
             def on_step(step: int, total: int, loss: float) -> None:
@@ -77,8 +71,8 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
             )
     console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
 
+    from cli.intents import train_pack_classifier
     from finetune.registry import classifier_registry
-    from serving.cli_intents import train_pack_classifier
 
     classifiers = classifier_registry(settings.classifiers_dir)
     if classifiers.active() is None:
@@ -103,8 +97,8 @@ def default_dtype() -> str:
 
 
 def vllm_server(settings: Settings):
+    from core.vllm_process import VLLMConfig, VLLMServer
     from finetune.registry import AdapterRegistry
-    from serving.vllm_process import VLLMConfig, VLLMServer
 
     registry = AdapterRegistry(settings.adapters_dir)
 
@@ -136,8 +130,8 @@ def start(
     """Start the whole application: models prepared, vLLM managed as a child process, then the app."""
     import uvicorn
 
+    from core.vllm_process import VLLMStartError
     from serving.app import create_app
-    from serving.vllm_process import VLLMStartError
 
     _configure_logging(verbose)
     settings = get_settings()

@@ -11,80 +11,39 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from serving.settings import Settings, get_settings
+from cli.progress import training_progress
+from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from finetune.intents import ClassifierRecipe, IntentReport
+    from finetune.classifiers import TrainedClassifier
+    from finetune.intent_report import IntentReport
+    from finetune.intents import ClassifierRecipe
 
 intents_app = typer.Typer(
     help="The intent classifier: train it on the domain pack's examples, evaluate it.", no_args_is_help=True
 )
 console = Console()
 
-PROMOTE_TOLERANCE = 0.005
-"""A new classifier is promoted unless its held-out macro-F1 is this much below the active one's."""
-
 
 def train_pack_classifier(
     settings: Settings, recipe: "ClassifierRecipe | None" = None, console: Console = console
-) -> tuple[str, dict[str, Any], bool]:
-    """Train a new classifier version on the configured pack and promote it if it is not worse.
+) -> "TrainedClassifier":
+    """Train a new classifier version on the configured pack with a progress bar; promoted if not worse."""
+    from finetune.classifiers import train_pack_classifier as train
 
-    Returns the version's name, what its classifier.json holds, and whether it was promoted. Also
-    what first start calls when no classifier has been promoted yet.
-    """
-    from bot.domain import load_pack
-    from finetune.intents import ClassifierRecipe, examples_from_pack, intent_texts_from_pack
-    from finetune.intents import train_intent_classifier as train_classifier
-    from finetune.registry import classifier_registry
-
-    recipe = recipe or ClassifierRecipe()
-    pack = load_pack(settings.domain_pack)
-    examples = examples_from_pack(pack)
-    registry = classifier_registry(settings.classifiers_dir)
-    settings.classifiers_dir.mkdir(parents=True, exist_ok=True)
-    name = registry.next_name()
-    with Progress(
-        TextColumn(f"Training intent classifier {name}"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("train", total=None, loss="-")
+    with training_progress("Training intent classifier {task.fields[name]}", console) as progress:
+        task = progress.add_task("train", total=None, loss="-", name="")
 
         def on_progress(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, loss=f"{loss:.3f}")
 
-        meta = train_classifier(
-            examples,
-            output_dir=registry.path(name),
-            recipe=recipe,
-            on_progress=on_progress,
-            intent_texts=intent_texts_from_pack(pack),
+        trained = train(
+            settings, recipe, on_progress=on_progress, on_start=lambda name: progress.update(task, name=name)
         )
-
-    active = registry.active()
-    promoted, reason = True, "no classifier was active"
-    if active is not None:
-        current = registry.metadata(active)
-        if set(current.get("labels", [])) != set(meta["labels"]):
-            reason = f"the pack's intents changed since {active}"
-        else:
-            # Both numbers come from held-out examples that their own classifier was calibrated on
-            # before any refit; with an unchanged pack and recipe it is the same split.
-            before = (current.get("metrics") or {}).get("macro_f1", 0.0)
-            after = (meta.get("metrics") or {}).get("macro_f1", 0.0)
-            promoted = after >= before - PROMOTE_TOLERANCE
-            reason = f"held-out macro-F1 {after:.3f} vs {before:.3f} for {active}"
-    if promoted:
-        registry.promote(name)
-    _print_training(name, meta, promoted, reason, console)
-    return name, meta, promoted
+    _print_training(trained.name, trained.meta, trained.promoted, trained.reason, console)
+    return trained
 
 
 def _print_training(name: str, meta: dict[str, Any], promoted: bool, reason: str, console: Console) -> None:
@@ -143,7 +102,8 @@ def evaluate(
     """Evaluate the promoted classifier: accuracy, macro-F1, most confused intents, latency."""
     from bot.domain import load_pack
     from bot.intents import load_classifier
-    from finetune.intents import ClassifierRecipe, evaluate_classifier, examples_from_pack, held_out_examples
+    from finetune.intent_report import evaluate_classifier
+    from finetune.intents import ClassifierRecipe, examples_from_pack, held_out_examples
     from finetune.registry import classifier_registry
 
     settings = get_settings()

@@ -4,7 +4,6 @@ The adapters to serve are asked for at every (re)start, so a restarted server se
 """
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
-logger = logging.getLogger(__name__)
+from core.process import die_with_parent
 
-PR_SET_PDEATHSIG = 1
+logger = logging.getLogger(__name__)
 
 
 class VLLMStartError(Exception):
@@ -42,12 +41,6 @@ class VLLMConfig:
     dtype: str = "auto"
     extra_args: list[str] = field(default_factory=list)
     start_timeout_s: float = 600.0
-
-
-def _die_with_parent() -> None:
-    # If the app is killed outright, the kernel stops vLLM too instead of leaving an orphan.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class VLLMServer:
@@ -109,7 +102,7 @@ class VLLMServer:
             stdin=subprocess.DEVNULL,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
 

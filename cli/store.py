@@ -14,7 +14,7 @@ from typing import IO, Annotated
 import typer
 from rich.console import Console
 
-from serving.settings import get_settings
+from core.settings import get_settings
 
 store_app = typer.Typer(help="The conversation store: export, import, retention.", no_args_is_help=True)
 # Exports may go to standard output, so everything said to the user goes to standard error, unwrapped.

@@ -11,30 +11,14 @@ import sys
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 
 from conversations import crud
-from conversations.models import ConversationReview, RunStatus, TrainingRun, utcnow
-from serving.settings import Settings
-from serving.vllm_process import _die_with_parent
+from conversations.models import RunStatus, TrainingRun, utcnow
+from core.process import die_with_parent, pid_alive
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-class RunNotResumable(Exception):
-    """Only interrupted, failed or cancelled runs can be resumed."""
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class TrainingManager:
@@ -50,9 +34,7 @@ class TrainingManager:
         if self.settings.training_runner == "queue":
             return 0  # runs belong to `supportbot worker`, which marks the ones it lost itself
         with Session(self.engine) as session:
-            lost = session.exec(
-                select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.running, RunStatus.queued]))
-            ).all()
+            lost = crud.training_runs_with_status(session=session, statuses=[RunStatus.running, RunStatus.queued])
             count = 0
             for run in lost:
                 if run.id in self._workers or pid_alive(run.worker_pid) and run.status == RunStatus.running:
@@ -69,18 +51,9 @@ class TrainingManager:
         return run
 
     def resume(self, run_id: int) -> TrainingRun:
+        """Queue a stopped run again and start its worker; raises crud.RunNotResumable otherwise."""
         with Session(self.engine) as session:
-            run = crud.get_training_run(session=session, run_id=run_id)
-            if run.status not in (RunStatus.interrupted, RunStatus.failed, RunStatus.cancelled):
-                raise RunNotResumable(f"run {run_id} is {run.status}")
-            active = session.exec(
-                select(TrainingRun).where(col(TrainingRun.status).in_([RunStatus.queued, RunStatus.running]))
-            ).first()
-            if active is not None:
-                raise crud.RunAlreadyActive(f"run {active.id} is {active.status}")
-            run = crud.update_training_run(
-                session=session, run_id=run_id, status=RunStatus.queued, cancel_requested=False, error=None
-            )
+            run = crud.requeue_training_run(session=session, run_id=run_id)
         self._spawn(run_id)
         return run
 
@@ -106,7 +79,7 @@ class TrainingManager:
                 stdin=subprocess.DEVNULL,
                 # Bounded threads: training must not slow customer chats down.
                 env={**os.environ, **self.settings.as_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         logger.info("retraining run %d started (log: %s)", run_id, log_path)
 
@@ -129,18 +102,11 @@ class TrainingManager:
     def due(self, now: datetime) -> str | None:
         """Why a scheduled run should start now, or None."""
         with Session(self.engine) as session:
-            last = session.exec(select(TrainingRun).order_by(col(TrainingRun.id).desc())).first()
+            last = crud.latest_training_run(session=session)
             since = last.created_at if last is not None else None
-            if self.settings.retrain_after_reviews > 0:
-                query = (
-                    select(func.count())
-                    .select_from(ConversationReview)
-                    .where(col(ConversationReview.use_for_training).is_(True))
-                )
-                if since is not None:
-                    query = query.where(ConversationReview.updated_at > since)
-                if session.exec(query).one() >= self.settings.retrain_after_reviews:
-                    return "schedule:reviews"
+            wanted = self.settings.retrain_after_reviews
+            if wanted > 0 and crud.count_training_marks(session=session, since=since) >= wanted:
+                return "schedule:reviews"
         if self.settings.retrain_daily_at:
             hour, minute = (int(part) for part in self.settings.retrain_daily_at.split(":"))
             today = now.replace(hour=hour, minute=minute, second=0, microsecond=0)

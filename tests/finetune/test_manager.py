@@ -9,8 +9,8 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
-from serving.settings import Settings
-from serving.training import RunNotResumable, TrainingManager
+from core.settings import Settings
+from finetune.manager import TrainingManager
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_one_run_at_a_time_and_lost_runs_become_interrupted(manager: TrainingMan
         assert crud.get_training_run(session=session, run_id=run.id).status == RunStatus.interrupted
         finished = crud.create_training_run(session=session, trigger="manual")
         crud.update_training_run(session=session, run_id=finished.id, status=RunStatus.finished)
-    with pytest.raises(RunNotResumable):
+    with pytest.raises(crud.RunNotResumable):
         manager.resume(finished.id)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
+from core.settings import get_settings
 from finetune.registry import AdapterRegistry
-from serving.cli import app
-from serving.settings import get_settings
 
 COLOURS = ["red", "blue", "green", "white", "black", "grey", "yellow", "brown"]
 ITEMS = ["lamp", "vase", "rug", "chair", "table", "mirror", "clock", "shelf"]

@@ -1,0 +1,5 @@
+"""`python -m cli` runs the supportbot command line."""
+
+from cli.main import app
+
+app()

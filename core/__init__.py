@@ -1,0 +1,1 @@
+"""The bottom layer: configuration and process helpers that every other package may import."""

@@ -1,5 +1,0 @@
-"""`python -m serving` runs the supportbot CLI."""
-
-from serving.cli import app
-
-app()

@@ -1,0 +1,215 @@
+"""The chat service: one customer turn from stored message to stored reply, driven without HTTP.
+
+It loads the conversation's state, runs the dialogue manager, stores the turn and folds old turns into the
+rolling summary afterwards. The customer router only turns its events into server-sent events.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.context import Turn, WindowTooSmall
+from bot.dialogue import DialogueManager, TurnResult
+from bot.domain import DomainPack
+from bot.llm import LLMUnavailable, ModelBusy
+from bot.routing import Decision, DialogueState
+from conversations import crud
+from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role
+from serving import metrics
+from serving.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+def clean_text(text: str, max_chars: int) -> str:
+    """A message as it is stored: trimmed, not empty, no NUL, at most `max_chars` (customers and staff alike)."""
+    text = text.strip()
+    if not text:
+        raise ApiError(422, "empty_message", "The message is empty.")
+    if "\x00" in text:
+        raise ApiError(422, "invalid_text", "The message contains a NUL character.")
+    if len(text) > max_chars:
+        raise ApiError(413, "message_too_long", f"The message is longer than {max_chars} characters.")
+    return text
+
+
+@dataclass
+class ChatEvent:
+    """One thing that happened in a turn: `customer_message`, `token`, `bot_message`, `conversation`, `done`."""
+
+    name: str
+    data: BaseModel | dict
+
+
+@dataclass
+class ChatService:
+    """Runs customer turns against the store and the dialogue manager."""
+
+    engine: Engine
+    dialogue: DialogueManager
+    pack: DomainPack
+    # Work that outlives a turn (summary updates); referenced so it is not garbage-collected.
+    background: set[asyncio.Task] = field(default_factory=set)
+
+    def store_customer_message(self, conversation_id: str, token: str, text: str) -> MessagePublic:
+        """Commit the customer's message before the model is called, so a failed reply never loses it."""
+        with Session(self.engine) as session:
+            crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+            message = crud.add_message(session=session, conversation_id=conversation_id, role=Role.customer, text=text)
+            return MessagePublic.model_validate(message)
+
+    async def turn(self, conversation_id: str, customer: MessagePublic) -> AsyncIterator[ChatEvent]:
+        """The bot's answer to the stored customer message, as events; the last one is `done`."""
+        yield ChatEvent("customer_message", customer)
+        turns, state, summary, summarized_upto = await run_in_threadpool(self.load_state, conversation_id)
+        pieces: list[str] = []
+        result: TurnResult | None = None
+        failure: str | None = None
+        busy = False
+        try:
+            async for event in self.dialogue.respond(turns=turns, state=state, summary=summary):
+                if isinstance(event, TurnResult):
+                    result = event
+                else:
+                    pieces.append(event)
+                    yield ChatEvent("token", {"text": event})
+        except (LLMUnavailable, WindowTooSmall) as error:
+            logger.warning("conversation %s: no reply (%s)", conversation_id, error)
+            busy = isinstance(error, ModelBusy)
+            too_small = isinstance(error, WindowTooSmall)
+            metrics.record_fallback("window_too_small" if too_small else "busy" if busy else "model_unavailable")
+            failure = f"{'busy' if busy else 'model'}: {error}"[:500]
+        finally:
+            if result is None and failure is None and pieces:
+                # The client went away mid-reply: keep what it was shown so the transcript is honest.
+                self.store_failed_reply(conversation_id, "".join(pieces).strip(), "stream interrupted")
+
+        if result is None:
+            apology = self.pack.busy_message if busy else self.pack.unavailable_message
+            stored = await run_in_threadpool(
+                self.store_failed_reply, conversation_id, apology, failure or "no reply", "busy" if busy else None
+            )
+            yield ChatEvent("bot_message", stored)
+        else:
+            stored_turn = await run_in_threadpool(self.store_turn, conversation_id, customer.id, result)
+            if stored_turn is not None:
+                yield ChatEvent("bot_message", stored_turn)
+            self.schedule_summary(conversation_id, turns, result, summarized_upto, summary)
+        yield ChatEvent("conversation", await run_in_threadpool(self.read_conversation, conversation_id))
+        yield ChatEvent("done", {})
+
+    def load_state(self, conversation_id: str) -> tuple[list[Turn], DialogueState, str, int | None]:
+        """The turns the bot may see, the dialogue state, and the rolling summary with how far it reaches."""
+        with Session(self.engine) as session:
+            conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
+            messages = crud.list_messages(session=session, conversation_id=conversation_id)
+            turns = [Turn(role=m.role, text=m.text, id=m.id) for m in messages if not m.failed]
+            # A customer writing again after the conversation was resolved reopens it with the bot.
+            status = conversation.status
+            if status == ConversationStatus.resolved:
+                status = ConversationStatus.bot
+            state = DialogueState(
+                status=status,
+                slots=dict(conversation.slots or {}),
+                misses=conversation.misses,
+                negative_streak=conversation.negative_streak,
+                pending_intent=conversation.pending_intent,
+            )
+            return turns, state, conversation.summary, conversation.summarized_upto
+
+    def read_conversation(self, conversation_id: str) -> ConversationPublic:
+        with Session(self.engine) as session:
+            conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
+            return ConversationPublic.model_validate(conversation)
+
+    def store_failed_reply(
+        self, conversation_id: str, text: str, error: str, decision: str | None = None
+    ) -> MessagePublic:
+        """Keep the apology (or an interrupted reply) and flag the conversation for staff.
+
+        `decision` "busy" marks the reply sent because the model could not start in time.
+        """
+        with Session(self.engine) as session:
+            message = crud.add_message(
+                session=session, conversation_id=conversation_id, role=Role.bot, text=text, failed=True, error=error,
+                model=self.dialogue.models.current(), decision=decision,
+            )  # fmt: skip
+            crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=error)
+            return MessagePublic.model_validate(message)
+
+    def store_turn(self, conversation_id: str, customer_id: int, result: TurnResult) -> MessagePublic | None:
+        """Persist one turn: the customer message's intent, the dialogue state and the bot's reply."""
+        metrics.record_turn(result)
+        with Session(self.engine) as session:
+            prediction = result.prediction
+            crud.set_message_intent(
+                session=session,
+                message_id=customer_id,
+                intent=prediction.intent if prediction else None,
+                confidence=prediction.confidence if prediction else None,
+            )
+            handed_off = result.route.decision is Decision.handoff
+            crud.save_dialogue_state(
+                session=session,
+                conversation_id=conversation_id,
+                status=ConversationStatus(result.state.status),
+                slots=result.state.slots,
+                misses=result.state.misses,
+                negative_streak=result.state.negative_streak,
+                pending_intent=result.state.pending_intent,
+                attention_reason=f"handoff: {result.route.reason}" if handed_off else None,
+            )
+            if result.text is None:
+                return None
+            stages = result.stages_ms
+            first_token = stages.get("llm_first_token")
+            message = crud.add_message(
+                session=session,
+                conversation_id=conversation_id,
+                role=Role.bot,
+                text=result.text,
+                model=result.model,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                first_token_ms=round(first_token + stages["before_llm"], 1) if first_token is not None else None,
+                latency_ms=stages.get("total"),
+                intent=result.route.intent,
+                confidence=prediction.confidence if prediction else None,
+                decision=result.route.decision.value,
+                trace=result.trace(),
+            )
+            return MessagePublic.model_validate(message)
+
+    def schedule_summary(
+        self, conversation_id: str, turns: list[Turn], result: TurnResult, summarized_upto: int | None, summary: str
+    ) -> None:
+        """Fold newly evicted turns into the rolling summary after the reply, off the customer's wait."""
+        new_turns = self.dialogue.needs_summary(turns, result.dropped_turns, summarized_upto)
+        if not new_turns:
+            return
+
+        async def update() -> None:
+            try:
+                updated = await self.dialogue.update_summary(summary, new_turns)
+            except LLMUnavailable as error:
+                logger.warning("conversation %s: summary not updated (%s)", conversation_id, error)
+                return
+            upto = max(turn.id for turn in new_turns if turn.id is not None)
+
+            def save() -> None:
+                with Session(self.engine) as session:
+                    crud.save_summary(
+                        session=session, conversation_id=conversation_id, summary=updated, summarized_upto=upto
+                    )
+
+            await run_in_threadpool(save)
+
+        task = asyncio.create_task(update())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
