@@ -15,6 +15,7 @@ PAYMENTS = (
     "offer payment plans. Orders ship from our warehouse in Columbus, Ohio. Discount: 10% off your first order."
 )
 WARRANTY = (
+    "Only one discount code can be used per order. "
     "Lamps come with a 2-year limited warranty from the date of delivery. It does not cover water damage, and we do "
     "not sell extended warranties. To make a claim, e-mail us a photo of the problem; no receipt is needed."
 )
@@ -57,6 +58,7 @@ def test_replies_that_say_what_the_passages_say_pass(checker: GroundingChecker, 
     ("reply", "reason"),
     [
         ("You have 14 days to return an item.", "number 14"),
+        ("Yes, you can use two discount codes on one order.", "says 2"),
         ("Return shipping costs $4.95.", "number 4.95"),
         ("Lamps come with a 3-year warranty.", "number 3"),
         ("You can return items within 30 hours.", "number 30 hour"),
