@@ -125,7 +125,7 @@ def main() -> None:
         else:
             workdir = Path(stack.enter_context(_tempdir()))
             url = database_for(args.database, stack, workdir)
-            log_path = args.data_dir / "logs" / f"bench-load-{args.database}.log"
+            log_path = args.data_dir / "logs" / f"bench-load-{args.database}-{args.conversations}x{args.turns}.log"
             app = stack.enter_context(started_app(args, url, model_url(args, stack), log_path))
             print(f"app log: {log_path}")
         print(f"{args.conversations} conversations x {args.turns} turns against {app} ({args.database})", flush=True)
