@@ -76,14 +76,19 @@ class VLLMChatModel(ChatModel):
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.temperature = temperature
-        self._clients: dict[tuple[str, str], ChatOpenAI] = {}
+        self._clients: dict[tuple[str, str, asyncio.AbstractEventLoop], ChatOpenAI] = {}
         self.start_within_s = start_within_s
         self._slots = asyncio.Semaphore(max_concurrent)
 
     def _client(self, model: str, base_url: str | None = None) -> ChatOpenAI:
-        key = (base_url or self.base_url, model)
+        # One HTTP client per event loop: langchain-openai otherwise shares one process-wide client whose pooled
+        # connections belong to whichever loop opened them, and reusing them from another loop fails with
+        # "Event loop is closed" (several apps or test clients in one process).
+        loop = asyncio.get_running_loop()
+        key = (base_url or self.base_url, model, loop)
         if key not in self._clients:
             self._clients[key] = ChatOpenAI(
+                http_async_client=httpx.AsyncClient(timeout=self.timeout_s),
                 base_url=f"{key[0]}/v1",
                 api_key="unused",
                 model=model,

@@ -85,6 +85,10 @@ class ChatService:
             too_small = isinstance(error, WindowTooSmall)
             metrics.record_fallback("window_too_small" if too_small else "busy" if busy else "model_unavailable")
             failure = f"{'busy' if busy else 'model'}: {error}"[:500]
+        except Exception as error:  # noqa: BLE001 - any other fault still leaves the customer an answer and a flag
+            logger.exception("conversation %s: the turn failed", conversation_id)
+            metrics.record_fallback("error")
+            failure = f"error: {type(error).__name__}: {error}"[:500]
         finally:
             if result is None and failure is None and pieces:
                 # The client went away mid-reply: keep what it was shown so the transcript is honest.

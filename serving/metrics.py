@@ -86,7 +86,10 @@ def record_turn(result: TurnResult) -> None:
 
 
 def record_fallback(reason: str) -> None:
-    """Count a turn the model could not answer (`model_unavailable`, `busy`, `window_too_small`, `interrupted`)."""
+    """Count a turn the model could not answer.
+
+    Reasons: `model_unavailable`, `busy`, `window_too_small`, `interrupted`, `error` (an unexpected fault).
+    """
     FALLBACKS.labels(reason=reason).inc()
 
 

@@ -42,7 +42,10 @@ def test_multi_turn_conversation_is_answered_by_the_adapter_and_stored(client: h
         assert len(stored) == 6
         bot = [message for message in stored if message.role == "bot"]
         answered = [m for m in bot if m.decision == "answer"]
-        assert all(m.model == adapter and m.prompt_tokens and m.completion_tokens for m in answered)
+        assert all(m.model == adapter and m.prompt_tokens for m in answered)
+        # vLLM reports the completion's length at its end; a reply the checker stopped early never gets there.
+        completed = [m for m in answered if (m.trace or {}).get("check", {}).get("verdict") != "replaced"]
+        assert all(m.completion_tokens for m in completed)
         assert all(m.latency_ms and m.first_token_ms and m.first_token_ms <= m.latency_ms for m in answered)
         # Every bot turn explains itself: intent, confidence, decision, adapter, stage latencies.
         assert all(m.trace and m.trace["decision"] == m.decision and m.trace["stages_ms"]["total"] for m in bot)

@@ -72,8 +72,10 @@ def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: Te
     first, second = fakes
     answered_before = metric(app, "supportbot_turns_total", decision="answer", intent="none")
 
+    # The stand-ins' words are checked against the help articles and replaced, so which replica answered is
+    # read from the replicas themselves, not from the reply text.
     replies = converse(app, 3)
-    assert [reply["text"] for reply in replies] == ["Answer from replica-0."] * 3
+    assert first.chats("domain-v1") == 3
     assert all(reply["model"] == "domain-v1" and not reply["failed"] for reply in replies)
     assert second.chats("domain-v1") == 0, "the replica lacking the adapter must not be asked for it"
     assert metric(app, "supportbot_turns_total", decision="answer", intent="none") == answered_before + 3
@@ -96,7 +98,9 @@ def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: Te
 
     # One replica crashes: customers are still answered, by the other, and readiness holds.
     second.stop()
-    assert {reply["text"] for reply in converse(app, 3)} == {"Answer from replica-0."}
+    asked = first.chats()
+    assert not any(reply["failed"] for reply in converse(app, 3))
+    assert first.chats() == asked + 3
     assert app.get("/readyz").json()["checks"]["model_server"] is True
     assert metric(app, "supportbot_vllm_replica_up", replica=second.url) == 0
     for stage in ("classify", "route", "prompt", "llm_first_token", "llm_total", "total"):
