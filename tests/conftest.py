@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from serving.app import create_app
+from tests.utils.browser import chromium
 from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
@@ -138,3 +139,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Headless Chromium, one per test module; skipped where Chromium is not installed."""
+    with chromium() as launched:
+        yield launched

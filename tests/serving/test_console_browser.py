@@ -15,7 +15,7 @@ import pytest
 from conversations.models import ConversationStatus, StaffRole
 from core.settings import Settings
 from tests.conftest import ROOT
-from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
+from tests.utils.browser import Server
 from tests.utils.conversation import send
 from tests.utils.ports import free_port
 from tests.utils.staff import PASSWORD, make_staff, seed_conversation
@@ -37,16 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> It
     )
     with Server(settings) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def test_staff_review_and_take_over_a_conversation(server: Server, browser) -> None:

@@ -24,7 +24,7 @@ from finetune.registry import AdapterRegistry
 from finetune.sft import ADAPTER_META
 from serving.auth import SESSION_COOKIE
 from tests.conftest import ROOT
-from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
+from tests.utils.browser import Server
 from tests.utils.staff import make_staff
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -95,16 +95,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, fake_
     registry.promote("domain-v2")
     with Server(settings) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def scores(model: str, loss: float, rouge: float, passed: int, failed: list[str]) -> dict:

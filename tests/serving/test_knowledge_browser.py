@@ -18,7 +18,7 @@ from conversations.models import StaffRole
 from core.settings import Settings
 from tests.conftest import ROOT
 from tests.serving.test_console_browser import LIVE_WAIT_MS
-from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
+from tests.utils.browser import Server
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.staff import PASSWORD, make_staff
@@ -42,16 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> It
             yield running
     finally:
         model.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def retrieved(server: Server, question: str) -> str:
