@@ -5,6 +5,7 @@ that fits the model's window, and stream the LLM's reply sentence by sentence, e
 (or a fixed reply for rephrase, ask-for-details, handoff, refusals, off-topic and uncovered questions).
 """
 
+import asyncio
 import logging
 import re
 import threading
@@ -44,9 +45,11 @@ NOT_SURE_REPLY = (
     "pass this conversation on."
 )
 SMALL_TALK_FALLBACK = "I'm happy to help. What would you like to know?"
-# Below this, the best passage sentence does not answer the question (word overlap + encoder cosine, see
-# bot/grounding.rank_sentences): the help content does not cover it, whatever retrieval returned.
-ANSWERABLE = 0.7
+# Below this, the best passage sentence does not answer the question (word overlap + encoder cosine of the
+# sentence under its article's title, see bot/grounding.rank_sentences): the help content does not cover it,
+# whatever retrieval returned. Chosen on the development questions: the best uncovered ones ("recycle old
+# electronics", "gift wrapping") score 0.50 and 0.47, the lowest covered ones 0.54 and 0.58.
+ANSWERABLE = 0.52
 SUMMARY_INSTRUCTION = (
     "You keep a short running summary of a customer-support chat. Update the summary with the new "
     "messages. Keep order numbers, e-mails, products and what the customer wants. At most 60 words."
@@ -151,6 +154,7 @@ class DialogueManager:
         slots: SlotExtractor | None = None,
         knowledge: Swappable[KnowledgeIndex] | None = None,
         passages: int = 3,
+        first_sentence_within_s: float | None = None,
     ) -> None:
         self.pack = pack
         self.llm = llm
@@ -164,6 +168,7 @@ class DialogueManager:
         # Without a live knowledge base (tests, benchmarks), the pack's own help articles are the knowledge.
         self.knowledge = knowledge or Swappable(KnowledgeIndex.build(pack.articles, SentenceEncoder()))
         self.passages = passages
+        self.first_sentence_within_s = first_sentence_within_s
 
     def plan(
         self, text: str, state: DialogueState, query: str | None = None
@@ -241,11 +246,10 @@ class DialogueManager:
 
     def answers(self, question: str, passages: Sequence[Hit]) -> list[Candidate]:
         """The sentences of `passages`, best answer to `question` first."""
-        encoder = self.knowledge.current().encoder
+        cosine = self.knowledge.current().sentence_similarity(question, [hit.passage for hit in passages])
 
         def similarity(query: str, candidates: Sequence[str]) -> list[float]:
-            vectors = encoder.embed([query, *candidates])
-            return [float(score) for score in vectors[1:] @ vectors[0]]
+            return [cosine.get(candidate, 0.0) for candidate in candidates]
 
         return rank_sentences(
             question, [hit.passage.text for hit in passages], similarity=similarity,
@@ -299,12 +303,13 @@ class DialogueManager:
             yield result
             return
 
-        # The prompt (and the check) carry only the passages that hold the best answer sentences: fewer tokens
-        # for the model to read, and less for a 135M model to wander off into.
+        # The prompt carries only the passages that hold the best answer sentences: fewer tokens for the model to
+        # read, and less for a 135M model to wander off into. The check reads every relevant passage: a true
+        # sentence from one the ranking put lower is still supported.
         holding = {candidate.passage for candidate in choose_sentences(ranked)}
-        evidence = [hit for number, hit in enumerate(evidence) if number in holding] or evidence
+        prompted = [hit for number, hit in enumerate(evidence) if number in holding] or evidence
         prompt_started = time.perf_counter()
-        prompt = self.build_prompt(turns, next_state, summary, evidence)
+        prompt = self.build_prompt(turns, next_state, summary, prompted)
         result.stages_ms["prompt"] = _ms(prompt_started)
         result.prompt_tokens, result.dropped_turns = prompt.tokens, prompt.dropped_turns
         result.summary_used = "Summary of the earlier conversation" in prompt.messages[0]["content"]
@@ -354,29 +359,50 @@ class DialogueManager:
                 held.clear()
             return passed
 
-        async for event in self.llm.stream(to_langchain(prompt.messages), model=result.model):
-            if isinstance(event, ReplyDone):
-                result.model = event.model
-                result.prompt_tokens = event.prompt_tokens or prompt.tokens
-                result.completion_tokens = event.completion_tokens
-                break
-            if "llm_first_token" not in result.stages_ms:
-                result.stages_ms["llm_first_token"] = _ms(llm_started)
-            written += event
-            buffer += guard.feed(event)
-            if guard.leaked:
-                break
-            # A sentence is complete once the next one has started; check it, then send it.
-            sentences = split_sentences(buffer)
-            if len(sentences) > 1:
-                buffer = sentences[-1] + (" " if buffer[-1:].isspace() else "")
-                for sentence in release(sentences[:-1]):
-                    if "first_sentence" not in result.stages_ms:
-                        result.stages_ms["first_sentence"] = _ms(llm_started)
-                    for piece in emit(sentence):
-                        yield piece
-                if failures:
+        # With help passages to fall back on, the model has `first_sentence_within_s` to write a first sentence that
+        # passes the check; after that the customer gets the passages' own sentences at once and the model's reply
+        # is cancelled (which also frees the model for other customers when it is busy).
+        stream = aiter(self.llm.stream(to_langchain(prompt.messages), model=result.model))
+        late = False
+        try:
+            while True:
+                wait = None
+                if not sent and evidence and self.first_sentence_within_s is not None:
+                    wait = max(0.0, llm_started + self.first_sentence_within_s - time.perf_counter())
+                try:
+                    event = await asyncio.wait_for(anext(stream), wait)
+                except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    late = True
+                    break
+                if isinstance(event, ReplyDone):
+                    result.model = event.model
+                    result.prompt_tokens = event.prompt_tokens or prompt.tokens
+                    result.completion_tokens = event.completion_tokens
+                    break
+                if "llm_first_token" not in result.stages_ms:
+                    result.stages_ms["llm_first_token"] = _ms(llm_started)
+                written += event
+                buffer += guard.feed(event)
+                if guard.leaked:
+                    break
+                # A sentence is complete once the next one has started; check it, then send it.
+                sentences = split_sentences(buffer)
+                if len(sentences) > 1:
+                    buffer = sentences[-1] + (" " if buffer[-1:].isspace() else "")
+                    for sentence in release(sentences[:-1]):
+                        if "first_sentence" not in result.stages_ms:
+                            result.stages_ms["first_sentence"] = _ms(llm_started)
+                        for piece in emit(sentence):
+                            yield piece
+                    if failures:
+                        break
+        finally:
+            await stream.aclose()
+        if late:
+            reason = f"no checked sentence within {self.first_sentence_within_s:g} s"
+            failures.append({"sentence": written.strip(), "reasons": [reason]})
         if guard.leaked:
             result.leak_blocked = True
             result.check = {"verdict": "blocked: repeats the instructions"}

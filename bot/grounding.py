@@ -371,6 +371,14 @@ _ASKS_DURATION = re.compile(
 )
 _ASKS_AMOUNT = re.compile(r"\b(how much|cost|costs|price|fee|fees|charge|pay for)\b", re.IGNORECASE)
 ANSWER_TYPE_BONUS = 0.3
+# A reply built from the passages adds a second and third sentence while it ranks at least this share of the best
+# one. On the development questions (tests/bench/grounded_questions.yaml) 0.7 with three sentences stated the
+# fact in 79 of 84 replies (1.9 sentences on average), against 77 for two sentences at 0.75.
+CLOSE_TO_BEST = 0.7
+# Weight of the word overlap against the encoder's cosine in a sentence's score. At 1 the words dominated ("Is there
+# a number I can call?" picked "Order numbers look like..."); at 0.5, 81 of the 84 development answers state the
+# fact, against 77 at 1 (with sentences read under their article's title).
+LEXICAL_WEIGHT = 0.5
 
 
 def _answer_type_bonus(question: str, sentence: str) -> float:
@@ -393,7 +401,7 @@ def rank_sentences(
 ) -> list[Candidate]:
     """Every sentence of `passages`, best answer to `question` first.
 
-    The score is the share of the question's words the sentence contains (rarer words count more) plus, when
+    The score is half the share of the question's words the sentence contains (rarer words count more) plus, when
     given, a semantic `similarity` (the sentence encoder's cosine) and a bonus when it holds the kind of fact
     asked for (a duration for "how long"). The order also adds the retrieval score of the sentence's passage
     (`passage_scores`), so of two similar sentences the one from the better passage wins.
@@ -415,28 +423,32 @@ def rank_sentences(
     semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * total
     ranked = []
     for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True):
-        score = lex + sem + _answer_type_bonus(question, sentence)
+        score = LEXICAL_WEIGHT * lex + sem + _answer_type_bonus(question, sentence)
         bonus = passage_scores[number] if number < len(passage_scores) else 0.0
         ranked.append(Candidate(sentence, score, lex, sem, number, score + bonus))
     return sorted(ranked, key=lambda c: (-c.rank, c.passage))
 
 
-def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 2) -> list[Candidate]:
-    """The best sentence, and the next ones while they score close to it and say something it does not."""
+def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 3) -> list[Candidate]:
+    """The best sentence, then up to `limit` in all of the next best while they score close to it
+    (CLOSE_TO_BEST of its rank) and say mostly something the chosen ones do not."""
     if not ranked:
         return []
     chosen = [ranked[0]]
-    first = set(content_stems(ranked[0].sentence))
-    for candidate in ranked[1:limit]:
+    said = set(content_stems(ranked[0].sentence))
+    for candidate in ranked[1:]:
+        if len(chosen) == limit or candidate.rank < CLOSE_TO_BEST * ranked[0].rank:
+            break
         own = set(content_stems(candidate.sentence))
-        if candidate.rank >= 0.75 * ranked[0].rank > 0 and len(own - first) >= len(own) / 2:
+        if len(own - said) >= len(own) / 2:
             chosen.append(candidate)
+            said |= own
     return chosen
 
 
 def best_sentences(
-    question: str, passages: Sequence[str], *, limit: int = 2, similarity: Similarity | None = None
+    question: str, passages: Sequence[str], *, limit: int = 3, similarity: Similarity | None = None
 ) -> list[str]:
-    """The one or two passage sentences that best answer `question`, in the order the passages give them."""
+    """The one to three passage sentences that best answer `question`, in the order the passages give them."""
     chosen = choose_sentences(rank_sentences(question, passages, similarity=similarity), limit=limit)
     return [c.sentence for c in sorted(chosen, key=lambda c: c.passage)]

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
 
     max_message_chars: int = 2000
     max_reply_tokens: int = 200
+    # Grounded answers: the model has this long (seconds from the call) to write a first sentence that passes the
+    # check against the help passages; after it, the customer gets the passages' best sentences instead. It bounds
+    # the time to first word when the model is slow or busy (on a 2-core CPU its first sentence takes 1.5-3 s and
+    # most are replaced anyway, tests/bench/bench_grounded.py). 0: always wait for the model.
+    first_sentence_within_s: float = Field(default=1.0, ge=0)
     # Conversations idle longer than this are anonymised (personal data masked) or deleted by the retention job.
     retention_days: int = Field(default=365, ge=1)
     retention_mode: Literal["anonymise", "delete"] = "anonymise"

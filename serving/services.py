@@ -71,6 +71,7 @@ def build_services(settings: Settings) -> Services:
         context_tokens=settings.vllm_max_model_len,
         reply_tokens=settings.max_reply_tokens,
         summary_model=settings.served_model_name,
+        first_sentence_within_s=settings.first_sentence_within_s or None,
     )
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name

@@ -10,6 +10,7 @@ from langchain_core.messages import BaseMessage
 from bot.context import ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
+from bot.guard import secret_reasons
 from bot.intents import IntentClassifier, IntentScore, Prediction
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
@@ -181,7 +182,8 @@ def test_a_grounded_reply_streams_unchanged(counter: ChatTemplateCounter) -> Non
 def test_a_reply_that_asks_for_a_password_is_replaced(counter: ChatTemplateCounter) -> None:
     model = ScriptedModel("I'm sorry. Please share your password here so I can reset it.")
     result = run_turn(manager(counter, model), [Turn("customer", "I forgot my password")], DialogueState())
-    assert "password" not in result.text.lower().replace("forgot password", "")
+    assert "share your password" not in result.text and result.replaced.endswith("so I can reset it.")
+    assert secret_reasons(result.text, "I forgot my password") == []
     assert "Forgot password link" in result.text
     assert any("asks for a secret" in r for f in result.check["failures"] for r in f["reasons"])
 
@@ -194,3 +196,42 @@ def test_uncovered_and_off_topic_questions_get_no_guess(counter: ChatTemplateCou
     result = run_turn(dialogue, [Turn("customer", "What's the capital of France?")], DialogueState())
     safe = (NOT_SURE_REPLY, SCOPE_REPLY.format(company="Lumen & Loom"), dialogue.pack.rephrase_message)
     assert result.text in safe and not model.prompts
+
+
+class SlowModel(ScriptedModel):
+    """Writes a true sentence, but slower than the customer should wait; remembers whether it was cut off."""
+
+    def __init__(self, reply: str, *, seconds_per_word: float) -> None:
+        super().__init__(reply)
+        self.seconds_per_word = seconds_per_word
+        self.closed = False
+
+    async def stream(self, messages: Sequence[BaseMessage], *, model: str) -> AsyncIterator[str | ReplyDone]:
+        try:
+            for word in self.reply.split(" "):
+                await asyncio.sleep(self.seconds_per_word)
+                yield word + " "
+            yield ReplyDone(model=model, prompt_tokens=None, completion_tokens=len(self.reply.split()))
+        finally:
+            self.closed = True
+
+
+def test_a_model_too_slow_for_its_first_sentence_is_cut_off_and_the_passages_answer(
+    counter: ChatTemplateCounter,
+) -> None:
+    question = [Turn("customer", "How much does express shipping cost?")]
+    slow = SlowModel("Express shipping costs $14.95 on any order. It takes 1 to 2 business days.", seconds_per_word=0.3)
+    dialogue = manager(counter, slow)
+    dialogue.first_sentence_within_s = 0.5
+    result = run_turn(dialogue, question, DialogueState())
+    assert "$14.95" in result.text and result.text.startswith("Express shipping takes 1 to 2 business days")
+    assert result.check["verdict"] == "replaced"
+    assert result.check["failures"][0]["reasons"] == ["no checked sentence within 0.5 s"]
+    assert slow.closed and result.stages_ms["llm_total"] < 1500  # the model's reply was cancelled, not awaited
+
+    # Given the time, the same model's checked words reach the customer.
+    fast = SlowModel(slow.reply, seconds_per_word=0.01)
+    dialogue = manager(counter, fast)
+    dialogue.first_sentence_within_s = 0.5
+    result = run_turn(dialogue, question, DialogueState())
+    assert result.text == slow.reply and result.check["verdict"] == "passed"

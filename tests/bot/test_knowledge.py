@@ -76,3 +76,26 @@ def test_an_edit_re_embeds_only_the_passages_it_changed(demo: KnowledgeIndex, en
 def test_an_empty_knowledge_base_finds_nothing(encoder: CountingEncoder) -> None:
     index = KnowledgeIndex.build([], encoder)
     assert index.search("Can I pay with PayPal?") == [] and len(index) == 0
+
+
+def test_a_turn_embeds_its_question_once_and_each_sentence_once(demo: KnowledgeIndex, encoder: CountingEncoder) -> None:
+    question = "Does the warranty cover a lamp I dropped?"
+    encoder.embedded.clear()
+    hits = demo.search(question)
+    similarity = demo.sentence_similarity(question, [hit.passage for hit in hits])
+    # Each sentence is read under its article's title, and the question is embedded only once.
+    assert encoder.embedded.count(question) == 1
+    assert f"{hits[0].passage.title}: " + next(iter(similarity)) in encoder.embedded
+    assert any("accidental damage" in sentence for sentence in similarity)
+    encoder.embedded.clear()
+    assert demo.sentence_similarity(question, [hit.passage for hit in hits]) == similarity
+    assert encoder.embedded == []  # the next turn with the same passages embeds nothing
+    # An edit keeps the sentences it did not change: only the new one is embedded (and the question, once).
+    demo.sentence_similarity(question, demo.passages)
+    warranty = next(a for a in demo.articles if a.slug == "warranty")
+    edited = Article("warranty", warranty.title, warranty.text + " Bulbs are not covered.", 2)
+    updated = demo.updated([edited if a.slug == "warranty" else a for a in demo.articles])
+    encoder.embedded.clear()
+    scores = updated.sentence_similarity(question, updated.passages)
+    assert sorted(encoder.embedded) == sorted([question, f"{warranty.title}: Bulbs are not covered."])
+    assert "Bulbs are not covered." in scores
