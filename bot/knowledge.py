@@ -42,6 +42,7 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 # Query embeddings kept per snapshot: retrieval and answer ranking embed the same question in one turn.
 QUERY_CACHE = 256
+SENTENCE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -302,17 +303,26 @@ class KnowledgeIndex:
                 self._queries.popitem(last=False)
         return vector
 
+    def embed_sentences(self, passages: Sequence[Passage] | None = None) -> int:
+        """Embed ahead of time the sentences `sentence_similarity` will need (by default every passage's), so that
+        no customer turn waits for them; returns how many were embedded now."""
+        wanted = self.passages if passages is None else passages
+        keys = list(dict.fromkeys((p.title, sentence) for p in wanted for sentence in split_sentences(p.text)))
+        with self._cache_lock:
+            missing = [key for key in keys if key not in self._sentences]
+        for start in range(0, len(missing), SENTENCE_BATCH):
+            batch = missing[start : start + SENTENCE_BATCH]
+            vectors = self.encoder.embed([f"{title}: {sentence}" for title, sentence in batch])
+            with self._cache_lock:
+                self._sentences.update(zip(batch, vectors, strict=True))
+        return len(missing)
+
     def sentence_similarity(self, query: str, passages: Sequence[Passage]) -> dict[str, float]:
         """Cosine between `query` and every sentence of `passages`, each sentence read under its article's
         title ("Warranty for electronics and lamps: It does not cover accidental damage.") so that a sentence
         that does not repeat its topic still matches a question about it. Sentence embeddings are cached."""
         keys = list(dict.fromkeys((p.title, sentence) for p in passages for sentence in split_sentences(p.text)))
-        with self._cache_lock:
-            missing = [key for key in keys if key not in self._sentences]
-        if missing:
-            vectors = self.encoder.embed([f"{title}: {sentence}" for title, sentence in missing])
-            with self._cache_lock:
-                self._sentences.update(zip(missing, vectors, strict=True))
+        self.embed_sentences(passages)
         vector = self.query_vector(query)
         with self._cache_lock:
             return {sentence: float(self._sentences[(title, sentence)] @ vector) for title, sentence in keys}

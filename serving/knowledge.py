@@ -62,6 +62,8 @@ class KnowledgeSync:
                     return False
                 articles = live_articles(session)
             index = self.index.current().updated(articles)
+            # Answer ranking reads every sentence's embedding; make them now, not in a customer's turn.
+            index.embed_sentences()
             self.index.switch(index)
             self.revision = revision
         logger.info("knowledge base revision %d: %d articles, %d passages", revision, len(articles), len(index))

@@ -125,6 +125,8 @@ def test_every_replica_answers_from_the_new_text_without_a_restart(
         assert replica.refresh() is True
         top = replica.index.current().search(question)[0]
         assert "within 60 days" in top.passage.text and top.passage.version == 2
+        # The new snapshot's sentences were embedded before it was served: no customer turn waits for them.
+        assert replica.index.current().embed_sentences() == 0
 
     assert kb_cli("retire", "returns")[0] == 0
     replicas[0].refresh()
