@@ -104,6 +104,12 @@ _GENERAL = re.compile(
 )
 
 
+def is_clear_question(text: str) -> bool:
+    """A whole question ("Is your packaging plastic-free?"): when nothing covers it, it deserves an honest "not sure",
+    not a request to rephrase it."""
+    return bool(_GENERAL.search(text)) or (text.strip().endswith("?") and len(text.split()) >= 4)
+
+
 def is_specific_request(text: str) -> bool:
     """Whether the customer wants something done to, or known about, one specific order of theirs."""
     if _ORDER_REFERENCE.search(text):
@@ -155,6 +161,9 @@ class RuleRouter(Router):
         if not understood and covered:
             # The intent is unclear but the help content answers the message: answer it rather than ask again.
             return Route(Decision.answer, prediction.intent, "unclear intent, covered by the help content")
+        if not understood and is_clear_question(text):
+            # The dialogue answers "not sure" plus a teammate: nothing in the help content covers it.
+            return Route(Decision.answer, None, "a clear question the help content does not cover")
         if not understood:
             if state.misses + 1 >= config.misses_before_handoff:
                 return Route(Decision.handoff, prediction.intent, "not understood twice")

@@ -1,7 +1,8 @@
 """Grounded-answers benchmark: each question of grounded_questions.yaml in a fresh conversation of a running app.
 
 Grades every reply as right, safe move, wrong or miss, and prints the counts and the time to first token.
-Usage: `python tests/bench/bench_grounded.py --url http://127.0.0.1:8000 [--split dev|held_out|held_out_2|all] [--out FILE]`.
+Usage: `python tests/bench/bench_grounded.py --url http://127.0.0.1:8000 [--split dev|held_out|held_out_2|all]
+[--out FILE]`.
 """
 
 import argparse

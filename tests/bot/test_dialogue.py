@@ -235,3 +235,9 @@ def test_a_model_too_slow_for_its_first_sentence_is_cut_off_and_the_passages_ans
     dialogue.first_sentence_within_s = 0.5
     result = run_turn(dialogue, question, DialogueState())
     assert result.text == slow.reply and result.check["verdict"] == "passed"
+
+
+def test_a_clear_question_nothing_covers_gets_not_sure_without_calling_the_model(counter: ChatTemplateCounter) -> None:
+    model = ScriptedModel("Yes, all our packaging is plastic-free.")
+    result = run_turn(manager(counter, model), [Turn("customer", "Is your packaging plastic-free?")], DialogueState())
+    assert result.text == NOT_SURE_REPLY and model.prompts == []

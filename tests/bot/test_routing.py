@@ -132,3 +132,13 @@ def test_an_unclear_message_the_help_content_covers_is_answered_not_rephrased(ro
     route = router.route(text="parcel to Germany duties?", prediction=unclear, state=DialogueState(), covered=True)
     assert route.decision is Decision.answer
     assert router.route(text="blorp", prediction=unclear, state=DialogueState()).decision is Decision.rephrase
+
+
+@pytest.mark.parametrize("text", ["Is your packaging plastic-free?", "Can I swap my lamp for a different colour?"])
+def test_a_clear_question_nothing_covers_is_not_sent_back_to_be_rephrased(router: RuleRouter, text: str) -> None:
+    unclear = prediction("shipping_cost", 0.35, 0.3)
+    route = router.route(text=text, prediction=unclear, state=DialogueState())
+    # Answered with "not sure" and a teammate by the dialogue (no intent, nothing covers it), never a guess.
+    assert route.decision is Decision.answer and route.intent is None
+    terse = router.route(text="lamp colour swap", prediction=unclear, state=DialogueState())
+    assert terse.decision is Decision.rephrase
