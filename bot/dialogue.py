@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from bot.actions import ActionRunner
 from bot.articles import split_sentences
 from bot.context import Prompt, TokenCounter, Turn, fit_recent_turns, grounded_system_text, retrieval_query
 from bot.domain import DomainPack
@@ -90,6 +91,7 @@ class TurnResult:
     hits: list[Hit] = field(default_factory=list)  # the passages retrieved for the turn
     check: dict | None = None  # the grounding check's verdict and the failing sentences
     replaced: str | None = None  # what the model wrote, when the check replaced it
+    action: dict | None = None  # the action called for the turn: inputs (personal data masked), outcome, time
 
     def trace(self) -> dict:
         """What staff see next to the reply: why the bot said what it said."""
@@ -119,6 +121,7 @@ class TurnResult:
             ],
             "check": self.check,
             "replaced": self.replaced,
+            "action": self.action,
         }
 
 
@@ -155,6 +158,7 @@ class DialogueManager:
         knowledge: Swappable[KnowledgeIndex] | None = None,
         passages: int = 3,
         first_sentence_within_s: float | None = None,
+        actions: ActionRunner | None = None,
     ) -> None:
         self.pack = pack
         self.llm = llm
@@ -169,6 +173,7 @@ class DialogueManager:
         self.knowledge = knowledge or Swappable(KnowledgeIndex.build(pack.articles, SentenceEncoder()))
         self.passages = passages
         self.first_sentence_within_s = first_sentence_within_s
+        self.actions = actions
 
     def plan(
         self, text: str, state: DialogueState, query: str | None = None
@@ -276,6 +281,19 @@ class DialogueManager:
         query = retrieval_query(turns)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
+        handled = await self.actions.handle(route, next_state) if self.actions is not None else None
+        if handled is not None:
+            # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
+            result.route, result.state, result.text = handled.route, handled.state, handled.reply
+            result.action = handled.trace or None  # None: the turn only asked for an input
+            if handled.facts:
+                result.check = {"verdict": "from the action result", "fields": handled.facts}
+            result.stages_ms["action"] = handled.trace.get("ms", 0.0)
+            result.stages_ms["total"] = _ms(started)
+            for word in _words(handled.reply):
+                yield word
+            yield result
+            return
         if route.decision is Decision.silent:
             result.stages_ms["total"] = _ms(started)
             yield result

@@ -36,6 +36,7 @@ class DialogueState:
     misses: int = 0
     negative_streak: int = 0
     pending_intent: str | None = None
+    identity_failures: int = 0  # order look-ups refused for a wrong order number / e-mail pair (bot/actions.py)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ class Conversation(ConversationBase, table=True):
     misses: int = 0
     negative_streak: int = 0
     pending_intent: str | None = Field(default=None, max_length=64)
+    # Wrong order-number/e-mail pairs tried in this conversation (guessing is limited).
+    identity_failures: int = 0
     # Rolling LLM summary of evicted turns, covering messages up to summarized_upto.
     summary: str = ""
     summarized_upto: int | None = None

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_wait_s: float = Field(default=10.0, gt=0)
 
+    # Actions (the pack's actions.yaml): {base_url} in their URLs (empty: the demo shop this app serves at
+    # /demo-shop in local mode), the secrets their headers name as {secret:NAME} (a JSON object), the key the demo
+    # shop requires, and wrong order-number/e-mail pairs one conversation may try before it goes to a teammate.
+    actions_base_url: str | None = None
+    action_secrets: dict[str, str] = {}
+    demo_shop_key: str = "demo-shop-local-only"
+    action_identity_attempts: int = Field(default=3, ge=1)
+
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
     # Prometheus metrics at /metrics (unauthenticated: keep it off the public internet).
     log_format: Literal["text", "json"] | None = None
@@ -168,6 +176,16 @@ class Settings(BaseSettings):
     @property
     def manages_vllm(self) -> bool:
         return self.vllm_url is None and not self.vllm_urls
+
+    @property
+    def resolved_actions_base_url(self) -> str:
+        # The app calls its own demo shop over HTTP on the loopback, whatever address it listens on.
+        return (self.actions_base_url or f"http://127.0.0.1:{self.port}/demo-shop").rstrip("/")
+
+    @property
+    def resolved_action_secrets(self) -> dict[str, str]:
+        local = {"demo_shop_key": self.demo_shop_key} if self.mode == "local" else {}
+        return {**local, **self.action_secrets}
 
     @property
     def resolved_log_format(self) -> str:

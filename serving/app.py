@@ -18,6 +18,7 @@ from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
+from serving.demo_shop import MOUNT_PATH, create_demo_shop
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
 from serving.routes import customer, events, feedback, health, metrics, training, widget
@@ -90,6 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(console_pages.router)
     app.include_router(console_knowledge.router)
     app.include_router(staff_api.router)
+    if settings.mode == "local":
+        # The pretend shop's order API that the demo pack's actions call over HTTP (serving/demo_shop.py).
+        app.mount(MOUNT_PATH, create_demo_shop(settings.demo_shop_key))
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC_DIR), name="console-static")
     app.add_exception_handler(StaffAuthError, staff_auth_response)
     # The widget calls the API from the sites that embed it; in local mode any site may.

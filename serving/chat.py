@@ -124,6 +124,7 @@ class ChatService:
                 misses=conversation.misses,
                 negative_streak=conversation.negative_streak,
                 pending_intent=conversation.pending_intent,
+                identity_failures=conversation.identity_failures,
             )
             return turns, state, conversation.summary, conversation.summarized_upto
 
@@ -167,6 +168,7 @@ class ChatService:
                 misses=result.state.misses,
                 negative_streak=result.state.negative_streak,
                 pending_intent=result.state.pending_intent,
+                identity_failures=result.state.identity_failures,
                 attention_reason=f"handoff: {result.route.reason}" if handed_off else None,
             )
             if result.text is None:

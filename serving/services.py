@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from bot.actions import ActionRunner, load_actions
 from bot.context import ChatTemplateCounter
 from bot.dialogue import DialogueManager, Swappable
 from bot.domain import DomainPack, load_pack
@@ -40,6 +41,21 @@ class Services:
     knowledge: KnowledgeSync
 
 
+def build_actions(settings: Settings, pack: DomainPack) -> ActionRunner | None:
+    """The pack's actions, checked against the settings' secrets; a broken actions.yaml stops start-up."""
+    actions = load_actions(pack)
+    if not actions:
+        return None
+    logger.info("actions %s call %s", ", ".join(a.name for a in actions), settings.resolved_actions_base_url)
+    return ActionRunner(
+        actions,
+        base_url=settings.resolved_actions_base_url,
+        secrets=settings.resolved_action_secrets,
+        handoff_message=pack.handoff_message,
+        max_identity_failures=settings.action_identity_attempts,
+    )
+
+
 def build_services(settings: Settings) -> Services:
     """Every long-lived part, built once at start-up: the store, the domain pack, the LLM client, the dialogue."""
     engine = make_engine(
@@ -72,6 +88,7 @@ def build_services(settings: Settings) -> Services:
         reply_tokens=settings.max_reply_tokens,
         summary_model=settings.served_model_name,
         first_sentence_within_s=settings.first_sentence_within_s or None,
+        actions=build_actions(settings, pack),
     )
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name

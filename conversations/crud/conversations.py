@@ -85,6 +85,7 @@ def save_dialogue_state(
     negative_streak: int,
     pending_intent: str | None,
     attention_reason: str | None = None,
+    identity_failures: int = 0,
 ) -> Conversation:
     """Store what the dialogue manager remembers after a turn; a reason also flags it for staff."""
     conversation = get_conversation(session=session, conversation_id=conversation_id)
@@ -93,6 +94,7 @@ def save_dialogue_state(
     conversation.misses = misses
     conversation.negative_streak = negative_streak
     conversation.pending_intent = pending_intent
+    conversation.identity_failures = identity_failures
     if attention_reason:
         conversation.needs_attention = True
         conversation.attention_reason = attention_reason[:200]
