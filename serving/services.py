@@ -46,6 +46,13 @@ def build_actions(settings: Settings, pack: DomainPack) -> ActionRunner | None:
     actions = load_actions(pack)
     if not actions:
         return None
+    if settings.mode != "local" and settings.actions_base_url is None:
+        # Outside local mode there is no demo shop to call: the pack's actions wait for the company's own API.
+        logger.warning(
+            "the domain pack declares actions (%s) but SUPPORTBOT_ACTIONS_BASE_URL is not set: they are off",
+            ", ".join(action.name for action in actions),
+        )
+        return None
     logger.info("actions %s call %s", ", ".join(a.name for a in actions), settings.resolved_actions_base_url)
     return ActionRunner(
         actions,
@@ -66,6 +73,7 @@ def build_services(settings: Settings) -> Services:
     )
     init_db(engine)
     pack = load_pack(settings.domain_pack)
+    actions = build_actions(settings, pack)  # before the slow parts: a broken actions.yaml fails at once
     llm = VLLMChatModel(
         replicas=ReplicaPool(settings.vllm_replica_urls, refresh_s=settings.vllm_refresh_s),
         max_tokens=settings.max_reply_tokens,
@@ -88,7 +96,7 @@ def build_services(settings: Settings) -> Services:
         reply_tokens=settings.max_reply_tokens,
         summary_model=settings.served_model_name,
         first_sentence_within_s=settings.first_sentence_within_s or None,
-        actions=build_actions(settings, pack),
+        actions=actions,
     )
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name

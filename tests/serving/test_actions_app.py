@@ -4,15 +4,19 @@ which the app serves at /demo-shop and calls over real HTTP; the trace and the g
 vLLM is a stand-in (an action's reply never needs the model); the app, its classifier, store and shop are real.
 """
 
+import shutil
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlmodel import Session
 
+from bot.domain import DomainPackError, default_pack_path, load_pack
 from conversations import crud
 from core.settings import Settings
 from serving.app import create_app
 from serving.demo_shop import seeded_orders
+from serving.services import build_actions
 from tests.conftest import TEST_DATA
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
@@ -55,3 +59,25 @@ def test_the_local_app_looks_up_an_order_in_its_demo_shop(tmp_path: Path, base_m
         assert vllm.chats() == 0  # the model wrote none of it
     finally:
         vllm.stop()
+
+
+def test_start_up_checks_the_actions_and_needs_an_api_outside_local_mode(tmp_path: Path) -> None:
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(default_pack_path(), pack_dir)
+    pack = load_pack(pack_dir)
+    local = build_actions(Settings(data_dir=tmp_path), pack)
+    assert local is not None and local.base_url == "http://127.0.0.1:8000/demo-shop"
+
+    production = {"mode": "production", "secret_key": "a-real-secret-0123456789", "data_dir": tmp_path}
+    assert build_actions(Settings(**production), pack) is None  # no demo shop there, and no API named: off
+    with pytest.raises(DomainPackError, match=r"needs secret\(s\) \['demo_shop_key'\]"):
+        build_actions(Settings(**production, actions_base_url="https://shop.example.com/api"), pack)
+    configured = build_actions(
+        Settings(**production, actions_base_url="https://shop.example.com/api", action_secrets={"demo_shop_key": "k"}),
+        pack,
+    )
+    assert configured is not None and configured.base_url == "https://shop.example.com/api"
+
+    (pack_dir / "actions.yaml").write_text("- name: order_status\n  description: broken\n", encoding="utf-8")
+    with pytest.raises(DomainPackError, match=r"actions.yaml:1: .*intents: Field required"):
+        build_actions(Settings(data_dir=tmp_path), load_pack(pack_dir))
