@@ -48,6 +48,15 @@ STAGE_SECONDS = Histogram(
     "supportbot_stage_seconds", "Time spent in each stage of a bot turn.", ["stage"], buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )  # fmt: skip
+ACTION_CALLS = Counter(
+    "supportbot_action_calls", "Calls the bot made to the company's systems (actions.yaml), by action and outcome "
+    "(ok, not found, unavailable, rejected, unexpected result, refused: too many unsuccessful tries).",
+    ["action", "outcome"], registry=REGISTRY,
+)  # fmt: skip
+ACTION_SECONDS = Histogram(
+    "supportbot_action_seconds", "Time of an action's HTTP call, retry included.", ["action"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
 REPLICA_UP = Gauge(
     "supportbot_vllm_replica_up", "vLLM replicas as the app last saw them (1 answered /v1/models).", ["replica"],
     registry=REGISTRY,
@@ -66,6 +75,8 @@ def _handoff_reason(reason: str) -> str:
         return "not_understood"
     if reason.startswith("intent "):
         return "intent"
+    if reason.startswith("action ") or reason == "too many unsuccessful lookups":
+        return "action"
     return "other"
 
 
@@ -77,6 +88,10 @@ def record_turn(result: TurnResult) -> None:
         HANDOFFS.labels(reason=_handoff_reason(result.route.reason)).inc()
     if result.leak_blocked:
         LEAKS_BLOCKED.inc()
+    if result.action is not None:
+        ACTION_CALLS.labels(action=result.action["name"], outcome=result.action["outcome"]).inc()
+        if result.action.get("attempts"):
+            ACTION_SECONDS.labels(action=result.action["name"]).observe(result.action["ms"] / 1000)
     if result.text is not None and result.completion_tokens is not None:
         TOKENS.labels(direction="prompt").inc(result.prompt_tokens or 0)
         TOKENS.labels(direction="completion").inc(result.completion_tokens)

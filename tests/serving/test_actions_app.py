@@ -4,6 +4,7 @@ which the app serves at /demo-shop and calls over real HTTP; the trace and the g
 vLLM is a stand-in (an action's reply never needs the model); the app, its classifier, store and shop are real.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def test_the_local_app_looks_up_an_order_in_its_demo_shop(tmp_path: Path, base_m
             answer = bot_reply(send(client, conversation_id, headers, f"sorry, it is {ORDER.customer_email}"))
             assert ORDER.tracking_number in answer["text"] and f"with {ORDER.carrier}" in answer["text"]
             assert answer["decision"] == "answer"
+            # Admins see the calls and their failures in the metrics.
+            metrics = client.get("/metrics").text
+            for outcome in ("ok", "not found"):
+                found = re.search(
+                    rf'supportbot_action_calls_total{{action="order_status",outcome="{outcome}"}} (\S+)', metrics
+                )
+                assert found and float(found.group(1)) >= 1, outcome
+            assert 'supportbot_action_seconds_count{action="order_status"}' in metrics
         with Session(app.state.services.engine) as session:
             conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
             stored = crud.list_messages(session=session, conversation_id=conversation_id)
