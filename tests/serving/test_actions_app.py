@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from bot.domain import DomainPackError, default_pack_path, load_pack
 from conversations import crud
+from conversations.models import StaffRole
 from core.settings import Settings
 from serving.app import create_app
 from serving.demo_shop import seeded_orders
@@ -23,6 +24,7 @@ from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
 from tests.utils.shop import Served
+from tests.utils.staff import make_staff
 
 ORDER = seeded_orders()["LL-104233"]
 
@@ -58,6 +60,14 @@ def test_the_local_app_looks_up_an_order_in_its_demo_shop(tmp_path: Path, base_m
                 )
                 assert found and float(found.group(1)) >= 1, outcome
             assert 'supportbot_action_seconds_count{action="order_status"}' in metrics
+            # Staff see the call in the transcript's trace, the e-mail masked.
+            admin = make_staff(app.state.services.engine, "ada@example.com", "Ada", StaffRole.admin)
+            client.cookies.update(admin.cookies)
+            page = client.get(f"/console/conversations/{conversation_id}")
+            assert page.status_code == 200, page.text
+            assert "<b>order_status</b> ok · HTTP 200 · 1 attempt(s)" in page.text
+            assert "<b>order_status</b> not found · HTTP 200" in page.text  # the wrong e-mail: the order exists
+            assert f"email <code>{ORDER.customer_email[0]}***@example.com</code>" in page.text
         with Session(app.state.services.engine) as session:
             conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
             stored = crud.list_messages(session=session, conversation_id=conversation_id)
