@@ -205,11 +205,19 @@ class ActionRunner:
         # A general question ("How do I track an order?") with nothing to look up is answered from the help content.
         return action if any(spec.slot in state.slots for spec in action.inputs.values()) else None
 
-    async def handle(self, route: Route, state: DialogueState) -> Handled | None:
-        """Run the action this turn needs, or None when it needs none."""
+    async def handle(self, route: Route, state: DialogueState, before: DialogueState | None = None) -> Handled | None:
+        """Run the action this turn needs, or None when it needs none.
+
+        `state` is the state after the turn's details were read, `before` the one the turn started from."""
         action = self.applies(route, state)
         if action is None:
             return None
+        if before is not None and before.pending_intent == route.intent:
+            slots = {spec.slot for spec in action.inputs.values()}
+            if not any(state.slots.get(slot) != before.slots.get(slot) for slot in slots):
+                # Asked for a detail last turn, and the customer wrote about something else ("ok thanks", another
+                # question): answer that, rather than asking again or repeating a refused look-up.
+                return None
         missing = [name for name, spec in action.inputs.items() if spec.slot not in state.slots]
         if missing:
             spec = action.inputs[missing[0]]

@@ -281,7 +281,7 @@ class DialogueManager:
         query = retrieval_query(turns)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
-        handled = await self.actions.handle(route, next_state) if self.actions is not None else None
+        handled = await self.actions.handle(route, next_state, state) if self.actions is not None else None
         if handled is not None:
             # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
             result.route, result.state, result.text = handled.route, handled.state, handled.reply

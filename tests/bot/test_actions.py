@@ -125,6 +125,20 @@ def test_a_wrong_email_and_an_unknown_order_get_the_same_refusal_and_guessing_is
     assert after.route.decision is Decision.silent and after.text is None
 
 
+def test_a_customer_who_moves_on_is_not_asked_again_nor_counted_again(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    asked, moved_on = chat(manager, [f"Where is my order {SHIPPED.order_number}?", "How long do refunds take?"])
+    assert asked.route.decision is Decision.ask_details and asked.state.pending_intent == "order_status"
+    assert moved_on.action is None and moved_on.text != asked.text and moved_on.state.pending_intent is None
+
+    refused, thanks = chat(
+        manager, [f"Where is my order {SHIPPED.order_number}? My e-mail is {PROCESSING.customer_email}", "ok thanks"]
+    )
+    assert refused.text == NOT_FOUND_REPLY and refused.state.identity_failures == 1
+    assert thanks.action is None and thanks.state.identity_failures == 1  # the same wrong pair is not tried again
+    assert NOT_FOUND_REPLY not in thanks.text
+
+
 def test_after_too_many_wrong_pairs_no_lookup_is_made(counter, shop) -> None:
     manager = dialogue(counter, f"{shop.url}/demo-shop")
     [result] = chat(
