@@ -181,7 +181,6 @@ class ActionRunner:
         secrets: Mapping[str, str],
         handoff_message: str,
         max_identity_failures: int = 3,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         for action in actions:
             missing = action.secrets() - set(secrets)
@@ -195,7 +194,6 @@ class ActionRunner:
         self.secrets = dict(secrets)
         self.handoff_message = handoff_message
         self.max_identity_failures = max_identity_failures
-        self.transport = transport
 
     def applies(self, route: Route, state: DialogueState) -> Action | None:
         """The action to run for this turn: its intent needs one and the customer named something it looks up."""
@@ -271,7 +269,7 @@ class ActionRunner:
         tries = 2 if call.method in ("GET", "PUT", "DELETE") else 1
         status: int | None = None
         outcome = Outcome.unavailable
-        async with httpx.AsyncClient(timeout=call.timeout_s, transport=self.transport) as client:
+        async with httpx.AsyncClient(timeout=call.timeout_s) as client:
             for attempt in range(1, tries + 1):
                 try:
                     response = await asyncio.wait_for(
