@@ -53,7 +53,8 @@ class VLLMChatModel(ChatModel):
 
     At most `max_concurrent` replies are generated at once; the rest wait here, in order, rather than pile
     up in vLLM where every one slows down. A reply that has not started `start_within_s` after it was asked
-    for (slot wait included) raises `ModelBusy`, and vLLM drops the request.
+    for (slot wait included) raises `ModelBusy`, and vLLM drops the request; so does one that would wait
+    behind `max_queued` others already waiting, at once (its customer gets the busy notice now, not later).
 
     `route(model, url)` sends a model's requests to a server of its own first (the promoted version merged
     into the base weights); one that cannot be reached before the reply starts falls back to the default
@@ -71,6 +72,7 @@ class VLLMChatModel(ChatModel):
         temperature: float = 0.3,
         max_concurrent: int = 64,
         start_within_s: float | None = None,
+        max_queued: int | None = None,
     ) -> None:
         if replicas is None:
             if base_url is None:
@@ -84,6 +86,8 @@ class VLLMChatModel(ChatModel):
         self._clients: dict[tuple[str, str, asyncio.AbstractEventLoop], ChatOpenAI] = {}
         self.start_within_s = start_within_s
         self._slots = asyncio.Semaphore(max_concurrent)
+        self.max_queued = max_queued
+        self._waiting = 0
         self._routes: dict[str, str] = {}
         self._in_flight: dict[str, int] = {}
 
@@ -125,11 +129,16 @@ class VLLMChatModel(ChatModel):
     async def stream(self, messages: Sequence[BaseMessage], *, model: str) -> AsyncIterator[str | ReplyDone]:
         loop = asyncio.get_running_loop()
         start_by = None if self.start_within_s is None else loop.time() + self.start_within_s
+        if self.max_queued is not None and self._slots.locked() and self._waiting >= self.max_queued:
+            raise ModelBusy(f"{self._waiting} replies already wait for a generation slot")
+        self._waiting += 1
         try:
             async with asyncio.timeout_at(start_by):
                 await self._slots.acquire()
         except TimeoutError:
             raise ModelBusy(f"no generation slot came free within {self.start_within_s:g} s") from None
+        finally:
+            self._waiting -= 1
         try:
             async for event in self._stream(messages, model=model, start_by=start_by):
                 yield event

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # stored and flagged for staff. The database pool holds db_pool_size (+ db_max_overflow) connections;
     # a request that waits db_wait_s for one (or for SQLite's write lock) is answered 503 with Retry-After.
     llm_max_concurrent: int = Field(default=16, ge=1)
+    # A reply that would wait behind this many others gets the busy reply at once instead of after busy_reply_after_s.
+    llm_max_queued: int = Field(default=32, ge=0)
     busy_reply_after_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)

@@ -95,6 +95,7 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         timeout_s=settings.llm_timeout_s,
         max_concurrent=settings.llm_max_concurrent,
         start_within_s=settings.busy_reply_after_s,
+        max_queued=settings.llm_max_queued,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)

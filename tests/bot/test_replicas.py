@@ -182,6 +182,35 @@ def test_a_reply_that_cannot_start_in_time_raises_model_busy_and_frees_its_slot(
         slow.stop()
 
 
+def test_a_reply_beyond_the_queue_bound_is_busy_at_once_and_the_queue_drains() -> None:
+    slow = FakeVLLM("slow", piece_delay_s=0.5).start()  # each reply holds its slot for 1.5 s
+    llm = VLLMChatModel(
+        base_url=slow.url, max_tokens=16, timeout_s=10, max_concurrent=1, start_within_s=20.0, max_queued=1
+    )
+
+    async def timed(started: float) -> tuple[float, object]:
+        try:
+            result: object = await ask(llm, "base")
+        except ModelBusy as error:
+            result = error
+        return asyncio.get_running_loop().time() - started, result
+
+    async def scenario() -> None:
+        started = asyncio.get_running_loop().time()
+        (_, first), (_, second), (third_s, third) = await asyncio.gather(timed(started), timed(started), timed(started))
+        # One generating, one waiting: the third would wait behind a full queue and is told so immediately,
+        # long before the 20 s start bound, while the one that queued is answered in its turn.
+        assert first == ("Answer from slow.", ReplyDone(model="base", prompt_tokens=11, completion_tokens=3))
+        assert not isinstance(second, BaseException) and second[0] == "Answer from slow."
+        assert isinstance(third, ModelBusy) and "wait for a generation slot" in str(third) and third_s < 0.5
+        assert (await ask(llm, "base"))[0] == "Answer from slow.", "the queue is free again"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        slow.stop()
+
+
 def test_a_routed_model_goes_to_its_own_server_and_falls_back_to_the_default_one(replicas) -> None:
     merged, lora = replicas[0], replicas[1]
     merged.base = "domain-v2"  # a merged model is served under the version's name, without LoRA
