@@ -92,6 +92,10 @@ def prepare(
     prepare_models(get_settings(), steps)
 
 
+# On one GPU with merged serving: the runtime-LoRA server, and up to two merged servers during a switch.
+LORA_SERVER_GPU_SHARE = 0.2
+
+
 def vllm_server(settings: Settings, tuning):
     """The managed vLLM with runtime LoRA: the base model, the promoted adapter, candidates under evaluation."""
     from core.vllm_process import VLLMServer, vllm_config
@@ -113,6 +117,7 @@ def vllm_server(settings: Settings, tuning):
         # With merged serving, customers' replies have a server of their own; this one holds evaluation, summaries
         # and the bridge during a switch, so half the KV cache does (memory for the second server).
         kvcache_gib=max(1, settings.vllm_kvcache_gib // 2) if settings.serve_merged else None,
+        gpu_memory_fraction=LORA_SERVER_GPU_SHARE if settings.serve_merged else None,
     )
     return VLLMServer(config, adapters)
 

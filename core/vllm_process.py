@@ -62,11 +62,18 @@ def vllm_config(
     log_path: Path,
     enable_lora: bool = True,
     kvcache_gib: int | None = None,
+    gpu_memory_fraction: float | None = None,
+    start_timeout_s: float | None = None,
 ) -> VLLMConfig:
     """How to launch a managed vLLM: the settings' limits (`kvcache_gib` overrides the KV-cache size), this
-    machine's dtype and cores."""
+    machine's dtype and cores. On a GPU, `gpu_memory_fraction` is this server's share of the GPU's memory
+    (several servers share one GPU during a switch); a --gpu-memory-utilization in the extra args wins."""
+    extra = settings.vllm_extra_args.split()
+    if tuning.threads_bind is None and gpu_memory_fraction is not None:
+        extra = ["--gpu-memory-utilization", f"{gpu_memory_fraction:g}", *extra]
     return VLLMConfig(
-        model_dir=model_dir.resolve(),
+        # Not resolved: vLLM keys its compile cache by this path, and a merged model is served through a link.
+        model_dir=model_dir.absolute(),
         served_model_name=served_model_name,
         host=settings.vllm_host,
         port=port,
@@ -78,8 +85,8 @@ def vllm_config(
         enable_lora=enable_lora,
         threads_bind=tuning.threads_bind,
         prefix_caching=settings.vllm_prefix_caching,
-        extra_args=settings.vllm_extra_args.split(),
-        start_timeout_s=settings.vllm_start_timeout_s,
+        extra_args=extra,
+        start_timeout_s=start_timeout_s or settings.vllm_start_timeout_s,
     )
 
 

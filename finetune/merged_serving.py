@@ -3,10 +3,15 @@
 A promotion first answers through the runtime-LoRA server (seconds); meanwhile the version is merged and a
 fresh vLLM started on it, and traffic moves there once it answers. The server it replaces takes no new
 requests and is stopped when its replies have finished, so no reply fails during the switch.
+
+Each server loads its model through one of two fixed paths, `serving-blue` and `serving-green` (links to the
+version's merged folder): vLLM keys its compiled-graph cache by the model path, not the weights, so after
+one compile per path every later switch starts from the cache instead of compiling for minutes on a CPU.
 """
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 # A model dir, the served name and a port -> how to launch vLLM on them (see core.vllm_process.vllm_config).
 ConfigFactory = Callable[[Path, str, int], VLLMConfig]
+SLOTS = ("blue", "green")
 
 
 @dataclass
@@ -61,7 +67,8 @@ class MergedServing:
         self.state = "idle"
         self.failed: dict[str, str] = {}
         self.switches: list[Switch] = []
-        self._draining: dict[str, VLLMServer] = {}
+        self.slot: str | None = None
+        self._draining: dict[str, tuple[VLLMServer, str, asyncio.Task]] = {}
         self._task: asyncio.Task | None = None
         self._starting: VLLMServer | None = None
 
@@ -82,14 +89,14 @@ class MergedServing:
 
     async def _switch(self, version: str) -> None:
         asked = time.monotonic()
-        old_version, old_server = self.version, self.server
-        if old_server is not None and old_version is not None:
+        old_version, old_server, old_slot = self.version, self.server, self.slot
+        if old_server is not None and old_version is not None and old_slot is not None:
             # The bot asks for the new version already (through LoRA until its merged server answers), so the old
             # server gets no new request: it only finishes the replies it has, then stops.
             self.llm.route(old_version, None)
-            self.version = self.server = None
-            self._draining[old_version] = old_server
-            asyncio.create_task(self._drain(old_version, old_server), name=f"drain-{old_version}")
+            self.version = self.server = self.slot = None
+            drain = asyncio.create_task(self._drain(old_version, old_server), name=f"drain-{old_version}")
+            self._draining[old_version] = (old_server, old_slot, drain)
         try:
             self.state = f"merging {version}"
             out_dir = self.merged_dir / version
@@ -101,8 +108,9 @@ class MergedServing:
                 self.logs_dir / f"merge-{version}.log",
             )
             merged = time.monotonic()
+            slot = await self._free_slot()
             self.state = f"starting {version}"
-            config = self.make_config(out_dir, version, free_port())
+            config = self.make_config(self._point(slot, out_dir), version, free_port())
             server = self._starting = VLLMServer(config, adapters=dict)
             await asyncio.to_thread(server.start)
         except (MergeFailed, VLLMStartError, OSError) as error:
@@ -116,18 +124,37 @@ class MergedServing:
         finally:
             self._starting = None
         self.llm.route(version, server.url)
-        self.version, self.server = version, server
+        self.version, self.server, self.slot = version, server, slot
         self.state = "serving"
         done = time.monotonic()
         switch = Switch(version=version, merge_s=merged - asked, start_s=done - merged, total_s=done - asked)
         self.switches = [*self.switches[-19:], switch]
         logger.info(
-            "%s now answers from its merged model at %s (merge %.1f s, vLLM start %.1f s)",
+            "%s now answers from its merged model at %s (%s; merge %.1f s, vLLM start %.1f s)",
             version,
             server.url,
+            slot,
             switch.merge_s,
             switch.start_s,
         )
+
+    async def _free_slot(self) -> str:
+        """A model path no running server was started from; waits for a draining server when both are taken."""
+        while True:
+            taken = {slot for _, slot, _ in self._draining.values()}
+            free = [slot for slot in SLOTS if slot not in taken]
+            if free:
+                return free[0]
+            await asyncio.wait([drain for _, _, drain in self._draining.values()], return_when=asyncio.FIRST_COMPLETED)
+
+    def _point(self, slot: str, out_dir: Path) -> Path:
+        """Re-point the slot's link at a merged folder (a new link renamed over the old one) and return the link."""
+        link = self.merged_dir / f"serving-{slot}"
+        staging = self.merged_dir / f".serving-{slot}.tmp"
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(out_dir.resolve(), target_is_directory=True)
+        os.replace(staging, link)
+        return link
 
     async def _drain(self, version: str, server: VLLMServer) -> None:
         deadline = time.monotonic() + self.drain_timeout_s
@@ -146,6 +173,7 @@ class MergedServing:
             "version": self.version,
             "url": self.server.url if self.server is not None else None,
             "state": self.state,
+            "slot": self.slot,
             "draining": sorted(self._draining),
             "failed": dict(self.failed),
             "switches": [
@@ -164,7 +192,7 @@ class MergedServing:
         """Stop every merged server (app shutdown)."""
         if self._task is not None:
             self._task.cancel()
-        servers = [*self._draining.values(), self.server, self._starting]
+        servers = [*(server for server, _, _ in self._draining.values()), self.server, self._starting]
         for server in servers:
             if server is not None:
                 server.stop()

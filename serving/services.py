@@ -46,6 +46,11 @@ class Services:
     merged: MergedServing | None = None
 
 
+# On one GPU: two merged servers at once during a switch, beside the runtime-LoRA one (cli/main.py: 0.2).
+MERGED_SERVER_GPU_SHARE = 0.35
+MERGED_START_TIMEOUT_S = 1800.0
+
+
 def vllm_tuning(settings: Settings) -> Tuning:
     """This machine's vLLM dtype and cores, measured once and cached in the data folder."""
     return tune(
@@ -71,7 +76,10 @@ def merged_serving(settings: Settings, llm: VLLMChatModel, tuning: Tuning) -> Me
             port=port,
             log_path=settings.logs_dir / f"vllm-merged-{name}.log",
             enable_lora=False,
-        ),  # fmt: skip
+            gpu_memory_fraction=MERGED_SERVER_GPU_SHARE,
+            # The runtime-LoRA server answers meanwhile, so a slow start (a graph compile on a busy CPU) fails nothing.
+            start_timeout_s=max(settings.vllm_start_timeout_s, MERGED_START_TIMEOUT_S),
+        ),
         drain_timeout_s=settings.llm_timeout_s + 30,
     )
 

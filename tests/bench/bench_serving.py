@@ -234,9 +234,14 @@ async def app_conversation(client: httpx.AsyncClient, app: str, index: int, turn
 
 
 async def vllm_reply(
-    client: httpx.AsyncClient, vllm: str, model: str, messages: list[dict[str, str]], max_tokens: int
+    client: httpx.AsyncClient,
+    vllm: str,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    cache_salt: str | None = None,
 ) -> Reply:
-    payload = {
+    payload: dict[str, Any] = {
         "model": model,
         "messages": messages,
         "max_tokens": max_tokens,
@@ -244,6 +249,8 @@ async def vllm_reply(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if cache_salt is not None:
+        payload["cache_salt"] = cache_salt  # a request with its own salt shares no cached prefix with any other
     start = time.perf_counter()
     ttft: float | None = None
     usage: dict[str, Any] | None = None
@@ -280,14 +287,21 @@ async def vllm_reply(
 
 
 async def vllm_conversation(
-    client: httpx.AsyncClient, vllm: str, model: str, index: int, turns: int, max_tokens: int
+    client: httpx.AsyncClient,
+    vllm: str,
+    model: str,
+    index: int,
+    turns: int,
+    max_tokens: int,
+    prefix_cache: bool = True,
 ) -> list[Reply]:
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     replies = []
     for turn in range(turns):
         messages.append({"role": "user", "content": question(index, turn, turns)})
+        salt = None if prefix_cache else f"{index}-{turn}-{time.perf_counter_ns()}"
         try:
-            reply = await vllm_reply(client, vllm, model, messages, max_tokens)
+            reply = await vllm_reply(client, vllm, model, messages, max_tokens, salt)
         except (httpx.HTTPError, ValueError) as error:
             reply = Reply(ok=False, error=f"{type(error).__name__}: {error}"[:200])
         replies.append(reply)
@@ -436,6 +450,18 @@ def limit_server(data_dir: Path) -> Iterator[tuple[str, str, str]]:
         server.stop()
 
 
+async def prefix_cache_counts(vllm: str) -> dict[str, float]:
+    """Prompt tokens a vLLM server looked up in its prefix cache, and found, from its /metrics."""
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        text = (await client.get(f"{vllm}/metrics")).text
+    counts = {"hits": 0.0, "queries": 0.0}
+    for line in text.splitlines():
+        for name in counts:
+            if line.startswith(f"vllm:prefix_cache_{name}_total"):
+                counts[name] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 async def merged_version(app: str, client: httpx.AsyncClient) -> str | None:
     """The version the app serves from its merged server, from its unauthenticated /metrics page."""
     text = (await client.get(f"{app}/metrics")).text
@@ -528,11 +554,20 @@ async def main(args: argparse.Namespace) -> dict:
     print(table_line(name for name, _ in COLUMNS))
     await run_targets(targets)
     limit_command = None
+    prefix_hits: dict[str, float] = {}
     if args.limit:
         with limit_server(Path(args.data_dir)) as (url, model, limit_command):
-            await run_targets(
-                [("limit", lambda client, i: vllm_conversation(client, url, model, i, args.turns, args.max_tokens))]
-            )
+            limit_rows: list[tuple[str, Conversation]] = [
+                ("limit", lambda client, i: vllm_conversation(client, url, model, i, args.turns, args.max_tokens))
+            ]
+            if args.prefix_cache_compare:
+                # The same server and questions, each request salted so that no cached prefix is reused.
+                limit_rows.append(
+                    ("limit-nocache",
+                     lambda client, i: vllm_conversation(client, url, model, i, args.turns, args.max_tokens, False))
+                )  # fmt: skip
+            await run_targets(limit_rows)
+            prefix_hits = await prefix_cache_counts(url)
     print("(seconds; 'prompt tok' / 'reply tok' are mean tokens per reply)")
     if limit_command:
         print(f"limit row: {limit_command}")
@@ -542,6 +577,11 @@ async def main(args: argparse.Namespace) -> dict:
         if row.errors:
             print(f"{row.target} N={row.concurrency} errors: {' | '.join(row.errors)}")
     print(ratio_line(rows))
+    if prefix_hits.get("queries"):
+        print(
+            f"limit server prefix cache: {prefix_hits['hits']:.0f} of {prefix_hits['queries']:.0f} prompt tokens "
+            f"served from cache ({prefix_hits['hits'] / prefix_hits['queries']:.0%}, all its rows together)"
+        )
 
     switches: list[SwitchResult] = []
     if args.switch:
@@ -563,7 +603,7 @@ async def main(args: argparse.Namespace) -> dict:
                     flush=True,
                 )
     print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at end")
-    return {"rows": rows, "switches": switches, "limit_command": limit_command}
+    return {"rows": rows, "switches": switches, "limit_command": limit_command, "prefix_cache": prefix_hits}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -589,6 +629,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--lora-rows", action=argparse.BooleanOptionalAction, default=False,
         help="also send the questions to the app's runtime-LoRA vLLM (--vllm) as base and adapter",
     )  # fmt: skip
+    parser.add_argument(
+        "--prefix-cache-compare", action=argparse.BooleanOptionalAction, default=True,
+        help="also run the limit rows with prefix reuse defeated (a cache salt per request): prefix caching's effect",
+    )  # fmt: skip
     parser.add_argument("--switch", action="store_true", help="time a promotion and its rollback under traffic")
     parser.add_argument("--switch-streams", type=int, default=4, help="conversations talking during a switch")
     parser.add_argument("--switch-timeout-s", type=float, default=900.0, help="longest wait for merged serving")
@@ -606,6 +650,7 @@ if __name__ == "__main__":
                     "rows": [asdict(row) for row in result["rows"]],
                     "switches": [asdict(switch) for switch in result["switches"]],
                     "limit_command": result["limit_command"],
+                    "prefix_cache": result["prefix_cache"],
                     "load_average_end": os.getloadavg(),
                 },
                 out,
