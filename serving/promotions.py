@@ -67,12 +67,15 @@ class PromotionWatcher:
         self.classifier_name = classifier_name
         self.interval_s = interval_s
         self.merged = merged
+        self._checking = asyncio.Lock()
         self.classifiers = classifier_registry(settings.classifiers_dir)
         self.adapters = AdapterRegistry(settings.adapters_dir)
 
     async def check(self) -> bool:
         """Swap in promoted versions not yet in use; True when something changed."""
-        return await self._check_adapter() | await self._check_classifier()
+        # One check at a time: the admin API's promotion and the polling loop must not swap the same version twice.
+        async with self._checking:
+            return await self._check_adapter() | await self._check_classifier()
 
     async def _check_adapter(self) -> bool:
         active = await run_in_threadpool(self.adapters.active)

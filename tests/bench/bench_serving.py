@@ -434,6 +434,9 @@ def limit_server(data_dir: Path) -> Iterator[tuple[str, str, str]]:
     if version is None:
         raise SystemExit(f"no promoted adapter in {settings.adapters_dir}: start the app once first")
     merged = merge_adapter(settings.base_model_dir, registry.path(version), settings.models_dir / "merged" / version)
+    # Through the app's own link to it when there is one: vLLM's compile cache is keyed by that path.
+    links = [settings.models_dir / "merged" / f"serving-{slot}" for slot in ("blue", "green")]
+    merged = next((link for link in links if link.exists() and link.resolve() == merged.resolve()), merged)
     tuning = vllm_tuning(settings)
     config = vllm_config(
         settings, tuning, model_dir=merged, served_model_name=version, port=free_port(),
@@ -542,6 +545,14 @@ async def main(args: argparse.Namespace) -> dict:
             )  # fmt: skip
 
     rows: list[Row] = []
+    if args.wait_merged:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            waited = time.perf_counter()
+            while (served := await merged_version(app, client)) is None:
+                if time.perf_counter() - waited > args.switch_timeout_s:
+                    raise SystemExit("the app never served a merged model (is SUPPORTBOT_SERVE_MERGED off?)")
+                await asyncio.sleep(2.0)
+        print(f"app serves {served} from its merged model (waited {time.perf_counter() - waited:.0f} s)")
     print(f"app {app}, vllm {vllm}, adapter {adapter}, turns {args.turns}, max_tokens {args.max_tokens}")
 
     async def run_targets(chosen: list[tuple[str, Conversation]]) -> None:
@@ -632,6 +643,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prefix-cache-compare", action=argparse.BooleanOptionalAction, default=True,
         help="also run the limit rows with prefix reuse defeated (a cache salt per request): prefix caching's effect",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait-merged", action=argparse.BooleanOptionalAction, default=True,
+        help="first wait until the app serves the promoted version from its merged model",
     )  # fmt: skip
     parser.add_argument("--switch", action="store_true", help="time a promotion and its rollback under traffic")
     parser.add_argument("--switch-streams", type=int, default=4, help="conversations talking during a switch")

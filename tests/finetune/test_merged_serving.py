@@ -147,10 +147,17 @@ def switch_with_replies_in_flight(live_app, client: httpx.Client, admin: Staff, 
     [command] = [command for command in vllm_servers(live_app).values() if new in command]
     assert "--enable-lora" not in command
     before = served_requests(new_url)
+    answered = 0
     for question in QUESTIONS[:2]:
         sent = send_one(live_app.url, question)
         assert sent.reply is not None and sent.reply["failed"] is False
-    assert served_requests(new_url) > before
+        answered += sent.reply["decision"] == "answer"
+    assert answered, "neither question was answered by the model"
+    # vLLM updates its counters a moment after a reply is sent.
+    deadline = time.monotonic() + 30
+    while served_requests(new_url) < before + answered and time.monotonic() < deadline:
+        time.sleep(1)
+    assert served_requests(new_url) >= before + answered, "the replies did not come from the merged server"
 
     # The old merged server is stopped once drained.
     deadline = time.monotonic() + 180
