@@ -529,11 +529,13 @@ async def timed_switch(app: str, data_dir: Path, to: str, streams: int, timeout_
 async def main(args: argparse.Namespace) -> dict:
     app, vllm = args.app.rstrip("/"), args.vllm.rstrip("/")
     levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
-    adapter = args.adapter = args.adapter or await pick_adapter(vllm)  # so the JSON records which one ran
+    adapter = args.adapter = args.adapter or (await pick_adapter(vllm) if args.lora_rows else None)
     pool = max(levels) + 4
     print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at start", flush=True)
 
-    targets: list[tuple[str, Conversation]] = [("app", lambda client, i: app_conversation(client, app, i, args.turns))]
+    targets: list[tuple[str, Conversation]] = []
+    if args.app_rows:
+        targets.append(("app", lambda client, i: app_conversation(client, app, i, args.turns)))
     if args.lora_rows:
         targets.append(
             ("vllm-base", lambda client, i: vllm_conversation(client, vllm, "base", i, args.turns, args.max_tokens))
@@ -545,7 +547,7 @@ async def main(args: argparse.Namespace) -> dict:
             )  # fmt: skip
 
     rows: list[Row] = []
-    if args.wait_merged:
+    if args.wait_merged and args.app_rows:
         async with httpx.AsyncClient(timeout=30.0) as client:
             waited = time.perf_counter()
             while (served := await merged_version(app, client)) is None:
@@ -643,6 +645,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prefix-cache-compare", action=argparse.BooleanOptionalAction, default=True,
         help="also run the limit rows with prefix reuse defeated (a cache salt per request): prefix caching's effect",
+    )  # fmt: skip
+    parser.add_argument(
+        "--app-rows", action=argparse.BooleanOptionalAction, default=True,
+        help="measure the app (--no-app-rows: only the limit rows, no app needed)",
     )  # fmt: skip
     parser.add_argument(
         "--wait-merged", action=argparse.BooleanOptionalAction, default=True,
