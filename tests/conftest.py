@@ -60,6 +60,9 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         "SUPPORTBOT_VLLM_PORT": str(free_port()),
         "SUPPORTBOT_SEED_ADAPTER_STEPS": str(TEST_ADAPTER_STEPS),
         "SUPPORTBOT_MAX_REPLY_TOKENS": "48",
+        # Merged-model servers start without compiling their graph (minutes on a shared 2-core CPU); the
+        # blue/green switching the tests check is the same either way.
+        "SUPPORTBOT_VLLM_EXTRA_ARGS": "--enforce-eager",
     }
     settings = Settings(
         data_dir=TEST_DATA,
