@@ -53,7 +53,13 @@ class VLLMChatModel(ChatModel):
 
     At most `max_concurrent` replies are generated at once; the rest wait here, in order, rather than pile
     up in vLLM where every one slows down. A reply that has not started `start_within_s` after it was asked
-    for (slot wait included) raises `ModelBusy`, and vLLM drops the request.
+    for (slot wait included) raises `ModelBusy`, and vLLM drops the request; so does one that would wait
+    behind `max_queued` others already waiting, at once (its customer gets the busy notice now, not later).
+
+    `route(model, url)` sends a model's requests to a server of its own first (the promoted version merged
+    into the base weights); one that cannot be reached before the reply starts falls back to the default
+    server, which serves the same version as a LoRA adapter. `in_flight(url)` counts the replies a server
+    is still generating, so a replaced one is stopped only once they have finished.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class VLLMChatModel(ChatModel):
         temperature: float = 0.3,
         max_concurrent: int = 64,
         start_within_s: float | None = None,
+        max_queued: int | None = None,
     ) -> None:
         if replicas is None:
             if base_url is None:
@@ -79,6 +86,25 @@ class VLLMChatModel(ChatModel):
         self._clients: dict[tuple[str, str, asyncio.AbstractEventLoop], ChatOpenAI] = {}
         self.start_within_s = start_within_s
         self._slots = asyncio.Semaphore(max_concurrent)
+        self.max_queued = max_queued
+        self._waiting = 0
+        self._routes: dict[str, str] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def route(self, model: str, url: str | None) -> None:
+        """Send `model`'s new requests to `url` first (None: back to the default server); replies already
+        streaming finish where they started."""
+        if url is None:
+            self._routes.pop(model, None)
+        else:
+            self._routes[model] = url.rstrip("/")
+
+    def routes(self) -> dict[str, str]:
+        return dict(self._routes)
+
+    def in_flight(self, url: str) -> int:
+        """Replies being generated on the server at `url` right now."""
+        return self._in_flight.get(url.rstrip("/"), 0)
 
     def _client(self, model: str, base_url: str | None = None) -> ChatOpenAI:
         # One HTTP client per event loop: langchain-openai otherwise shares one process-wide client whose pooled
@@ -103,11 +129,16 @@ class VLLMChatModel(ChatModel):
     async def stream(self, messages: Sequence[BaseMessage], *, model: str) -> AsyncIterator[str | ReplyDone]:
         loop = asyncio.get_running_loop()
         start_by = None if self.start_within_s is None else loop.time() + self.start_within_s
+        if self.max_queued is not None and self._slots.locked() and self._waiting >= self.max_queued:
+            raise ModelBusy(f"{self._waiting} replies already wait for a generation slot")
+        self._waiting += 1
         try:
             async with asyncio.timeout_at(start_by):
                 await self._slots.acquire()
         except TimeoutError:
             raise ModelBusy(f"no generation slot came free within {self.start_within_s:g} s") from None
+        finally:
+            self._waiting -= 1
         try:
             async for event in self._stream(messages, model=model, start_by=start_by):
                 yield event
@@ -117,7 +148,10 @@ class VLLMChatModel(ChatModel):
     async def _stream(
         self, messages: Sequence[BaseMessage], *, model: str, start_by: float | None
     ) -> AsyncIterator[str | ReplyDone]:
-        if self.replicas.single:
+        if model in self._routes:
+            # The default server (a replica pool is never routed) keeps the same version as a LoRA adapter.
+            targets = [self._routes[model], self.base_url]
+        elif self.replicas.single:
             targets = [self.base_url]
         else:
             targets = await self.replicas.serving(model)
@@ -128,6 +162,7 @@ class VLLMChatModel(ChatModel):
             served = model
             usage: dict = {}
             started = False
+            self._in_flight[url] = self._in_flight.get(url, 0) + 1
             try:
                 # Only the wait for the first piece is bounded; the deadline is off before anything is yielded.
                 async with asyncio.timeout_at(start_by) as deadline:
@@ -145,13 +180,13 @@ class VLLMChatModel(ChatModel):
                 raise ModelBusy(f"the reply did not start within {self.start_within_s:g} s") from None
             except (openai.APIError, httpx.HTTPError) as error:
                 logger.warning("model %s failed on %s: %s", model, url, error)
-                if self.replicas.single:
-                    raise LLMUnavailable(str(error)) from error
-                if _replica_fault(error):
+                if _replica_fault(error) and not self.replicas.single:
                     self.replicas.mark_failed(url, str(error))
                 if started or attempt == len(targets) or not _replica_fault(error):
                     raise LLMUnavailable(str(error)) from error
                 continue
+            finally:
+                self._in_flight[url] -= 1
             yield ReplyDone(
                 model=served, prompt_tokens=usage.get("input_tokens"), completion_tokens=usage.get("output_tokens")
             )

@@ -162,6 +162,9 @@ class RuleRouter(Router):
         if not understood and covered:
             # The intent is unclear but the help content answers the message: answer it rather than ask again.
             return Route(Decision.answer, prediction.intent, "unclear intent, covered by the help content")
+        if not understood and is_specific_request(text):
+            # A clear problem with one of their orders that no intent fits: a person, not "please rephrase".
+            return Route(Decision.handoff, None, "a request about one specific order that no intent fits")
         if not understood and is_clear_question(text):
             # The dialogue answers "not sure" plus a teammate: nothing in the help content covers it.
             return Route(Decision.answer, None, "a clear question the help content does not cover")

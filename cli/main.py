@@ -92,14 +92,13 @@ def prepare(
     prepare_models(get_settings(), steps)
 
 
-def default_dtype() -> str:
-    import torch
-
-    return "auto" if torch.cuda.is_available() else "float32"
+# On one GPU with merged serving: the runtime-LoRA server, and up to two merged servers during a switch.
+LORA_SERVER_GPU_SHARE = 0.2
 
 
-def vllm_server(settings: Settings):
-    from core.vllm_process import VLLMConfig, VLLMServer
+def vllm_server(settings: Settings, tuning):
+    """The managed vLLM with runtime LoRA: the base model, the promoted adapter, candidates under evaluation."""
+    from core.vllm_process import VLLMServer, vllm_config
     from finetune.registry import AdapterRegistry
 
     registry = AdapterRegistry(settings.adapters_dir)
@@ -108,18 +107,17 @@ def vllm_server(settings: Settings):
         active = registry.active()
         return {active: registry.path(active).resolve()} if active else {}
 
-    config = VLLMConfig(
-        model_dir=settings.base_model_dir.resolve(),
+    config = vllm_config(
+        settings,
+        tuning,
+        model_dir=settings.base_model_dir,
         served_model_name=settings.served_model_name,
-        host=settings.vllm_host,
         port=settings.vllm_port,
         log_path=settings.logs_dir / "vllm.log",
-        max_model_len=settings.vllm_max_model_len,
-        kvcache_gib=settings.vllm_kvcache_gib,
-        max_lora_rank=settings.vllm_max_lora_rank,
-        dtype=settings.vllm_dtype or default_dtype(),
-        extra_args=settings.vllm_extra_args.split(),
-        start_timeout_s=settings.vllm_start_timeout_s,
+        # With merged serving, customers' replies have a server of their own; this one holds evaluation, summaries
+        # and the bridge during a switch, so half the KV cache does (memory for the second server).
+        kvcache_gib=max(1, settings.vllm_kvcache_gib // 2) if settings.serve_merged else None,
+        gpu_memory_fraction=LORA_SERVER_GPU_SHARE if settings.serve_merged else None,
     )
     return VLLMServer(config, adapters)
 
@@ -141,9 +139,14 @@ def start(
     if not skip_prepare:
         prepare_models(settings)
 
-    server = None
+    server = tuning = None
     if settings.manages_vllm:
-        server = vllm_server(settings)
+        from serving.services import vllm_tuning
+
+        with console.status("Choosing vLLM's dtype and cores for this machine..."):
+            tuning = vllm_tuning(settings)
+        console.print(f"[green]vLLM runs[/] {tuning.dtype} on cores {tuning.threads_bind or 'auto'}: {tuning.reason}")
+        server = vllm_server(settings, tuning)
         with console.status("Starting vLLM (about a minute on CPU)...") as status:
             try:
                 server.start(on_wait=lambda elapsed: status.update(f"Starting vLLM... {elapsed:.0f} s"))
@@ -163,7 +166,7 @@ def start(
     console.print("Press Ctrl-C to stop.\n")
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, tuning),
             host=settings.host,
             port=settings.port,
             log_level="info",

@@ -46,8 +46,15 @@ class Settings(BaseSettings):
     vllm_max_model_len: int = 2048
     vllm_kvcache_gib: int = 2
     vllm_max_lora_rank: int = 16
-    # Empty: float32 on CPUs (bf16 is emulated without AVX-512 and measured slower here), "auto" on GPUs.
+    # Empty: chosen at start (core/cpu_tuning.py): bf16 where the CPU has it in hardware and a short measurement
+    # confirms it is faster, else float32; "auto" on GPUs. The choice is cached in data_dir/cpu-tuning.json.
     vllm_dtype: str | None = None
+    # Requests that share a prefix (the system text) reuse its KV cache.
+    vllm_prefix_caching: bool = True
+    # Customers are served by the promoted adapter merged into the base weights, on a vLLM of its own (no LoRA
+    # kernels on the hot path); the managed vLLM on vllm_port keeps runtime LoRA for candidates and the base model.
+    # Only with a managed vLLM: servers run elsewhere serve adapters through LoRA.
+    serve_merged: bool = True
     vllm_extra_args: str = ""
     vllm_start_timeout_s: float = 600.0
     # Several vLLM replicas (instead of vllm_url), as a JSON list of URLs. An entry "dns+http://name:port"
@@ -104,6 +111,8 @@ class Settings(BaseSettings):
     # stored and flagged for staff. The database pool holds db_pool_size (+ db_max_overflow) connections;
     # a request that waits db_wait_s for one (or for SQLite's write lock) is answered 503 with Retry-After.
     llm_max_concurrent: int = Field(default=16, ge=1)
+    # A reply that would wait behind this many others gets the busy reply at once instead of after busy_reply_after_s.
+    llm_max_queued: int = Field(default=32, ge=0)
     busy_reply_after_s: float = Field(default=30.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -124,6 +133,9 @@ class Settings(BaseSettings):
     # Where retraining runs: "local" spawns a worker process on the app host; "queue" only queues the run
     # for a `supportbot worker` elsewhere (a GPU container or Kubernetes Job) to claim.
     training_runner: Literal["local", "queue"] = "local"
+    # A local training worker runs one thread at this niceness, so under customer load the kernel gives vLLM's
+    # threads about ten times its share of a core, and training takes what customers leave idle.
+    training_nice: int = Field(default=10, ge=0, le=19)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from core.cpu_tuning import Tuning
 from core.process import die_with_parent
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,53 @@ class VLLMConfig:
     kvcache_gib: int = 2
     max_lora_rank: int = 16
     dtype: str = "auto"
+    # Runtime LoRA: on for the server that evaluates candidates; off for a merged model, whose hot path runs no
+    # LoRA kernels.
+    enable_lora: bool = True
+    # vLLM's VLLM_CPU_OMP_THREADS_BIND ("0-1": threads on both cores); None leaves vLLM's default.
+    threads_bind: str | None = None
+    # Requests sharing a prefix (the system text) reuse its KV cache instead of computing it again.
+    prefix_caching: bool = True
     extra_args: list[str] = field(default_factory=list)
     start_timeout_s: float = 600.0
+
+
+def vllm_config(
+    settings: Settings,
+    tuning: Tuning,
+    *,
+    model_dir: Path,
+    served_model_name: str,
+    port: int,
+    log_path: Path,
+    enable_lora: bool = True,
+    kvcache_gib: int | None = None,
+    gpu_memory_fraction: float | None = None,
+    start_timeout_s: float | None = None,
+) -> VLLMConfig:
+    """How to launch a managed vLLM: the settings' limits (`kvcache_gib` overrides the KV-cache size), this
+    machine's dtype and cores. On a GPU, `gpu_memory_fraction` is this server's share of the GPU's memory
+    (several servers share one GPU during a switch); a --gpu-memory-utilization in the extra args wins."""
+    extra = settings.vllm_extra_args.split()
+    if tuning.threads_bind is None and gpu_memory_fraction is not None:
+        extra = ["--gpu-memory-utilization", f"{gpu_memory_fraction:g}", *extra]
+    return VLLMConfig(
+        # Not resolved: vLLM keys its compile cache by this path, and a merged model is served through a link.
+        model_dir=model_dir.absolute(),
+        served_model_name=served_model_name,
+        host=settings.vllm_host,
+        port=port,
+        log_path=log_path,
+        max_model_len=settings.vllm_max_model_len,
+        kvcache_gib=kvcache_gib or settings.vllm_kvcache_gib,
+        max_lora_rank=settings.vllm_max_lora_rank,
+        dtype=tuning.dtype,
+        enable_lora=enable_lora,
+        threads_bind=tuning.threads_bind,
+        prefix_caching=settings.vllm_prefix_caching,
+        extra_args=extra,
+        start_timeout_s=start_timeout_s or settings.vllm_start_timeout_s,
+    )
 
 
 class VLLMServer:
@@ -65,6 +112,11 @@ class VLLMServer:
             "--port", str(config.port),
             "--max-model-len", str(config.max_model_len),
             "--dtype", config.dtype,
+            "--enable-prefix-caching" if config.prefix_caching else "--no-enable-prefix-caching",
+        ]  # fmt: skip
+        if not config.enable_lora:
+            return command + config.extra_args
+        command += [
             "--enable-lora",
             "--max-lora-rank", str(config.max_lora_rank),
             # Two adapters at once: the promoted one and the one it replaces, while replies finish.
@@ -76,11 +128,14 @@ class VLLMServer:
         return command + config.extra_args
 
     def environment(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "VLLM_CPU_KVCACHE_SPACE": str(self.config.kvcache_gib),
         }
+        if self.config.threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.config.threads_bind
+        return env
 
     def start(self, on_wait: Callable[[float], None] | None = None) -> None:
         """Launch vLLM, wait until it answers /health, and keep it alive until `stop`."""

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import RunStatus, TrainingRun, utcnow
-from core.process import die_with_parent, pid_alive
+from core.process import die_with_parent_at_niceness, pid_alive
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,10 @@ class TrainingManager:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                # Bounded threads: training must not slow customer chats down.
+                # One thread at a low priority: vLLM keeps every core, and the kernel gives its threads about ten
+                # times training's share of the one they share while customers wait (see Settings.training_nice).
                 env={**os.environ, **self.settings.as_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with_parent_at_niceness(self.settings.training_nice),
             )
         logger.info("retraining run %d started (log: %s)", run_id, log_path)
 

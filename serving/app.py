@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from conversations.retention import apply_retention
+from core.cpu_tuning import Tuning
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.console import api as staff_api
@@ -21,7 +22,7 @@ from serving.console import pages as console_pages
 from serving.demo_shop import MOUNT_PATH, create_demo_shop
 from serving.errors import install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
-from serving.routes import customer, events, feedback, health, metrics, training, widget
+from serving.routes import customer, events, feedback, health, metrics, model_server, training, widget
 from serving.services import build_services
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,12 @@ async def retention_loop(settings: Settings, engine: Engine) -> None:
         await asyncio.sleep(settings.retention_every_hours * 3600)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
+    """The app; `tuning` is what the managed vLLM was started with (`supportbot start` measured it)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, tuning)
         app.state.services = services
         interrupted = services.training.mark_lost_runs()
         if interrupted:
@@ -75,6 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
         retaining.cancel()
         for task in list(services.chat.background):
             task.cancel()
+        if services.merged is not None:
+            await asyncio.to_thread(services.merged.stop)
         services.engine.dispose()
 
     app = FastAPI(title="supportbot", version="0.1.0", lifespan=lifespan)
@@ -85,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(widget.router)
     app.include_router(training.router)
+    app.include_router(model_server.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
     app.add_exception_handler(RateLimited, rate_limited_response)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bot.dialogue import TurnResult
 from bot.replicas import Replica
 from bot.routing import Decision
+from core.cpu_tuning import Tuning
 
 # The app's own registry: nothing else a library registers ends up on the page, and tests see one set.
 REGISTRY = CollectorRegistry()
@@ -64,6 +65,18 @@ REPLICA_UP = Gauge(
 REPLICA_SERVES = Gauge(
     "supportbot_vllm_replica_serves", "Models (base and adapters) each vLLM replica lists; 1 per pair.",
     ["replica", "model"], registry=REGISTRY,
+)  # fmt: skip
+
+VLLM_TUNING = Gauge(
+    "supportbot_vllm_tuning",
+    "The managed vLLM's dtype and cores as chosen at start; the value is bf16's measured speed-up over fp32 "
+    "(0 where not measured).",
+    ["dtype", "threads_bind", "cached"],
+    registry=REGISTRY,
+)
+MERGED_SERVING = Gauge(
+    "supportbot_merged_serving", "1 for the version customers get from its merged model (no runtime LoRA).",
+    ["version"], registry=REGISTRY,
 )  # fmt: skip
 
 
@@ -124,3 +137,15 @@ def observe_replicas(replicas: dict[str, Replica]) -> None:
         REPLICA_UP.labels(replica=url).set(1 if replica.up else 0)
         for model in replica.models:
             REPLICA_SERVES.labels(replica=url, model=model).set(1)
+
+
+def observe_serving(tuning: Tuning | None, merged_version: str | None) -> None:
+    """Publish how the managed vLLM runs (dtype, cores) and which version is served merged."""
+    VLLM_TUNING.clear()
+    MERGED_SERVING.clear()
+    if tuning is not None:
+        speedup = tuning.measurement.bf16_speedup if tuning.measurement is not None else 0.0
+        cached = str(tuning.cached).lower()
+        VLLM_TUNING.labels(dtype=tuning.dtype, threads_bind=tuning.threads_bind or "", cached=cached).set(speedup)
+    if merged_version is not None:
+        MERGED_SERVING.labels(version=merged_version).set(1)

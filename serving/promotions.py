@@ -15,6 +15,7 @@ from bot.llm import VLLMChatModel
 from bot.routing import RoutingConfig, RuleRouter
 from bot.vllm_admin import load_adapter_into_vllm
 from core.settings import Settings
+from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry, classifier_registry
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class PromotionWatcher:
     is sent to an adapter vLLM lacks; replies already streaming finish on the adapter they started on.
     With vLLM run elsewhere (one server or several replicas), a server found without the promoted
     adapter (restarted, or newly scaled up) gets it loaded again; until then no request is routed to it.
+    With `merged` (a managed vLLM), the promoted version then moves onto a merged model of its own.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class PromotionWatcher:
         dialogue: DialogueManager,
         classifier_name: str | None,
         interval_s: float = 5.0,
+        merged: MergedServing | None = None,
     ) -> None:
         self.settings = settings
         self.pack = pack
@@ -63,12 +66,16 @@ class PromotionWatcher:
         self.dialogue = dialogue
         self.classifier_name = classifier_name
         self.interval_s = interval_s
+        self.merged = merged
+        self._checking = asyncio.Lock()
         self.classifiers = classifier_registry(settings.classifiers_dir)
         self.adapters = AdapterRegistry(settings.adapters_dir)
 
     async def check(self) -> bool:
         """Swap in promoted versions not yet in use; True when something changed."""
-        return await self._check_adapter() | await self._check_classifier()
+        # One check at a time: the admin API's promotion and the polling loop must not swap the same version twice.
+        async with self._checking:
+            return await self._check_adapter() | await self._check_classifier()
 
     async def _check_adapter(self) -> bool:
         active = await run_in_threadpool(self.adapters.active)
@@ -78,6 +85,8 @@ class PromotionWatcher:
         if active == dialogue.models.current():
             if not self.settings.manages_vllm:
                 await self._reload_where_missing(active)
+            if self.merged is not None:
+                self.merged.follow(active)
             return False
         settings = self.settings
         await run_in_threadpool(
@@ -88,6 +97,9 @@ class PromotionWatcher:
         previous = dialogue.models.current()
         dialogue.models.switch(active)
         logger.info("adapter %s now answers customers (was %s)", active, previous)
+        if self.merged is not None:
+            self.merged.forget_failure(active)  # promoted again: worth another try
+            self.merged.follow(active)
         return True
 
     async def _reload_where_missing(self, active: str) -> None:
@@ -115,8 +127,8 @@ class PromotionWatcher:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
             try:
                 await self.check()
             except Exception:  # noqa: BLE001 - a broken candidate must not stop the app
                 logger.exception("could not swap in a promoted model")
+            await asyncio.sleep(self.interval_s)

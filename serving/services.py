@@ -13,8 +13,11 @@ from bot.llm import VLLMChatModel
 from bot.replicas import ReplicaPool
 from bot.routing import RuleRouter
 from conversations.db import init_db, make_engine
+from core.cpu_tuning import Tuning, tune
 from core.settings import Settings
+from core.vllm_process import vllm_config
 from finetune.manager import TrainingManager
+from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
 from serving.knowledge import KnowledgeSync
@@ -39,6 +42,9 @@ class Services:
     watcher: ConversationWatcher
     # The help articles' search index, rebuilt when the knowledge base changes.
     knowledge: KnowledgeSync
+    # With a managed vLLM: the dtype and cores it runs with, and the promoted version's merged server.
+    tuning: Tuning | None = None
+    merged: MergedServing | None = None
 
 
 def build_actions(settings: Settings, pack: DomainPack) -> ActionRunner | None:
@@ -63,8 +69,49 @@ def build_actions(settings: Settings, pack: DomainPack) -> ActionRunner | None:
     )
 
 
-def build_services(settings: Settings) -> Services:
-    """Every long-lived part, built once at start-up: the store, the domain pack, the LLM client, the dialogue."""
+# On one GPU: two merged servers at once during a switch, beside the runtime-LoRA one (cli/main.py: 0.2).
+MERGED_SERVER_GPU_SHARE = 0.35
+MERGED_START_TIMEOUT_S = 1800.0
+
+
+def vllm_tuning(settings: Settings) -> Tuning:
+    """This machine's vLLM dtype and cores, measured once and cached in the data folder."""
+    return tune(
+        model_dir=settings.base_model_dir,
+        cache_path=settings.data_dir / "cpu-tuning.json",
+        dtype_override=settings.vllm_dtype,
+    )
+
+
+def merged_serving(settings: Settings, llm: VLLMChatModel, tuning: Tuning) -> MergedServing:
+    registry = AdapterRegistry(settings.adapters_dir)
+    return MergedServing(
+        llm=llm,
+        base_model_dir=settings.base_model_dir,
+        adapter_path=registry.path,
+        merged_dir=settings.models_dir / "merged",
+        logs_dir=settings.logs_dir,
+        make_config=lambda model_dir, name, port: vllm_config(
+            settings,
+            tuning,
+            model_dir=model_dir,
+            served_model_name=name,
+            port=port,
+            log_path=settings.logs_dir / f"vllm-merged-{name}.log",
+            enable_lora=False,
+            gpu_memory_fraction=MERGED_SERVER_GPU_SHARE,
+            # The runtime-LoRA server answers meanwhile, so a slow start (a graph compile on a busy CPU) fails nothing.
+            start_timeout_s=max(settings.vllm_start_timeout_s, MERGED_START_TIMEOUT_S),
+        ),
+        drain_timeout_s=settings.llm_timeout_s + 30,
+    )
+
+
+def build_services(settings: Settings, tuning: Tuning | None = None) -> Services:
+    """Every long-lived part, built once at start-up: the store, the domain pack, the LLM client, the dialogue.
+
+    `tuning` is what the managed vLLM was started with (measured here when not given).
+    """
     engine = make_engine(
         settings.resolved_database_url,
         pool_size=settings.db_pool_size,
@@ -80,6 +127,7 @@ def build_services(settings: Settings) -> Services:
         timeout_s=settings.llm_timeout_s,
         max_concurrent=settings.llm_max_concurrent,
         start_within_s=settings.busy_reply_after_s,
+        max_queued=settings.llm_max_queued,
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
@@ -101,6 +149,11 @@ def build_services(settings: Settings) -> Services:
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
     )
+    merged = None
+    if settings.manages_vllm:
+        tuning = tuning or vllm_tuning(settings)
+        if settings.serve_merged:
+            merged = merged_serving(settings, llm, tuning)
     return Services(
         settings=settings,
         engine=engine,
@@ -108,8 +161,10 @@ def build_services(settings: Settings) -> Services:
         llm=llm,
         dialogue=dialogue,
         training=TrainingManager(settings, engine),
-        promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name),
+        promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name, merged=merged),
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
         watcher=ConversationWatcher(engine),
         knowledge=knowledge,
+        tuning=tuning,
+        merged=merged,
     )

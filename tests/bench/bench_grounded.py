@@ -24,7 +24,9 @@ HELP = Path(__file__).resolve().parents[2] / "bot" / "packs" / "demo_shop" / "he
 NUMBER = re.compile(r"(?<![\w.-])\$?\d+(?:[.,]\d+)?%?")
 
 # What the safe moves look like, whatever the exact wording; written for this grader, not taken from the bot.
-ASKS_FOR_DETAILS = re.compile(r"order number|(what|share|send|give|provide)\b.{0,30}\be-?mail", re.IGNORECASE)
+ASKS_FOR_DETAILS = re.compile(
+    r"order number|number of (the|your) order|(what|share|send|give|provide)\b.{0,30}\be-?mail", re.IGNORECASE
+)
 HANDS_OFF = re.compile(
     r"teammate|support team|(connect|pass|hand|transfer)\w*\b.{0,40}\b(team|human|person|colleague|agent|staff)",
     re.IGNORECASE,

@@ -1,19 +1,29 @@
 """Serving benchmark: N concurrent multi-turn conversations through the app, then straight to vLLM.
 
-Prints tokens/s, time to first token, reply latency and failures for the app, the base model and the adapter.
+Prints replies/s, tokens/s, time to first token, reply latency and failures for the app, for a raw vLLM with this
+CPU's best settings serving the promoted version merged (the "limit" row), and for the app's runtime-LoRA vLLM;
+`--switch` times a promotion and a rollback under traffic.
 """
 
 import argparse
 import asyncio
 import json
 import math
+import os
+import re
 import sqlite3
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
 # Varied on purpose: with one repeated question the prefix cache would make every row look fast.
 QUESTIONS = [
@@ -73,11 +83,13 @@ class Row:
     completion_tokens: int
     wall_s: float
     tokens_per_s: float
+    replies_per_s: float
     ttft_p50_s: float | None
     ttft_p95_s: float | None
     latency_p50_s: float | None
     latency_p95_s: float | None
     prompt_tokens_mean: float | None
+    reply_tokens_mean: float | None
     models: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -152,11 +164,13 @@ def summarise(target: str, concurrency: int, replies: Sequence[Reply], wall_s: f
         completion_tokens=tokens,
         wall_s=wall_s,
         tokens_per_s=tokens / wall_s if wall_s > 0 else 0.0,
+        replies_per_s=len(good) / wall_s if wall_s > 0 else 0.0,
         ttft_p50_s=percentile(ttfts, 50),
         ttft_p95_s=percentile(ttfts, 95),
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
         prompt_tokens_mean=sum(prompts) / len(prompts) if prompts else None,
+        reply_tokens_mean=sum(r.completion_tokens for r in good) / len(good) if good else None,
         models=sorted({r.model for r in good if r.model}),
         errors=errors[:5],
     )
@@ -220,9 +234,14 @@ async def app_conversation(client: httpx.AsyncClient, app: str, index: int, turn
 
 
 async def vllm_reply(
-    client: httpx.AsyncClient, vllm: str, model: str, messages: list[dict[str, str]], max_tokens: int
+    client: httpx.AsyncClient,
+    vllm: str,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    cache_salt: str | None = None,
 ) -> Reply:
-    payload = {
+    payload: dict[str, Any] = {
         "model": model,
         "messages": messages,
         "max_tokens": max_tokens,
@@ -230,6 +249,8 @@ async def vllm_reply(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if cache_salt is not None:
+        payload["cache_salt"] = cache_salt  # a request with its own salt shares no cached prefix with any other
     start = time.perf_counter()
     ttft: float | None = None
     usage: dict[str, Any] | None = None
@@ -266,14 +287,21 @@ async def vllm_reply(
 
 
 async def vllm_conversation(
-    client: httpx.AsyncClient, vllm: str, model: str, index: int, turns: int, max_tokens: int
+    client: httpx.AsyncClient,
+    vllm: str,
+    model: str,
+    index: int,
+    turns: int,
+    max_tokens: int,
+    prefix_cache: bool = True,
 ) -> list[Reply]:
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     replies = []
     for turn in range(turns):
         messages.append({"role": "user", "content": question(index, turn, turns)})
+        salt = None if prefix_cache else f"{index}-{turn}-{time.perf_counter_ns()}"
         try:
-            reply = await vllm_reply(client, vllm, model, messages, max_tokens)
+            reply = await vllm_reply(client, vllm, model, messages, max_tokens, salt)
         except (httpx.HTTPError, ValueError) as error:
             reply = Reply(ok=False, error=f"{type(error).__name__}: {error}"[:200])
         replies.append(reply)
@@ -335,12 +363,14 @@ COLUMNS = [
     ("fail", 5),
     ("tokens", 8),
     ("wall s", 8),
+    ("replies/s", 9),
     ("tok/s", 8),
     ("ttft p50", 9),
     ("ttft p95", 9),
     ("lat p50", 8),
     ("lat p95", 8),
     ("prompt tok", 11),
+    ("reply tok", 10),
 ]
 
 
@@ -359,16 +389,19 @@ def row_cells(row: Row) -> list[str]:
         str(row.failures),
         str(row.completion_tokens),
         fmt(row.wall_s),
+        fmt(row.replies_per_s),
         fmt(row.tokens_per_s, ".1f"),
         fmt(row.ttft_p50_s, ".3f"),
         fmt(row.ttft_p95_s, ".3f"),
         fmt(row.latency_p50_s),
         fmt(row.latency_p95_s),
         fmt(row.prompt_tokens_mean, ".0f"),
+        fmt(row.reply_tokens_mean, ".0f"),
     ]
 
 
 def ratio_line(rows: Sequence[Row]) -> str:
+    """App replies/s over the limit row's (target: >= 0.9 at N=32), and over the LoRA server's."""
     by_key = {(row.target, row.concurrency): row for row in rows}
     parts = []
     for n in sorted({row.concurrency for row in rows}):
@@ -376,47 +409,214 @@ def ratio_line(rows: Sequence[Row]) -> str:
         if app is None:
             continue
         ratios = []
-        for other in ("vllm-base", "vllm-adapter"):
+        for other in ("limit", "vllm-adapter"):
             ref = by_key.get((other, n))
-            value = app.tokens_per_s / ref.tokens_per_s if ref and ref.tokens_per_s > 0 else None
+            value = app.replies_per_s / ref.replies_per_s if ref and ref.replies_per_s > 0 else None
             ratios.append(f"/{other} {fmt(value)}")
         parts.append(f"N={n}: " + ", ".join(ratios))
-    return "app tok/s ratio  " + "; ".join(parts)
+    return "app replies/s ratio  " + "; ".join(parts)
 
 
-async def main(args: argparse.Namespace) -> list[Row]:
+@contextmanager
+def limit_server(data_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """A raw vLLM with this CPU's best settings (the app's cached dtype/cores choice, prefix caching, no LoRA)
+    serving the promoted version merged, on a free port; yields (url, model, command line)."""
+    from core.process import free_port
+    from core.settings import Settings
+    from core.vllm_process import VLLMServer, vllm_config
+    from finetune.merge import merge_adapter
+    from finetune.registry import AdapterRegistry
+    from serving.services import vllm_tuning
+
+    settings = Settings(data_dir=data_dir)
+    registry = AdapterRegistry(settings.adapters_dir)
+    version = registry.active()
+    if version is None:
+        raise SystemExit(f"no promoted adapter in {settings.adapters_dir}: start the app once first")
+    merged = merge_adapter(settings.base_model_dir, registry.path(version), settings.models_dir / "merged" / version)
+    # Through the app's own link to it when there is one: vLLM's compile cache is keyed by that path.
+    links = [settings.models_dir / "merged" / f"serving-{slot}" for slot in ("blue", "green")]
+    merged = next((link for link in links if link.exists() and link.resolve() == merged.resolve()), merged)
+    tuning = vllm_tuning(settings)
+    config = vllm_config(
+        settings, tuning, model_dir=merged, served_model_name=version, port=free_port(),
+        log_path=settings.logs_dir / "vllm-bench-limit.log", enable_lora=False,
+    )  # fmt: skip
+    server = VLLMServer(config, adapters=dict)
+    env = f"VLLM_CPU_OMP_THREADS_BIND={config.threads_bind} VLLM_CPU_KVCACHE_SPACE={config.kvcache_gib}"
+    command = f"{env} {' '.join(server.command())}"
+    print(f"limit: starting raw vLLM ({tuning.dtype} on cores {tuning.threads_bind}: {tuning.reason})", flush=True)
+    server.start()
+    try:
+        yield server.url, version, command
+    finally:
+        server.stop()
+
+
+async def prefix_cache_counts(vllm: str) -> dict[str, float]:
+    """Prompt tokens a vLLM server looked up in its prefix cache, and found, from its /metrics."""
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        text = (await client.get(f"{vllm}/metrics")).text
+    counts = {"hits": 0.0, "queries": 0.0}
+    for line in text.splitlines():
+        for name in counts:
+            if line.startswith(f"vllm:prefix_cache_{name}_total"):
+                counts[name] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def merged_version(app: str, client: httpx.AsyncClient) -> str | None:
+    """The version the app serves from its merged server, from its unauthenticated /metrics page."""
+    text = (await client.get(f"{app}/metrics")).text
+    found = re.search(r'supportbot_merged_serving\{version="([^"]+)"\} 1', text)
+    return found.group(1) if found else None
+
+
+@dataclass
+class SwitchResult:
+    """One promotion under traffic: when the new version answered, and what failed meanwhile."""
+
+    to: str
+    answering_s: float | None
+    merged_s: float | None
+    replies: int
+    failures: int
+    errors: list[str] = field(default_factory=list)
+
+
+async def timed_switch(app: str, data_dir: Path, to: str, streams: int, timeout_s: float) -> SwitchResult:
+    """Promote `to` as `supportbot promote` does and keep `streams` conversations talking until the app serves it
+    from its merged server: seconds to the first reply by `to`, to merged serving, and the failed replies."""
+    from finetune.registry import AdapterRegistry, promote
+
+    replies: list[Reply] = []
+    answering: float | None = None
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=streams + 4)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
+        started = time.perf_counter()
+
+        async def talk(index: int) -> None:
+            nonlocal answering
+            turn = 0
+            while not stop.is_set():
+                for reply in await app_conversation(client, app, 10_000 + index * 100 + turn, 1):
+                    replies.append(reply)
+                    if answering is None and reply.model == to:
+                        answering = time.perf_counter() - started
+                turn += 1
+
+        talkers = [asyncio.create_task(talk(index)) for index in range(streams)]
+        await asyncio.sleep(2.0)  # traffic already flowing when the promotion lands
+        started = time.perf_counter()
+        await asyncio.to_thread(promote, AdapterRegistry(data_dir / "adapters"), to)
+        merged = None
+        while time.perf_counter() - started < timeout_s:
+            if await merged_version(app, client) == to:
+                merged = time.perf_counter() - started
+                break
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(3.0)  # a few replies from the merged server too
+        stop.set()
+        await asyncio.gather(*talkers)
+    failed = [reply for reply in replies if not reply.ok]
+    return SwitchResult(
+        to=to, answering_s=answering, merged_s=merged, replies=len(replies), failures=len(failed),
+        errors=sorted({reply.error or "" for reply in failed})[:5],
+    )  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> dict:
     app, vllm = args.app.rstrip("/"), args.vllm.rstrip("/")
     levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
-    adapter = args.adapter = args.adapter or await pick_adapter(vllm)  # so the JSON records which one ran
-    if adapter is None:
-        print("no adapter served (only 'base' in /v1/models): the vllm-adapter rows are skipped")
+    adapter = args.adapter = args.adapter or (await pick_adapter(vllm) if args.lora_rows else None)
     pool = max(levels) + 4
+    print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at start", flush=True)
 
-    targets: list[tuple[str, Conversation]] = [
-        ("app", lambda client, i: app_conversation(client, app, i, args.turns)),
-        ("vllm-base", lambda client, i: vllm_conversation(client, vllm, "base", i, args.turns, args.max_tokens)),
-    ]
-    if adapter is not None:
+    targets: list[tuple[str, Conversation]] = []
+    if args.app_rows:
+        targets.append(("app", lambda client, i: app_conversation(client, app, i, args.turns)))
+    if args.lora_rows:
         targets.append(
-            ("vllm-adapter", lambda client, i: vllm_conversation(client, vllm, adapter, i, args.turns, args.max_tokens))
+            ("vllm-base", lambda client, i: vllm_conversation(client, vllm, "base", i, args.turns, args.max_tokens))
         )
+        if adapter is not None:
+            targets.append(
+                ("vllm-adapter",
+                 lambda client, i: vllm_conversation(client, vllm, adapter, i, args.turns, args.max_tokens))
+            )  # fmt: skip
 
-    print(f"app {app}, vllm {vllm}, adapter {adapter}, turns {args.turns}, max_tokens {args.max_tokens}")
-    print(table_line(name for name, _ in COLUMNS))
     rows: list[Row] = []
-    for n in levels:
-        for target, conversation in targets:
-            row = await run_row(target, n, conversation, pool, args.database if target == "app" else None)
-            rows.append(row)
-            print(table_line(row_cells(row)), flush=True)
-    print("(seconds; 'prompt tok' is the mean prompt size per reply)")
+    if args.wait_merged and args.app_rows:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            waited = time.perf_counter()
+            while (served := await merged_version(app, client)) is None:
+                if time.perf_counter() - waited > args.switch_timeout_s:
+                    raise SystemExit("the app never served a merged model (is SUPPORTBOT_SERVE_MERGED off?)")
+                await asyncio.sleep(2.0)
+        print(f"app serves {served} from its merged model (waited {time.perf_counter() - waited:.0f} s)")
+    print(f"app {app}, vllm {vllm}, adapter {adapter}, turns {args.turns}, max_tokens {args.max_tokens}")
+
+    async def run_targets(chosen: list[tuple[str, Conversation]]) -> None:
+        for n in levels:
+            for target, conversation in chosen:
+                row = await run_row(target, n, conversation, pool, args.database if target == "app" else None)
+                rows.append(row)
+                print(table_line(row_cells(row)), flush=True)
+
+    print(table_line(name for name, _ in COLUMNS))
+    await run_targets(targets)
+    limit_command = None
+    prefix_hits: dict[str, float] = {}
+    if args.limit:
+        with limit_server(Path(args.data_dir)) as (url, model, limit_command):
+            limit_rows: list[tuple[str, Conversation]] = [
+                ("limit", lambda client, i: vllm_conversation(client, url, model, i, args.turns, args.max_tokens))
+            ]
+            if args.prefix_cache_compare:
+                # The same server and questions, each request salted so that no cached prefix is reused.
+                limit_rows.append(
+                    ("limit-nocache",
+                     lambda client, i: vllm_conversation(client, url, model, i, args.turns, args.max_tokens, False))
+                )  # fmt: skip
+            await run_targets(limit_rows)
+            prefix_hits = await prefix_cache_counts(url)
+    print("(seconds; 'prompt tok' / 'reply tok' are mean tokens per reply)")
+    if limit_command:
+        print(f"limit row: {limit_command}")
     for row in rows:
         if row.target == "app" and row.models:
             print(f"app N={row.concurrency} answered with model(s): {', '.join(row.models)}")
         if row.errors:
             print(f"{row.target} N={row.concurrency} errors: {' | '.join(row.errors)}")
     print(ratio_line(rows))
-    return rows
+    if prefix_hits.get("queries"):
+        print(
+            f"limit server prefix cache: {prefix_hits['hits']:.0f} of {prefix_hits['queries']:.0f} prompt tokens "
+            f"served from cache ({prefix_hits['hits'] / prefix_hits['queries']:.0%}, all its rows together)"
+        )
+
+    switches: list[SwitchResult] = []
+    if args.switch:
+        from finetune.registry import AdapterRegistry
+
+        registry = AdapterRegistry(Path(args.data_dir) / "adapters")
+        in_service = registry.active()
+        other = next((name for name in reversed(registry.versions()) if name != in_service), None)
+        if in_service is None or other is None:
+            print("--switch needs two adapter versions in the store")
+        else:
+            for to in (other, in_service):  # a promotion, then the rollback
+                switch = await timed_switch(app, Path(args.data_dir), to, args.switch_streams, args.switch_timeout_s)
+                switches.append(switch)
+                print(
+                    f"promote -> {switch.to}: new version answering after {fmt(switch.answering_s, '.1f')} s, "
+                    f"from its merged server after {fmt(switch.merged_s, '.1f')} s; {switch.replies} replies "
+                    f"during the switch, {switch.failures} failed {' | '.join(switch.errors)}",
+                    flush=True,
+                )
+    print(f"load average {' '.join(f'{value:.2f}' for value in os.getloadavg())} at end")
+    return {"rows": rows, "switches": switches, "limit_command": limit_command, "prefix_cache": prefix_hits}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -433,6 +633,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--database", default="var/supportbot.db", help="the app's SQLite file, read for the replies' token counts"
     )
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    parser.add_argument("--data-dir", default="var", help="the app's data folder (adapters, models, tuning cache)")
+    parser.add_argument(
+        "--limit", action=argparse.BooleanOptionalAction, default=True,
+        help="start a raw vLLM with this CPU's best settings on the promoted version, merged (the limit row)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lora-rows", action=argparse.BooleanOptionalAction, default=False,
+        help="also send the questions to the app's runtime-LoRA vLLM (--vllm) as base and adapter",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prefix-cache-compare", action=argparse.BooleanOptionalAction, default=True,
+        help="also run the limit rows with prefix reuse defeated (a cache salt per request): prefix caching's effect",
+    )  # fmt: skip
+    parser.add_argument(
+        "--app-rows", action=argparse.BooleanOptionalAction, default=True,
+        help="measure the app (--no-app-rows: only the limit rows, no app needed)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--wait-merged", action=argparse.BooleanOptionalAction, default=True,
+        help="first wait until the app serves the promoted version from its merged model",
+    )  # fmt: skip
+    parser.add_argument("--switch", action="store_true", help="time a promotion and its rollback under traffic")
+    parser.add_argument("--switch-streams", type=int, default=4, help="conversations talking during a switch")
+    parser.add_argument("--switch-timeout-s", type=float, default=900.0, help="longest wait for merged serving")
     return parser.parse_args(argv)
 
 
@@ -441,5 +665,16 @@ if __name__ == "__main__":
     result = asyncio.run(main(arguments))
     if arguments.json:
         with open(arguments.json, "w") as out:
-            json.dump({"args": vars(arguments), "rows": [asdict(row) for row in result]}, out, indent=2)
+            json.dump(
+                {
+                    "args": vars(arguments),
+                    "rows": [asdict(row) for row in result["rows"]],
+                    "switches": [asdict(switch) for switch in result["switches"]],
+                    "limit_command": result["limit_command"],
+                    "prefix_cache": result["prefix_cache"],
+                    "load_average_end": os.getloadavg(),
+                },
+                out,
+                indent=2,
+            )
         print(f"wrote {arguments.json}")

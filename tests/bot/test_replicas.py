@@ -180,3 +180,61 @@ def test_a_reply_that_cannot_start_in_time_raises_model_busy_and_frees_its_slot(
         asyncio.run(scenario())
     finally:
         slow.stop()
+
+
+def test_a_reply_beyond_the_queue_bound_is_busy_at_once_and_the_queue_drains() -> None:
+    slow = FakeVLLM("slow", piece_delay_s=0.5).start()  # each reply holds its slot for 1.5 s
+    llm = VLLMChatModel(
+        base_url=slow.url, max_tokens=16, timeout_s=10, max_concurrent=1, start_within_s=20.0, max_queued=1
+    )
+
+    async def timed(started: float) -> tuple[float, object]:
+        try:
+            result: object = await ask(llm, "base")
+        except ModelBusy as error:
+            result = error
+        return asyncio.get_running_loop().time() - started, result
+
+    async def scenario() -> None:
+        started = asyncio.get_running_loop().time()
+        (_, first), (_, second), (third_s, third) = await asyncio.gather(timed(started), timed(started), timed(started))
+        # One generating, one waiting: the third would wait behind a full queue and is told so immediately,
+        # long before the 20 s start bound, while the one that queued is answered in its turn.
+        assert first == ("Answer from slow.", ReplyDone(model="base", prompt_tokens=11, completion_tokens=3))
+        assert not isinstance(second, BaseException) and second[0] == "Answer from slow."
+        assert isinstance(third, ModelBusy) and "wait for a generation slot" in str(third) and third_s < 0.5
+        assert (await ask(llm, "base"))[0] == "Answer from slow.", "the queue is free again"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        slow.stop()
+
+
+def test_a_routed_model_goes_to_its_own_server_and_falls_back_to_the_default_one(replicas) -> None:
+    merged, lora = replicas[0], replicas[1]
+    merged.base = "domain-v2"  # a merged model is served under the version's name, without LoRA
+    lora.adapters["domain-v2"] = "/adapters/domain-v2"
+    llm = VLLMChatModel(base_url=lora.url, max_tokens=16, timeout_s=10)
+
+    async def scenario() -> None:
+        llm.route("domain-v2", merged.url + "/")
+        assert llm.routes() == {"domain-v2": merged.url}
+        text, done = await ask(llm, "domain-v2")
+        assert text == "Answer from replica-0." and done.model == "domain-v2"
+        assert (await ask(llm, "base"))[0] == "Answer from replica-1.", "other models stay on the default server"
+
+        # While a reply streams, its server counts it; the count drops when the reply is done.
+        stream = llm.stream([HumanMessage(content="Hi")], model="domain-v2")
+        assert await anext(stream) == "Answer from "
+        assert llm.in_flight(merged.url) == 1 and llm.in_flight(lora.url) == 0
+        assert [event async for event in stream][-1].model == "domain-v2"
+        assert llm.in_flight(merged.url) == 0
+
+        merged.stop()  # the merged server crashed: the same version answers through LoRA
+        text, done = await ask(llm, "domain-v2")
+        assert text == "Answer from replica-1." and done.model == "domain-v2"
+        llm.route("domain-v2", None)
+        assert llm.routes() == {}
+
+    asyncio.run(scenario())

@@ -142,3 +142,9 @@ def test_a_clear_question_nothing_covers_is_not_sent_back_to_be_rephrased(router
     assert route.decision is Decision.answer and route.intent is None
     terse = router.route(text="lamp colour swap", prediction=unclear, state=DialogueState())
     assert terse.decision is Decision.rephrase
+
+
+def test_a_clear_order_problem_no_intent_fits_goes_to_a_person(router: RuleRouter) -> None:
+    unclear = prediction("shipping_cost", 0.35, 0.3)
+    text = "My kettle from last week stopped working, I want a replacement."
+    assert router.route(text=text, prediction=unclear, state=DialogueState()).decision is Decision.handoff
