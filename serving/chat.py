@@ -21,6 +21,7 @@ from bot.llm import LLMUnavailable, ModelBusy
 from bot.routing import Decision, DialogueState
 from conversations import crud
 from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role
+from conversations.text import InvalidText, plain_text
 from serving import metrics
 from serving.errors import ApiError
 
@@ -28,12 +29,14 @@ logger = logging.getLogger(__name__)
 
 
 def clean_text(text: str, max_chars: int) -> str:
-    """A message as it is stored: trimmed, not empty, no NUL, at most `max_chars` (customers and staff alike)."""
-    text = text.strip()
+    """A message as it is stored: trimmed, not empty, plain text (`plain_text`), at most `max_chars`
+    (customers and staff alike)."""
+    try:
+        text = plain_text(text).strip()
+    except InvalidText as error:
+        raise ApiError(422, error.code, str(error)) from None
     if not text:
         raise ApiError(422, "empty_message", "The message is empty.")
-    if "\x00" in text:
-        raise ApiError(422, "invalid_text", "The message contains a NUL character.")
     if len(text) > max_chars:
         raise ApiError(413, "message_too_long", f"The message is longer than {max_chars} characters.")
     return text

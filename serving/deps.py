@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
@@ -19,6 +19,13 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+# Every id column is PostgreSQL's `integer`: a larger id cannot exist, so one in a URL is refused (422)
+# before the database is asked (SQLite and PostgreSQL both fail on a number beyond their integer range).
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# An offset or an "after this id" cursor in a query string, bounded alike.
+Cursor = Annotated[int, Query(ge=0, le=MAX_ROW_ID)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:

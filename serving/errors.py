@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
 from conversations.db import store_busy
+from conversations.text import InvalidText
 from finetune.registry import AdapterNotFound
 
 logger = logging.getLogger(__name__)
@@ -118,12 +119,20 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": ".".join(str(part) for part in problem.get("loc", ())), "problem": problem.get("msg", "")}
             for problem in problems
         ]
+        if any(isinstance(problem.get("ctx", {}).get("error"), InvalidText) for problem in problems):
+            return error_response(422, InvalidText.code, "The text holds characters that cannot be stored.", details)
         return error_response(422, "invalid_request", "The request is not in the expected shape.", details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, "error")
         return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unstorable(_: Request, error: UnicodeEncodeError) -> JSONResponse:
+        # Fields checked as `PlainText` never get here; this keeps any other field from failing with a 500.
+        logger.warning("refused text the database cannot encode: %s", error.reason)
+        return error_response(422, InvalidText.code, "The request holds text that is not valid Unicode.")
 
     @app.exception_handler(UnicodeDecodeError)
     async def _encoding(_: Request, error: UnicodeDecodeError) -> JSONResponse:

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from serving.app import create_app
 from tests.utils.browser import chromium
+from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
@@ -118,6 +119,32 @@ def base_model_dir() -> Path:
     from finetune.prepare import prepare_base_model
 
     return prepare_base_model(TEST_DATA / "models" / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def stand_in_vllm() -> Iterator[FakeVLLM]:
+    """A stand-in model server speaking vLLM's endpoints (tests/utils/fake_vllm.py), for tests about the app's
+    HTTP behaviour rather than its replies; it starts in milliseconds where the real one takes minutes."""
+    replica = FakeVLLM("stand-in").start()
+    yield replica
+    replica.stop()
+
+
+def stand_in_settings_at(folder: Path, vllm: FakeVLLM, base_model: Path, **overrides: object) -> Settings:
+    """Settings for an app keeping its data in `folder` (a fresh SQLite database) in front of `vllm`."""
+    return Settings(
+        data_dir=folder,
+        base_model=base_model,
+        database_url=f"sqlite:///{folder / 'app.db'}",
+        vllm_urls=[vllm.url],
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def stand_in_settings(stand_in_vllm: FakeVLLM, base_model_dir: Path, tmp_path: Path) -> Settings:
+    """Settings for an in-process app on a fresh SQLite database in front of the stand-in model server."""
+    return stand_in_settings_at(tmp_path, stand_in_vllm, base_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import ConversationStatus, MessagePublic, utcnow
-from serving.deps import CustomerToken, Services, ServicesDep, in_session
+from serving.deps import MAX_ROW_ID, CustomerToken, Services, ServicesDep, in_session
 from serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ async def follow_conversation(
     token: CustomerToken,
     services: ServicesDep,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Send only messages with a larger id")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="Send only messages with a larger id")] = 0,
     last_event_id: Annotated[str | None, Header(description="Set by a reconnecting EventSource")] = None,
 ) -> StreamingResponse:
     """Stream the conversation: every stored message with an id above `after`, then new ones as they come.
@@ -70,9 +70,7 @@ async def follow_conversation(
     A `Last-Event-ID` header, sent by reconnecting clients, takes precedence over `after`.
     """
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
-        after = int(last_event_id)
+        after = message_cursor(last_event_id)
 
     def check(session: Session) -> None:
         crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
@@ -83,6 +81,15 @@ async def follow_conversation(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def message_cursor(last_event_id: str) -> int:
+    """The message id in a `Last-Event-ID` header: ASCII digits of an id that can exist, else a 422
+    (`str.isdigit` would let "²" through, and thousands of digits would reach the database)."""
+    value = last_event_id.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ROW_ID))) or int(value) > MAX_ROW_ID:
+        raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
+    return int(value)
 
 
 def read_changes(services: Services, conversation_id: str, after: int, since_start: int) -> Snapshot:
