@@ -134,6 +134,7 @@ def start(
 
     from core.vllm_process import VLLMStartError
     from serving.app import create_app
+    from serving.bounds import server_config
 
     _configure_logging(verbose)
     settings = get_settings()
@@ -162,15 +163,13 @@ def start(
     console.print(f"  Health:        {base}/readyz")
     console.print("Press Ctrl-C to stop.\n")
     try:
-        uvicorn.run(
+        config = server_config(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
+            settings,
             log_level="info",
             log_config=uvicorn_log_config(settings.resolved_log_format),
-            # Open widget event streams would otherwise hold Ctrl-C for up to a minute.
-            timeout_graceful_shutdown=5,
         )
+        uvicorn.Server(config).run()
     finally:
         if server is not None:
             with console.status("Stopping vLLM..."):

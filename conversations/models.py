@@ -9,7 +9,7 @@ from enum import StrEnum
 from uuid import uuid4
 
 from pydantic import field_validator
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from conversations.text import PlainText
@@ -480,3 +480,14 @@ class HelpArticleVersion(SQLModel, table=True):
     changed_by: str = Field(default="", max_length=254)  # a staff e-mail, or the system user for the CLI
     staff_id: int | None = Field(default=None, foreign_key="staffaccount.id")
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Abuse limits shared by every app replica. ---
+
+
+# Hits of one rate limit's key in one fixed window (whole seconds since the epoch at which it starts);
+# kept in the database so every replica counts against the same limits.
+class RateCount(SQLModel, table=True):
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    hits: int = 0

@@ -11,10 +11,12 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from conversations.retention import apply_retention
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
+from serving.bounds import RequestLimits
 from serving.console import api as staff_api
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
@@ -93,6 +95,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC_DIR), name="console-static")
     app.add_exception_handler(StaffAuthError, staff_auth_response)
     # The widget calls the API from the sites that embed it; in local mode any site may.
+    # Starlette runs the last added first: the client's address from a trusted proxy, CORS, then the size limits.
+    app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if settings.mode == "local" else settings.widget_allowed_origins,
@@ -101,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
         expose_headers=["Retry-After"],
         max_age=600,
     )
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:

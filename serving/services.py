@@ -17,6 +17,7 @@ from finetune.manager import TrainingManager
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
 from serving.knowledge import KnowledgeSync
+from serving.limits import RateLimiter, limits_of
 from serving.live import ConversationWatcher
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 
@@ -38,6 +39,8 @@ class Services:
     watcher: ConversationWatcher
     # The help articles' search index, rebuilt when the knowledge base changes.
     knowledge: KnowledgeSync
+    # Rate limits counted in the database, shared with every other replica.
+    limiter: RateLimiter
 
 
 def build_services(settings: Settings) -> Services:
@@ -86,4 +89,5 @@ def build_services(settings: Settings) -> Services:
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
         watcher=ConversationWatcher(engine),
         knowledge=knowledge,
+        limiter=RateLimiter(engine, limits_of(settings)),
     )

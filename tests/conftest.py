@@ -58,6 +58,8 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         "SUPPORTBOT_VLLM_PORT": str(free_port()),
         "SUPPORTBOT_SEED_ADAPTER_STEPS": str(TEST_ADAPTER_STEPS),
         "SUPPORTBOT_MAX_REPLY_TOKENS": "48",
+        # Every test customer comes from this machine's address; tests/serving/test_limits.py tests the limit.
+        "SUPPORTBOT_NEW_CONVERSATIONS_PER_MINUTE_ADDRESS": "100000",
     }
     settings = Settings(
         data_dir=TEST_DATA,
@@ -66,6 +68,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         vllm_port=int(env["SUPPORTBOT_VLLM_PORT"]),
         seed_adapter_steps=TEST_ADAPTER_STEPS,
         max_reply_tokens=48,
+        new_conversations_per_minute_address=100_000,
     )
     log_path = tmp_path_factory.mktemp("logs") / "supportbot-start.log"
     with log_path.open("wb") as log:
@@ -137,7 +140,7 @@ def stand_in_settings_at(folder: Path, vllm: FakeVLLM, base_model: Path, **overr
         base_model=base_model,
         database_url=f"sqlite:///{folder / 'app.db'}",
         vllm_urls=[vllm.url],
-        **overrides,  # type: ignore[arg-type]
+        **{"new_conversations_per_minute_address": 100_000, **overrides},  # type: ignore[arg-type]
     )
 
 

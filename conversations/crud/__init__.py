@@ -34,6 +34,7 @@ from conversations.crud.errors import (
     StaffNotFound,
     StoreError,
 )
+from conversations.crud.limits import forget_counts, give_back_hit, take_hit
 from conversations.crud.review import (
     add_tag,
     get_conversation_review,
@@ -196,4 +197,7 @@ __all__ = [
     "import_transcript",
     "delete_conversations",
     "conversations_inactive_since",
+    "take_hit",
+    "give_back_hit",
+    "forget_counts",
 ]
