@@ -158,7 +158,8 @@ def start(
     if settings.mode == "local":
         console.print(f"  Widget demo:   {base}/demo")
     console.print(f"  Staff console: {base}/console  (first admin: supportbot staff create-admin)")
-    console.print(f"  API docs:      {base}/docs")
+    if settings.mode == "local":
+        console.print(f"  API docs:      {base}/docs")
     console.print(f"  Customer API:  {base}/api/conversations")
     console.print(f"  Health:        {base}/readyz")
     console.print("Press Ctrl-C to stop.\n")

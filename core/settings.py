@@ -128,9 +128,11 @@ class Settings(BaseSettings):
     db_wait_s: float = Field(default=10.0, gt=0)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
-    # Prometheus metrics at /metrics (unauthenticated: keep it off the public internet).
+    # Prometheus metrics at /metrics. With metrics_token set, scrapers send it as "Authorization: Bearer";
+    # without one, /metrics is open in local mode and not served at all in production.
     log_format: Literal["text", "json"] | None = None
     metrics_enabled: bool = True
+    metrics_token: str | None = None
     # Where retraining runs: "local" spawns a worker process on the app host; "queue" only queues the run
     # for a `supportbot worker` elsewhere (a GPU container or Kubernetes Job) to claim.
     training_runner: Literal["local", "queue"] = "local"

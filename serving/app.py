@@ -16,7 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from conversations.retention import apply_retention
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
-from serving.bounds import RequestLimits
+from serving.bounds import NoSniff, RequestLimits
 from serving.console import api as staff_api
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
@@ -78,7 +78,16 @@ def create_app(settings: Settings) -> FastAPI:
             task.cancel()
         services.engine.dispose()
 
-    app = FastAPI(title="supportbot", version="0.1.0", lifespan=lifespan)
+    # Production hides the API's description: it maps every route for an attacker and helps no customer.
+    public_docs = settings.mode == "local"
+    app = FastAPI(
+        title="supportbot",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        openapi_url="/openapi.json" if public_docs else None,
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customer.router)
@@ -86,8 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(widget.router)
     app.include_router(training.router)
-    if settings.metrics_enabled:
+    if settings.metrics_enabled and (settings.metrics_token or settings.mode == "local"):
         app.include_router(metrics.router)
+    elif settings.metrics_enabled:
+        logger.warning("/metrics is not served: set SUPPORTBOT_METRICS_TOKEN to scrape it in production")
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
     app.include_router(console_knowledge.router)
@@ -106,9 +117,10 @@ def create_app(settings: Settings) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(NoSniff)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/docs" if public_docs else "/console")
 
     return app

@@ -1,6 +1,6 @@
 """Bounds on every request, set from the settings in one place: the body size (in the app, so any server
 enforces it), the request head's size and arrival time and idle connections (in uvicorn's protocol), and
-which proxies may name the client in X-Forwarded-For.
+which proxies may name the client in X-Forwarded-For; and the `nosniff` header on every answer.
 
 `server_config` is how `supportbot start` runs the app; tests start a real server with it.
 """
@@ -89,6 +89,26 @@ class RequestLimits:
                    (b"connection", b"close")]  # fmt: skip
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class NoSniff:
+    """Adds `X-Content-Type-Options: nosniff` to every response, so no browser reads a JSON answer that
+    echoes customer text (or an uploaded file) as HTML or script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
 
 
 def bounded_h11(header_timeout_s: float) -> type[H11Protocol]:
