@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import uuid4
 
-from pydantic import field_validator
+from pydantic import StrictBool, field_validator
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
@@ -406,7 +406,10 @@ class ConversationReviewBase(SQLModel):
 
 
 # What a reviewer sends to mark a whole conversation; expected_version works as in ReviewCreate.
+# The marks are strict booleans: `0` or "yes" is refused rather than read as a decision.
 class ConversationReviewCreate(ConversationReviewBase):
+    reviewed: StrictBool = False
+    use_for_training: StrictBool = False
     expected_version: int = Field(default=0, ge=0)
 
 

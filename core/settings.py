@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_wait_s: float = Field(default=10.0, gt=0)
+    # Crash recovery: a customer message still without a reply after unanswered_after_s (longer than any turn
+    # takes) gets the pack's apology and is flagged for staff; checked at start and every recovery_every_s.
+    unanswered_after_s: float = Field(default=180.0, gt=0)
+    recovery_every_s: float = Field(default=60.0, gt=0)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
     # Prometheus metrics at /metrics. With metrics_token set, scrapers send it as "Authorization: Bearer";

@@ -20,7 +20,7 @@ from serving.bounds import NoSniff, RequestLimits
 from serving.console import api as staff_api
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
-from serving.errors import install_error_handlers
+from serving.errors import ERROR_RESPONSES, install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
 from serving.routes import customer, events, feedback, health, metrics, training, widget
 from serving.services import build_services
@@ -68,7 +68,11 @@ def create_app(settings: Settings) -> FastAPI:
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
         following = asyncio.create_task(services.watcher.run())
         syncing = asyncio.create_task(services.knowledge.run())
+        recovering = asyncio.create_task(
+            services.chat.recover_abandoned(settings.unanswered_after_s, settings.recovery_every_s)
+        )
         yield
+        recovering.cancel()
         syncing.cancel()
         following.cancel()
         watching.cancel()
@@ -87,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs" if public_docs else None,
         redoc_url="/redoc" if public_docs else None,
         openapi_url="/openapi.json" if public_docs else None,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
     app.include_router(health.router)

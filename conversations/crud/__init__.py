@@ -15,6 +15,8 @@ from conversations.crud.conversations import (
     save_dialogue_state,
     save_summary,
     set_message_intent,
+    still_unanswered,
+    unanswered_customer_messages,
 )
 from conversations.crud.errors import (
     ConversationAccessDenied,
@@ -135,6 +137,8 @@ __all__ = [
     "flag_for_staff",
     "save_dialogue_state",
     "set_message_intent",
+    "unanswered_customer_messages",
+    "still_unanswered",
     "save_summary",
     "list_messages_after",
     "change_marks",

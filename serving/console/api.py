@@ -7,7 +7,7 @@ also send the session's CSRF token in the `X-CSRF-Token` header. Account and aud
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from conversations import crud
 from conversations.models import (
@@ -55,7 +55,8 @@ class Tags(BaseModel):
 class StaffAccountUpdate(BaseModel):
     """What an admin may change on an account."""
 
-    active: bool | None = None
+    # Strict: `0` or "no" must not quietly deactivate someone (found by tests/serving/test_fuzz.py).
+    active: StrictBool | None = None
     role: StaffRole | None = None
 
 
