@@ -105,7 +105,9 @@ class NoSniff:
 
         async def with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    message["headers"] = [*headers, (b"x-content-type-options", b"nosniff")]
             await send(message)
 
         await self.app(scope, receive, with_header)

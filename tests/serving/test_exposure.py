@@ -70,6 +70,7 @@ def test_every_answer_says_nosniff(local: TestClient) -> None:
         local.post("/api/conversations", content=b"{", headers={"content-type": "application/json"}),
         local.get("/healthz"),
         local.get("/console/login"),
+        local.get("/widget.js"),  # sets the header itself: it must not come twice
     ]
     with local.stream("GET", f"/api/conversations/{conversation_id}/events", headers=headers) as stream:
         answers.append(stream)
