@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
-from conversations.db import store_busy
+from conversations.db import store_busy, store_full
 from conversations.text import InvalidText
 from finetune.registry import AdapterNotFound
 
@@ -141,6 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if store_busy(error):
             logger.warning("database saturated, answered 503: %s", error)
             return busy_response()
+        if store_full(error):
+            # Nothing was stored; the widget keeps the text and sends it again after Retry-After.
+            logger.error("the database's disk is full, answered 503: %s", error)
+            response = error_response(503, "storage_full", "We cannot take messages right now; please try again soon.")
+            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S * 6)
+            return response
         logger.error("database error", exc_info=error)
         return error_response(500, "internal_error", "The request failed on our side.")
 

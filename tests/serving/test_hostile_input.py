@@ -2,13 +2,16 @@
 text that is not valid Unicode or holds control characters, ids beyond the database's integer range in URLs,
 query strings and the `Last-Event-ID` header, and a channel only the product itself may use."""
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
+from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, CsatRating, Message
 from core.settings import Settings
@@ -139,3 +142,13 @@ def test_customers_cannot_pick_the_import_channel_or_a_malformed_one(client, set
     assert_error(response, 422, "invalid_request")
     assert count(settings, Conversation) == before
     assert client.post("/api/conversations", json={"channel": "web"}).status_code == 201
+
+
+def test_a_full_disk_is_a_503_with_retry_after_not_a_500(client: TestClient, monkeypatch) -> None:
+    def full(**_: object) -> None:
+        raise OperationalError("INSERT INTO conversation ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(crud, "create_conversation", full)
+    response = client.post("/api/conversations", json={"channel": "web"})
+    assert_error(response, 503, "storage_full")
+    assert int(response.headers["Retry-After"]) >= 1
