@@ -36,7 +36,12 @@ async def retention_loop(settings: Settings, engine: Engine) -> None:
 
     def apply() -> None:
         with Session(engine) as session:
-            result = apply_retention(session=session, keep_days=settings.retention_days, mode=settings.retention_mode)
+            result = apply_retention(
+                session=session,
+                keep_days=settings.retention_days,
+                mode=settings.retention_mode,
+                datasets_dir=settings.data_dir / "datasets",
+            )
         if result.conversations:
             logger.info(
                 "retention: %s %d conversation(s) idle since before %s",
