@@ -3,6 +3,7 @@
 Each subcommand is a plain typed function; long work shows a progress bar.
 """
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -170,7 +171,10 @@ def start(
             log_level="info",
             log_config=uvicorn_log_config(settings.resolved_log_format),
         )
-        uvicorn.Server(config).run()
+        # uvicorn re-raises the Ctrl-C it handled once the server has stopped; as `uvicorn.run` does, a
+        # stop asked for is a clean exit (status 0), not a KeyboardInterrupt.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run()
     finally:
         if server is not None:
             with console.status("Stopping vLLM..."):

@@ -160,14 +160,14 @@ def test_concurrent_wrong_passwords_never_pass_the_limit(staff_app: tuple[str, s
     with ThreadPoolExecutor(max_workers=13) as pool:
         statuses = sorted(pool.map(guess, range(13)))
     assert statuses == [401] * 10 + [429] * 3
-    with httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=url, timeout=60) as http:
         # Even the right password waits until the window has passed.
         assert http.post("/api/staff/session", json={"email": email, "password": PASSWORD}).status_code == 429
 
 
 def test_right_passwords_do_not_count_as_failures(staff_app: tuple[str, str]) -> None:
     url, email = staff_app
-    with httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=url, timeout=60) as http:
         for _ in range(9):
             assert http.post("/api/staff/session", json={"email": email, "password": "wrong"}).status_code == 401
         for _ in range(3):
@@ -180,7 +180,7 @@ def test_right_passwords_do_not_count_as_failures(staff_app: tuple[str, str]) ->
                          ids=["proxy-trusted", "proxy-not-trusted"])  # fmt: skip
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(settings_for, trusted, separate) -> None:
     settings = settings_for(new_conversations_per_minute_address=1, trusted_proxies=trusted)
-    with running_app(settings) as url, httpx.Client(base_url=url) as http:
+    with running_app(settings) as url, httpx.Client(base_url=url, timeout=60) as http:
         first = http.post("/api/conversations", json={}, headers={"X-Forwarded-For": "203.0.113.7"})
         assert first.status_code == 201
         # A client behind the proxy, or one pretending to be: another forwarded address.
