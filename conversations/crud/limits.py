@@ -8,7 +8,7 @@ of replicas never admit more than the limit.
 
 import math
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -20,8 +20,12 @@ def take_hit(*, session: Session, key: str, limit: int, window_s: int, now: floa
     """Count one hit of `key` and return 0, or count nothing and return the seconds until one is admitted."""
     start = int(now // window_s) * window_s
     previous = session.get(RateCount, (key, start - window_s))
+    previous_hits = previous.hits if previous else 0
+    # End the read before writing: SQLite refuses to turn a read transaction into a write one once another
+    # writer has committed ("database is locked" at once, without waiting). The previous window is closed.
+    session.commit()
     overlap = 1 - (now - start) / window_s
-    carried = math.floor((previous.hits if previous else 0) * overlap)
+    carried = math.floor(previous_hits * overlap)
     allowed = limit - carried
     if allowed > 0:
         insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -42,20 +46,21 @@ def take_hit(*, session: Session, key: str, limit: int, window_s: int, now: floa
     current = session.get(RateCount, (key, start), populate_existing=True)
     in_window = current.hits if current else 0
     room = limit - in_window
-    if room <= 0 or not previous:
+    if room <= 0 or not previous_hits:
         return start + window_s - now
     # The previous window's weight falls as time passes: admitted once previous * overlap < room.
-    return max(start + window_s * (1 - room / previous.hits) - now, 0.1)
+    return max(start + window_s * (1 - room / previous_hits) - now, 0.1)
 
 
 def give_back_hit(*, session: Session, key: str, window_s: int, now: float) -> None:
-    """Uncount a hit taken in the current window (a sign-in attempt that turned out right)."""
+    """Uncount a hit taken in the current window (a sign-in attempt that turned out right); one UPDATE."""
     start = int(now // window_s) * window_s
-    current = session.get(RateCount, (key, start))
-    if current is not None and current.hits > 0:
-        current.hits -= 1
-        session.add(current)
-        session.commit()
+    session.exec(  # type: ignore[call-overload]
+        update(RateCount)
+        .where(col(RateCount.key) == key, col(RateCount.window_start) == start, col(RateCount.hits) > 0)
+        .values(hits=col(RateCount.hits) - 1)
+    )
+    session.commit()
 
 
 def forget_counts(*, session: Session, before: float) -> int:
