@@ -4,18 +4,34 @@ Replies stream through `LeakGuard`, which holds back a short tail so a leak is c
 """
 
 import re
+import unicodedata
 
 _INJECTION = re.compile(
-    r"ignore (?:all |any |the |your |my )?(?:previous |prior |above |earlier )?(?:instructions|rules|prompts?)"
-    r"|(?:system|initial|hidden|original) (?:prompt|instructions|message)"
+    r"(?:ignore|disregard|forget|override|bypass|skip) (?:all |any |the |your |my |of )*"
+    r"(?:previous |prior |above |earlier |preceding |former |existing |original )?"
+    r"(?:instructions|rules|prompts?|directions|guidelines|directives|guardrails)"
+    r"|(?:system|initial|hidden|original|secret) (?:prompt|instructions|message)"
     r"|(?:reveal|repeat|print|show|tell me|output|what are|recite) (?:me )?(?:your|the) (?:instructions|rules|prompt)"
-    r"|you are now (?:a|an|in) |developer mode|jailbreak|\bdan mode\b",
+    r"|you are now (?:a|an|in) |developer mode|jailbreak|\bdan mode\b"
+    # The same requests in the languages customers most often write in besides English.
+    r"|ignorier\w* (?:\w+ ){0,3}(?:anweisungen|regeln|vorgaben)|systemprompt|systemanweisung"
+    r"|ignor\w* (?:\w+ ){0,3}(?:instructions|consignes|r[eè]gles) (?:pr[eé]c[eé]dentes|ant[eé]rieures)"
+    r"|ignora\w* (?:\w+ ){0,3}(?:instrucciones|reglas|istruzioni|regole) ?(?:anteriores|precedenti)?"
+    r"|(?:instrucciones|prompt) del sistema|prompt (?:du|de) syst[eè]me|prompt di sistema",
     re.IGNORECASE,
 )
+# Characters that render as nothing (zero-width spaces and joiners, soft hyphens, direction marks): inserted
+# between letters they hide a phrase from a plain text match.
+_INVISIBLE = re.compile(r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        r"\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")  # fmt: skip
 
 
 def looks_like_injection(text: str) -> bool:
-    return bool(_INJECTION.search(text))
+    """Whether `text` asks the bot to drop its instructions or show them; compatibility forms (full-width
+    letters), invisible characters and runs of spacing or punctuation between words do not hide the phrase."""
+    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    spaced = re.sub(r"[\s_*~`\-.,:;|/\\]+", " ", folded)
+    return bool(_INJECTION.search(folded) or _INJECTION.search(spaced))
 
 
 def _normalise(text: str) -> str:

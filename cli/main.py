@@ -3,6 +3,7 @@
 Each subcommand is a plain typed function; long work shows a progress bar.
 """
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -132,6 +133,7 @@ def start(
 
     from core.vllm_process import VLLMStartError
     from serving.app import create_app
+    from serving.bounds import server_config
 
     _configure_logging(verbose)
     settings = get_settings()
@@ -160,20 +162,22 @@ def start(
     if settings.mode == "local":
         console.print(f"  Widget demo:   {base}/demo")
     console.print(f"  Staff console: {base}/console  (first admin: supportbot staff create-admin)")
-    console.print(f"  API docs:      {base}/docs")
+    if settings.mode == "local":
+        console.print(f"  API docs:      {base}/docs")
     console.print(f"  Customer API:  {base}/api/conversations")
     console.print(f"  Health:        {base}/readyz")
     console.print("Press Ctrl-C to stop.\n")
     try:
-        uvicorn.run(
+        config = server_config(
             create_app(settings, tuning),
-            host=settings.host,
-            port=settings.port,
+            settings,
             log_level="info",
             log_config=uvicorn_log_config(settings.resolved_log_format),
-            # Open widget event streams would otherwise hold Ctrl-C for up to a minute.
-            timeout_graceful_shutdown=5,
         )
+        # uvicorn re-raises the Ctrl-C it handled once the server has stopped; as `uvicorn.run` does, a
+        # stop asked for is a clean exit (status 0), not a KeyboardInterrupt.
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run()
     finally:
         if server is not None:
             with console.status("Stopping vLLM..."):

@@ -50,7 +50,7 @@ def restore(
     settings = get_settings()
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            _, manifest = verify_archive(archive, Path(scratch))
+            _, manifest = verify_archive(archive, Path(scratch), settings.secret_key)
         console.print(
             f"[green]Archive verified[/]: {len(manifest['files'])} files, made {manifest['created_at']}, "
             f"{manifest['database']['dialect']} database at migration {manifest['database']['revision']}"

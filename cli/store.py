@@ -182,10 +182,16 @@ def retention(
         console.print(f"[red]--keep-days must be at least 1[/], got {days}")
         raise typer.Exit(2)
     with _store_session() as session:
-        result = apply_retention(session=session, keep_days=days, mode=chosen)  # type: ignore[arg-type]
+        result = apply_retention(
+            session=session,
+            keep_days=days,
+            mode=chosen,
+            datasets_dir=settings.data_dir / "datasets",  # type: ignore[arg-type]
+        )
     done = "deleted" if chosen == "delete" else "anonymised"
     messages = "messages deleted" if chosen == "delete" else "messages had personal data masked"
     console.print(
         f"Conversations idle since before {result.cutoff:%Y-%m-%d %H:%M} UTC: "
-        f"{result.conversations} {done}, {result.messages} {messages}"
+        f"{result.conversations} {done}, {result.messages} {messages}; {result.datasets} training dataset(s) "
+        f"holding them deleted, samples dropped from {result.reports} old retraining report(s)"
     )

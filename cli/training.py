@@ -95,9 +95,8 @@ def evaluate(
     """
     from bot.domain import load_pack
     from bot.replicas import first_healthy
-    from conversations.pii import mask_pii
-    from finetune.dataset import DatasetRecipe, build_dataset
-    from finetune.worker import model_scores, source_conversations
+    from finetune.dataset import DatasetRecipe
+    from finetune.worker import model_scores, source_conversations, training_dataset
 
     settings = get_settings()
     pack = load_pack(settings.domain_pack)
@@ -105,7 +104,7 @@ def evaluate(
     init_db(engine)
     with Session(engine) as session:
         sources = [item for item in source_conversations(session, pack) if source in (HeldOut.all, item.source)]
-    dataset = build_dataset(sources, DatasetRecipe(), mask=mask_pii)
+    dataset = training_dataset(sources, DatasetRecipe())
     records = dataset.held_out(max_conversations or settings.eval_max_conversations)
     if not records:
         console.print(

@@ -1,9 +1,11 @@
 """Backup and restore of one installation: the database and the adapter and classifier stores, in one archive.
 
-The archive holds a manifest with a SHA-256 per file; restore checks all of them before it replaces anything.
+The archive holds a manifest with a SHA-256 per file, signed with the installation's secret key (HMAC-SHA256);
+restore checks the signature and every checksum before it replaces anything, and the archive is private (0600).
 """
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+# HMAC-SHA256 of the manifest's bytes with SUPPORTBOT_SECRET_KEY: an archive altered together with its
+# checksums, or made by another installation, is refused.
+SIGNATURE = "manifest.hmac"
 ROOT = "supportbot-backup"
 # Folders of the data dir that hold what cannot be rebuilt: every adapter and classifier version and their
 # pointers. Datasets, checkpoints and logs are left out; the base model comes from its own source.
@@ -137,8 +142,13 @@ def create_backup(settings: Settings, destination: Path, tools: PgTools | None =
             "stores": stores,
             "files": files,
         }
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        manifest_bytes = json.dumps(manifest, indent=2).encode()
+        (root / MANIFEST).write_bytes(manifest_bytes)
+        (root / SIGNATURE).write_text(sign(manifest_bytes, settings.secret_key))
         partial = archive.with_name(archive.name + ".partial")
+        # Private from the first byte: the archive holds every conversation and the staff's password hashes.
+        partial.touch(mode=0o600)
+        os.chmod(partial, 0o600)
         with tarfile.open(partial, "w:gz") as tar:
             tar.add(root, arcname=ROOT)
         os.replace(partial, archive)
@@ -146,8 +156,13 @@ def create_backup(settings: Settings, destination: Path, tools: PgTools | None =
     return archive
 
 
-def verify_archive(archive: Path, into: Path) -> tuple[Path, dict]:
-    """Unpack `archive` into the folder `into` and check it against its manifest; returns the root and manifest."""
+def sign(manifest: bytes, secret_key: str) -> str:
+    return hmac.new(secret_key.encode(), manifest, hashlib.sha256).hexdigest()
+
+
+def verify_archive(archive: Path, into: Path, secret_key: str) -> tuple[Path, dict]:
+    """Unpack `archive` into the folder `into`, check the manifest's signature with `secret_key` and every
+    file against the manifest; returns the root and manifest."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(into, filter="data")
@@ -155,13 +170,20 @@ def verify_archive(archive: Path, into: Path) -> tuple[Path, dict]:
         raise BackupError(f"{archive} is not a readable backup archive: {error}") from error
     root = into / ROOT
     try:
-        manifest = json.loads((root / MANIFEST).read_text())
+        manifest_bytes = (root / MANIFEST).read_bytes()
+        signature = (root / SIGNATURE).read_text().strip() if (root / SIGNATURE).is_file() else ""
+        manifest = json.loads(manifest_bytes)
     except (OSError, ValueError) as error:
         raise BackupError(f"{archive} has no readable manifest: {error}") from error
+    if not hmac.compare_digest(signature.encode(), sign(manifest_bytes, secret_key).encode()):
+        raise BackupError(
+            f"{archive} is not signed with this installation's SUPPORTBOT_SECRET_KEY (made elsewhere, "
+            "made before backups were signed, or altered); nothing was restored"
+        )
     if manifest.get("format") != FORMAT:
         raise BackupError(f"unknown backup format {manifest.get('format')!r}")
     listed = manifest["files"]
-    present = {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()} - {MANIFEST}
+    present = {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()} - {MANIFEST, SIGNATURE}
     problems = [f"missing: {name}" for name in sorted(set(listed) - present)]
     problems += [f"not in the manifest: {name}" for name in sorted(present - set(listed))]
     for name in sorted(set(listed) & present):
@@ -239,7 +261,7 @@ def restore_backup(settings: Settings, archive: Path, tools: PgTools | None = No
     """
     scratch_parent = settings.data_dir if settings.data_dir.is_dir() else None
     with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".restore-") as scratch:
-        root, manifest = verify_archive(archive, Path(scratch))
+        root, manifest = verify_archive(archive, Path(scratch), settings.secret_key)
         _restore_database(settings.resolved_database_url, root, manifest["database"], tools or PgTools())
         for store in STORES:
             staged = root / "stores" / store

@@ -48,6 +48,18 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10, wait_s:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
+# SQLite's "database or disk is full", PostgreSQL's "could not extend file ... No space left on device".
+_FULL_SIGNS = ("disk is full", "no space left on device")
+
+
+def store_full(error: BaseException) -> bool:
+    """True when `error` says the database's disk is full: nothing can be written until space is freed."""
+    if isinstance(error, OperationalError):
+        message = str(error.orig or error).lower()
+        return any(sign in message for sign in _FULL_SIGNS)
+    return False
+
+
 def store_busy(error: BaseException) -> bool:
     """True when `error` says the database is saturated for now, not broken: no pooled connection came free
     in time, SQLite's write lock stayed taken, or PostgreSQL has no connection slot left. Worth a retry."""

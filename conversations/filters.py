@@ -54,7 +54,8 @@ class ConversationFilter(BaseModel):
     tag: str | None = Field(default=None, min_length=1, max_length=64)
     # Words anywhere in the messages' text, case-insensitive.
     search: str | None = Field(default=None, min_length=1, max_length=200)
-    offset: int = Field(default=0, ge=0)
+    # Bounded by the largest id PostgreSQL's `integer` holds: no page can start beyond it.
+    offset: int = Field(default=0, ge=0, le=2**31 - 1)
     # None: no limit (exports); listing pages are bounded.
     limit: int | None = Field(default=50, ge=1, le=10_000)
 

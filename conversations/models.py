@@ -3,12 +3,16 @@
 Families follow Base (shared fields) / Create (input) / Public (output) / table=True (storage).
 """
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import uuid4
 
-from sqlalchemy import JSON, Column
+from pydantic import StrictBool, field_validator
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
+
+from conversations.text import PlainText
 
 
 def utcnow() -> datetime:
@@ -37,9 +41,23 @@ class ConversationBase(SQLModel):
     channel: str = Field(default="api", max_length=32)
 
 
-# What a client may send to open a conversation.
+# Channels only the product itself opens conversations on: a customer naming one is refused.
+RESERVED_CHANNELS = frozenset({"import"})
+CHANNEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+# What a client may send to open a conversation: a short lower-case channel name ("web", "api", "mobile").
 class ConversationCreate(ConversationBase):
-    pass
+    channel: str = Field(default="api", schema_extra={"pattern": f"^{CHANNEL_NAME.pattern}$"})
+
+    @field_validator("channel")
+    @classmethod
+    def _customer_channel(cls, channel: str) -> str:
+        if not CHANNEL_NAME.fullmatch(channel):
+            raise ValueError("a channel is 1 to 32 lower-case letters, digits, '-' or '_', starting with a letter")
+        if channel in RESERVED_CHANNELS:
+            raise ValueError(f"the channel {channel!r} is reserved for conversations the product opens itself")
+        return channel
 
 
 # A conversation as the customer API shows it.
@@ -79,7 +97,7 @@ class MessageBase(SQLModel):
 
 # What a customer sends.
 class MessageCreate(SQLModel):
-    text: str
+    text: PlainText
 
 
 # A message as the customer API shows it.
@@ -142,7 +160,7 @@ class Feedback(FeedbackCreate, table=True):
 # What a customer sends to rate a whole conversation when it ends (customer satisfaction, 1 to 5).
 class CsatCreate(SQLModel):
     score: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=1000)
+    comment: PlainText | None = Field(default=None, max_length=1000)
 
 
 # A conversation's satisfaction rating as the customer API shows it.
@@ -303,7 +321,7 @@ class ReviewBase(SQLModel):
 
 # What a reviewer sends; expected_version is the version they saw (0: none yet), so edits never cross.
 class ReviewCreate(ReviewBase):
-    corrected_text: str | None = Field(default=None, max_length=4000)
+    corrected_text: PlainText | None = Field(default=None, max_length=4000)
     expected_version: int = Field(default=0, ge=0)
 
 
@@ -390,7 +408,10 @@ class ConversationReviewBase(SQLModel):
 
 
 # What a reviewer sends to mark a whole conversation; expected_version works as in ReviewCreate.
+# The marks are strict booleans: `0` or "yes" is refused rather than read as a decision.
 class ConversationReviewCreate(ConversationReviewBase):
+    reviewed: StrictBool = False
+    use_for_training: StrictBool = False
     expected_version: int = Field(default=0, ge=0)
 
 
@@ -464,3 +485,14 @@ class HelpArticleVersion(SQLModel, table=True):
     changed_by: str = Field(default="", max_length=254)  # a staff e-mail, or the system user for the CLI
     staff_id: int | None = Field(default=None, foreign_key="staffaccount.id")
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Abuse limits shared by every app replica. ---
+
+
+# Hits of one rate limit's key in one fixed window (whole seconds since the epoch at which it starts);
+# kept in the database so every replica counts against the same limits.
+class RateCount(SQLModel, table=True):
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    hits: int = 0

@@ -2,19 +2,25 @@
 
 The app runs it at start and every `retention_every_hours`; `supportbot store retention` runs it now,
 with the settings' period and mode or others given on the command line. Anonymising masks personal data
-in everything stored and voids the customer token.
+in everything stored and voids the customer token. Derived copies go with the conversations: built training
+datasets that hold an expired conversation are deleted (the next run rebuilds them), and the evaluation
+samples quoted in reports of runs older than the period are dropped. Backup archives are point-in-time
+copies outside the store: keep them for less than the retention period (deploy/README.md).
 """
 
+import json
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from conversations import crud
-from conversations.models import Conversation
+from conversations.models import Conversation, TrainingRun
 from conversations.pii import mask_pii, mask_pii_in
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,10 @@ class RetentionResult:
     conversations: int = 0
     # Messages deleted, or messages whose text had personal data masked.
     messages: int = 0
+    # Built training datasets deleted because they held an expired conversation.
+    datasets: int = 0
+    # Retraining reports whose quoted evaluation samples were dropped.
+    reports: int = 0
 
 
 def apply_retention(
@@ -47,8 +57,10 @@ def apply_retention(
     keep_days: int,
     mode: RetentionMode = "anonymise",
     batch_size: int = 500,
+    datasets_dir: Path | None = None,
 ) -> RetentionResult:
-    """Anonymise or delete every conversation with no activity in the last `keep_days` days before `now`."""
+    """Anonymise or delete every conversation with no activity in the last `keep_days` days before `now`,
+    and the derived copies of them: datasets in `datasets_dir`, samples in old retraining reports."""
     if keep_days < 1:
         raise InvalidRetention(f"keep_days must be at least 1, got {keep_days}")
     if mode not in ("anonymise", "delete"):
@@ -56,6 +68,7 @@ def apply_retention(
     now = now or datetime.now(UTC)
     cutoff = (now if now.tzinfo else now.replace(tzinfo=UTC)) - timedelta(days=keep_days)
     result = RetentionResult(mode=mode, cutoff=cutoff)
+    expired: set[str] = set()
     while True:
         batch = crud.conversations_inactive_since(
             session=session,
@@ -65,6 +78,7 @@ def apply_retention(
         )
         if not batch:
             break
+        expired.update(conversation.id for conversation in batch)
         if mode == "delete":
             conversations, messages = crud.delete_conversations(
                 session=session, conversation_ids=[conversation.id for conversation in batch]
@@ -75,6 +89,9 @@ def apply_retention(
         session.commit()
         result.conversations += conversations
         result.messages += messages
+    if datasets_dir is not None and expired:
+        result.datasets = prune_datasets(datasets_dir, expired)
+    result.reports = _drop_report_samples(session, cutoff)
     logger.info(
         "retention (%s, older than %s): %d conversations, %d messages",
         mode,
@@ -83,6 +100,35 @@ def apply_retention(
         result.messages,
     )
     return result
+
+
+def prune_datasets(datasets_dir: Path, conversation_ids: set[str]) -> int:
+    """Delete every built dataset (a folder with dataset.jsonl) holding one of `conversation_ids`."""
+    pruned = 0
+    for dataset in sorted(datasets_dir.glob("*/dataset.jsonl")) if datasets_dir.is_dir() else []:
+        with dataset.open() as lines:
+            holds = any(json.loads(line).get("id") in conversation_ids for line in lines if line.strip())
+        if holds:
+            shutil.rmtree(dataset.parent)
+            pruned += 1
+    return pruned
+
+
+def _drop_report_samples(session: Session, cutoff: datetime) -> int:
+    """Empty the evaluation samples (customer questions and replies) quoted in reports of runs older than `cutoff`."""
+    dropped = 0
+    for run in session.exec(select(TrainingRun).where(col(TrainingRun.created_at) < cutoff)).all():
+        report = run.report or {}
+        sides = [side for side in (report.get("candidate"), report.get("in_service")) if side and side.get("samples")]
+        if sides:
+            run.report = {
+                **report,
+                **{name: {**report[name], "samples": []} for name in ("candidate", "in_service") if report.get(name)},
+            }
+            session.add(run)
+            dropped += 1
+    session.commit()
+    return dropped
 
 
 def _anonymise(session: Session, batch: Sequence[Conversation]) -> int:

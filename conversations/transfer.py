@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,10 @@ from conversations.pii import mask_pii
 # Beyond this many output rows an export is refused: narrow the filter or raise the bound knowingly.
 MAX_EXPORT_ROWS = 100_000
 MAX_IMPORT_CONVERSATIONS = 100_000
+# Conversations stored per transaction by an import (well under a second of SQLite's write lock each), and
+# the pause after each: longer than SQLite's busy handler sleeps between tries, so waiting writers get in.
+IMPORT_BATCH = 200
+IMPORT_PAUSE_S = 0.15
 # How many line errors an import reports before summarising the rest.
 MAX_REPORTED_ERRORS = 20
 
@@ -350,7 +355,7 @@ class ImportResult:
     messages: int
 
 
-def _store(session: Session, line: _ImportLine, now: datetime) -> int:
+def _store(session: Session, line: _ImportLine, now: datetime) -> tuple[str, int]:
     meta = line.metadata
     times = [_aware(moment) for moment in meta.times] if meta.times else None
     created_at = _aware(meta.created_at) if meta.created_at else (times[0] if times else now)
@@ -452,7 +457,7 @@ def _store(session: Session, line: _ImportLine, now: datetime) -> int:
         csat=csat,
         mark=mark,
     )
-    return len(messages)
+    return conversation.id, len(messages)
 
 
 def import_jsonl(
@@ -461,6 +466,7 @@ def import_jsonl(
     """Store the conversations of a JSONL file (the export format), all or none.
 
     Every line is checked first; any problem raises `ImportFailed` naming the lines, and nothing is stored.
+    They are stored in batches of IMPORT_BATCH; a failure while storing deletes the batches already stored.
     Imported conversations get channel "import", status resolved and a fresh token that nobody holds.
     """
     parsed: list[_ImportLine] = []
@@ -481,11 +487,21 @@ def import_jsonl(
         raise ImportFailed(errors)
     now = datetime.now(UTC)
     messages = 0
+    committed: list[str] = []
     try:
-        for item in parsed:
-            messages += _store(session, item, now)
-        session.commit()
+        for start in range(0, len(parsed), IMPORT_BATCH):
+            batch = [_store(session, item, now) for item in parsed[start : start + IMPORT_BATCH]]
+            # One transaction per batch: SQLite's write lock is released in between, so customers' messages
+            # are stored during a large import instead of failing on a lock held for the whole file.
+            session.commit()
+            committed += [conversation_id for conversation_id, _ in batch]
+            messages += sum(count for _, count in batch)
+            if start + IMPORT_BATCH < len(parsed):
+                time.sleep(IMPORT_PAUSE_S)
     except Exception:
         session.rollback()
+        if committed:  # all or none: take back the batches already committed
+            crud.delete_conversations(session=session, conversation_ids=committed)
+            session.commit()
         raise
     return ImportResult(conversations=len(parsed), messages=messages)

@@ -3,13 +3,14 @@
 Everything else receives the values it needs through constructors; `get_settings()` is read once.
 """
 
+import ipaddress
 import json
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-local-only"
@@ -105,6 +106,28 @@ class Settings(BaseSettings):
     widget_allowed_origins: list[str] = []
     rate_limit_per_minute_conversation: int = Field(default=12, ge=1)
     rate_limit_per_minute_address: int = Field(default=60, ge=1)
+
+    # Abuse limits, all here. Counted in the database, so every replica shares them. New conversations a
+    # minute per client address and for everyone; event streams opened a minute per conversation (each
+    # lasts at most a minute, so this also caps the streams open at once); failed staff sign-ins per
+    # account, per address and for everyone within sign_in_window_s.
+    new_conversations_per_minute_address: int = Field(default=30, ge=1)
+    new_conversations_per_minute: int = Field(default=600, ge=1)
+    event_streams_per_minute_conversation: int = Field(default=20, ge=1)
+    sign_in_failures_per_email: int = Field(default=10, ge=1)
+    sign_in_failures_per_address: int = Field(default=30, ge=1)
+    sign_in_failures: int = Field(default=300, ge=1)
+    sign_in_window_s: int = Field(default=300, ge=1)
+    # Proxies whose X-Forwarded-For names the real client (addresses or networks, JSON list). Only these:
+    # a client's own X-Forwarded-For is ignored, and a Docker bridge gateway is not trusted unless listed.
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # Request bounds: a larger body is refused with 413 before it is read in full; request heads larger than
+    # max_header_bytes, or not complete within header_timeout_s of connecting (or of the previous response),
+    # end the connection; an idle kept-alive connection closes after keep_alive_s.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
     llm_timeout_s: float = 60.0
     # Load: at most this many replies are generated at once (others queue in the app, not in vLLM), and a
     # customer whose reply has not started within busy_reply_after_s of sending gets the pack's busy reply,
@@ -117,6 +140,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_wait_s: float = Field(default=10.0, gt=0)
+    # Crash recovery: a customer message still without a reply after unanswered_after_s (longer than any turn
+    # takes) gets the pack's apology and is flagged for staff; checked at start and every recovery_every_s.
+    unanswered_after_s: float = Field(default=180.0, gt=0)
+    recovery_every_s: float = Field(default=60.0, gt=0)
 
     # Actions (the pack's actions.yaml): {base_url} in their URLs (empty: the demo shop this app serves at
     # /demo-shop in local mode), the secrets their headers name as {secret:NAME} (a JSON object), the key the demo
@@ -127,15 +154,25 @@ class Settings(BaseSettings):
     action_identity_attempts: int = Field(default=3, ge=1)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
-    # Prometheus metrics at /metrics (unauthenticated: keep it off the public internet).
+    # Prometheus metrics at /metrics. With metrics_token set, scrapers send it as "Authorization: Bearer";
+    # without one, /metrics is open in local mode and not served at all in production.
     log_format: Literal["text", "json"] | None = None
     metrics_enabled: bool = True
+    metrics_token: str | None = None
     # Where retraining runs: "local" spawns a worker process on the app host; "queue" only queues the run
     # for a `supportbot worker` elsewhere (a GPU container or Kubernetes Job) to claim.
     training_runner: Literal["local", "queue"] = "local"
     # A local training worker runs one thread at this niceness, so under customer load the kernel gives vLLM's
     # threads about ten times its share of a core, and training takes what customers leave idle.
     training_nice: int = Field(default=10, ge=0, le=19)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_only(cls, proxies: list[str]) -> list[str]:
+        # uvicorn would take a mistyped address as a literal name and silently trust nothing.
+        for proxy in proxies:
+            ipaddress.ip_network(proxy, strict=False)
+        return proxies
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

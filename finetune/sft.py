@@ -260,6 +260,14 @@ def _lora_state(model) -> dict:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if "lora_" in name}
 
 
+def load_checkpoint(path: Path, device: object = "cpu") -> dict:
+    """A training checkpoint: tensors and plain numbers, lists and dicts only. `weights_only` refuses any other
+    pickled object, so a checkpoint planted in the data folder cannot run code when a run resumes."""
+    import torch
+
+    return torch.load(path, weights_only=True, map_location=device)
+
+
 def compatible_adapter(adapter_dir: Path, recipe: LoraRecipe) -> bool:
     """Whether the adapter at `adapter_dir` has the recipe's rank, alpha and layers (so training can start from it)."""
     config_path = adapter_dir / "adapter_config.json"
@@ -349,7 +357,7 @@ def train_lora(
     best_weights: dict | None = None
     checkpoint = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False, map_location=device)
+        saved = load_checkpoint(checkpoint, device)
         model.load_state_dict(saved["lora"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         state, best_weights = saved["state"], saved["best"]

@@ -26,7 +26,7 @@ from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
 from core.settings import Settings, get_settings
 from finetune.classifiers import retrain_classifier
-from finetune.dataset import DatasetRecipe, SourceConversation, SourceTurn, build_dataset
+from finetune.dataset import Dataset, DatasetRecipe, SourceConversation, SourceTurn, build_dataset
 from finetune.distributed import train_lora_processes, training_processes
 from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
@@ -63,6 +63,11 @@ def load_preference_recipe(base_model_dir: Path, overrides: dict | None = None) 
     if unknown:
         raise ValueError(f"{name}: unknown preference fields {sorted(unknown)}")
     return PreferenceRecipe(**{**section, **(overrides or {})})
+
+
+def training_dataset(sources: list[SourceConversation], recipe: DatasetRecipe) -> Dataset:
+    """The dataset a run trains and evaluates on: personal data masked in every text it keeps."""
+    return build_dataset(sources, recipe, mask=mask_pii)
 
 
 def source_conversations(session: Session, pack: DomainPack) -> list[SourceConversation]:
@@ -160,7 +165,7 @@ def execute_run(
         with Session(engine) as session:
             sources = source_conversations(session, pack)
         dataset_recipe = DatasetRecipe()
-        dataset = build_dataset(sources, dataset_recipe, mask=mask_pii)
+        dataset = training_dataset(sources, dataset_recipe)
         dataset_dir = settings.data_dir / "datasets" / dataset.content_hash[:16]
         if not dataset_dir.exists():
             dataset.save(dataset_dir)

@@ -11,16 +11,18 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from conversations.retention import apply_retention
 from core.cpu_tuning import Tuning
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
+from serving.bounds import NoSniff, RequestLimits
 from serving.console import api as staff_api
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
 from serving.demo_shop import MOUNT_PATH, create_demo_shop
-from serving.errors import install_error_handlers
+from serving.errors import ERROR_RESPONSES, install_error_handlers
 from serving.limits import RateLimited, rate_limited_response
 from serving.routes import customer, events, feedback, health, metrics, model_server, training, widget
 from serving.services import build_services
@@ -36,7 +38,12 @@ async def retention_loop(settings: Settings, engine: Engine) -> None:
 
     def apply() -> None:
         with Session(engine) as session:
-            result = apply_retention(session=session, keep_days=settings.retention_days, mode=settings.retention_mode)
+            result = apply_retention(
+                session=session,
+                keep_days=settings.retention_days,
+                mode=settings.retention_mode,
+                datasets_dir=settings.data_dir / "datasets",
+            )
         if result.conversations:
             logger.info(
                 "retention: %s %d conversation(s) idle since before %s",
@@ -70,7 +77,11 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
         following = asyncio.create_task(services.watcher.run())
         syncing = asyncio.create_task(services.knowledge.run())
+        recovering = asyncio.create_task(
+            services.chat.recover_abandoned(settings.unanswered_after_s, settings.recovery_every_s)
+        )
         yield
+        recovering.cancel()
         syncing.cancel()
         following.cancel()
         watching.cancel()
@@ -82,7 +93,17 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
             await asyncio.to_thread(services.merged.stop)
         services.engine.dispose()
 
-    app = FastAPI(title="supportbot", version="0.1.0", lifespan=lifespan)
+    # Production hides the API's description: it maps every route for an attacker and helps no customer.
+    public_docs = settings.mode == "local"
+    app = FastAPI(
+        title="supportbot",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        openapi_url="/openapi.json" if public_docs else None,
+        responses=ERROR_RESPONSES,
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customer.router)
@@ -91,8 +112,10 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
     app.include_router(widget.router)
     app.include_router(training.router)
     app.include_router(model_server.router)
-    if settings.metrics_enabled:
+    if settings.metrics_enabled and (settings.metrics_token or settings.mode == "local"):
         app.include_router(metrics.router)
+    elif settings.metrics_enabled:
+        logger.warning("/metrics is not served: set SUPPORTBOT_METRICS_TOKEN to scrape it in production")
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
     app.include_router(console_knowledge.router)
@@ -103,6 +126,8 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC_DIR), name="console-static")
     app.add_exception_handler(StaffAuthError, staff_auth_response)
     # The widget calls the API from the sites that embed it; in local mode any site may.
+    # Starlette runs the last added first: the client's address from a trusted proxy, CORS, then the size limits.
+    app.add_middleware(RequestLimits, max_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if settings.mode == "local" else settings.widget_allowed_origins,
@@ -111,9 +136,11 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
         expose_headers=["Retry-After"],
         max_age=600,
     )
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(NoSniff)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/docs" if public_docs else "/console")
 
     return app

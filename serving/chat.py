@@ -7,7 +7,9 @@ rolling summary afterwards. The customer router only turns its events into serve
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
@@ -20,7 +22,8 @@ from bot.domain import DomainPack
 from bot.llm import LLMUnavailable, ModelBusy
 from bot.routing import Decision, DialogueState
 from conversations import crud
-from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role
+from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role, utcnow
+from conversations.text import InvalidText, plain_text
 from serving import metrics
 from serving.errors import ApiError
 
@@ -28,12 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 def clean_text(text: str, max_chars: int) -> str:
-    """A message as it is stored: trimmed, not empty, no NUL, at most `max_chars` (customers and staff alike)."""
-    text = text.strip()
+    """A message as it is stored: trimmed, not empty, plain text (`plain_text`), at most `max_chars`
+    (customers and staff alike)."""
+    try:
+        text = plain_text(text).strip()
+    except InvalidText as error:
+        raise ApiError(422, error.code, str(error)) from None
     if not text:
         raise ApiError(422, "empty_message", "The message is empty.")
-    if "\x00" in text:
-        raise ApiError(422, "invalid_text", "The message contains a NUL character.")
     if len(text) > max_chars:
         raise ApiError(413, "message_too_long", f"The message is longer than {max_chars} characters.")
     return text
@@ -56,6 +61,8 @@ class ChatService:
     pack: DomainPack
     # Work that outlives a turn (summary updates); referenced so it is not garbage-collected.
     background: set[asyncio.Task] = field(default_factory=set)
+    # Conversations whose turn runs in this process now: the recovery sweep never answers them.
+    in_flight: set[str] = field(default_factory=set)
 
     def store_customer_message(self, conversation_id: str, token: str, text: str) -> MessagePublic:
         """Commit the customer's message before the model is called, so a failed reply never loses it."""
@@ -66,6 +73,16 @@ class ChatService:
 
     async def turn(self, conversation_id: str, customer: MessagePublic) -> AsyncIterator[ChatEvent]:
         """The bot's answer to the stored customer message, as events; the last one is `done`."""
+        self.in_flight.add(conversation_id)
+        try:
+            # Closed with this generator, so a client that goes away still has its partial reply stored.
+            async with aclosing(self._turn(conversation_id, customer)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self.in_flight.discard(conversation_id)
+
+    async def _turn(self, conversation_id: str, customer: MessagePublic) -> AsyncIterator[ChatEvent]:
         yield ChatEvent("customer_message", customer)
         turns, state, summary, summarized_upto = await run_in_threadpool(self.load_state, conversation_id)
         pieces: list[str] = []
@@ -92,8 +109,12 @@ class ChatService:
         finally:
             if result is None and failure is None and pieces:
                 # The client went away mid-reply: keep what it was shown so the transcript is honest.
-                self.store_failed_reply(conversation_id, "".join(pieces).strip(), "stream interrupted")
+                self.store_partial_reply(conversation_id, pieces, "stream interrupted by the client")
 
+        if result is None and pieces:
+            # The model failed mid-reply: the customer saw these words, so the transcript keeps them, marked.
+            partial = await run_in_threadpool(self.store_partial_reply, conversation_id, pieces, failure or "cut off")
+            yield ChatEvent("bot_message", partial)
         if result is None:
             apology = self.pack.busy_message if busy else self.pack.unavailable_message
             stored = await run_in_threadpool(
@@ -147,6 +168,45 @@ class ChatService:
             )  # fmt: skip
             crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=error)
             return MessagePublic.model_validate(message)
+
+    def store_partial_reply(self, conversation_id: str, pieces: list[str], error: str) -> MessagePublic:
+        """Keep the part of a reply the customer was shown before it broke off (decision "partial", failed)."""
+        return self.store_failed_reply(
+            conversation_id, "".join(pieces).strip() or "…", f"partial reply: {error}"[:500], "partial"
+        )
+
+    def answer_abandoned(self, written_before: datetime) -> int:
+        """Answer every customer message left without a reply (the app stopped, or storing the reply failed)
+        with the pack's apology, and flag its conversation for staff; returns how many were answered."""
+        answered = 0
+        with Session(self.engine) as session:
+            waiting = crud.unanswered_customer_messages(session=session, written_before=written_before)
+        for conversation_id, message_id in waiting:
+            if conversation_id in self.in_flight:
+                continue  # its reply is being written here right now
+            with Session(self.engine) as session:
+                if not crud.still_unanswered(session=session, conversation_id=conversation_id, message_id=message_id):
+                    continue  # answered meanwhile, by this replica or another
+                reason = "interrupted: the reply was never stored (the app stopped or failed mid-turn)"
+                crud.add_message(
+                    session=session, conversation_id=conversation_id, role=Role.bot, text=self.pack.unavailable_message,
+                    failed=True, error=reason, model=self.dialogue.models.current(), decision="recovered",
+                )  # fmt: skip
+                crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=reason)
+                answered += 1
+        if answered:
+            logger.warning("answered %d customer message(s) left without a reply and flagged them for staff", answered)
+        return answered
+
+    async def recover_abandoned(self, after_s: float, every_s: float) -> None:
+        """At start and then every `every_s`: `answer_abandoned` for messages older than `after_s` (longer
+        than any turn may take, so a reply still being written by any replica is never pre-empted)."""
+        while True:
+            try:
+                await run_in_threadpool(self.answer_abandoned, utcnow() - timedelta(seconds=after_s))
+            except Exception:  # noqa: BLE001 - the sweep must keep running; the next one tries again
+                logger.exception("answering abandoned messages failed")
+            await asyncio.sleep(every_s)
 
     def store_turn(self, conversation_id: str, customer_id: int, result: TurnResult) -> MessagePublic | None:
         """Persist one turn: the customer message's intent, the dialogue state and the bot's reply."""

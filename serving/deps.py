@@ -3,12 +3,14 @@
 from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
+from conversations import crud
 from serving.auth import SignedIn, StaffAuthError, check_csrf, signed_in
 from serving.errors import ApiError
+from serving.limits import client_address
 from serving.services import Services
 
 T = TypeVar("T")
@@ -19,6 +21,13 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+# Every id column is PostgreSQL's `integer`: a larger id cannot exist, so one in a URL is refused (422)
+# before the database is asked (SQLite and PostgreSQL both fail on a number beyond their integer range).
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# An offset or an "after this id" cursor in a query string, bounded alike.
+Cursor = Annotated[int, Query(ge=0, le=MAX_ROW_ID)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
@@ -77,3 +86,36 @@ def current_admin(found: CurrentStaff) -> SignedIn:
 
 
 CurrentAdmin = Annotated[SignedIn, Depends(current_admin)]
+
+
+# --- Rate limits (serving/limits.py), checked after the credentials that would spend them. ---
+
+
+async def limit_sending(conversation_id: str, token: CustomerToken, request: Request, services: ServicesDep) -> None:
+    """Dependency of the send-message route: the token is checked first, so strangers cannot spend the
+    conversation's limit; then 429 once the conversation or the address has sent too much."""
+    await in_session(
+        services, lambda session: crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+    )
+    values = {"send:conversation": conversation_id, "send:address": client_address(request)}
+    await run_in_threadpool(lambda: services.limiter.admit(**values))
+
+
+async def limit_following(conversation_id: str, token: CustomerToken, services: ServicesDep) -> None:
+    """Dependency of the event stream: a valid token, then at most so many streams opened a minute (each
+    lasts at most a minute, so this also bounds the streams open at once)."""
+    await in_session(
+        services, lambda session: crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
+    )
+    await run_in_threadpool(lambda: services.limiter.admit(**{"follow:conversation": conversation_id}))
+
+
+async def limit_opening(request: Request, services: ServicesDep) -> None:
+    """Dependency of opening a conversation: per address and for everyone together."""
+    values = {"open:address": client_address(request), "open:everyone": "*"}
+    await run_in_threadpool(lambda: services.limiter.admit(**values))
+
+
+SendLimited = Annotated[None, Depends(limit_sending)]
+FollowLimited = Annotated[None, Depends(limit_following)]
+OpenLimited = Annotated[None, Depends(limit_opening)]

@@ -8,13 +8,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
-from conversations.db import store_busy
+from conversations.db import store_busy, store_full
+from conversations.text import InvalidText
 from finetune.registry import AdapterNotFound
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,39 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+class ErrorDetail(BaseModel):
+    """One problem with a request: the field (dotted path) and what is wrong with it."""
+
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code for programs and a message for people."""
+
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorAnswer(BaseModel):
+    """Every 4xx and 5xx answer of the API."""
+
+    error: ErrorBody
+
+
+# Documented on every route (FastAPI's own 422 shape is replaced: the API answers every error alike).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorAnswer, "description": description}
+    for status, description in [
+        (400, "Malformed request"), (401, "Missing or wrong credentials"), (403, "Not allowed"),
+        (404, "Not found"), (409, "Conflicts with the current state"), (413, "Too large"),
+        (422, "Not in the expected shape"), (429, "Too many requests; see Retry-After"),
+        (431, "Request headers too large"), (503, "Busy or unavailable; see Retry-After"),
+    ]
+}  # fmt: skip
 
 
 def error_response(status: int, code: str, message: str, details: list | None = None) -> JSONResponse:
@@ -106,6 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if store_busy(error):
             logger.warning("database saturated, answered 503: %s", error)
             return busy_response()
+        if store_full(error):
+            # Nothing was stored; the widget keeps the text and sends it again after Retry-After.
+            logger.error("the database's disk is full, answered 503: %s", error)
+            response = error_response(503, "storage_full", "We cannot take messages right now; please try again soon.")
+            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S * 6)
+            return response
         logger.error("database error", exc_info=error)
         return error_response(500, "internal_error", "The request failed on our side.")
 
@@ -118,12 +159,20 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": ".".join(str(part) for part in problem.get("loc", ())), "problem": problem.get("msg", "")}
             for problem in problems
         ]
+        if any(isinstance(problem.get("ctx", {}).get("error"), InvalidText) for problem in problems):
+            return error_response(422, InvalidText.code, "The text holds characters that cannot be stored.", details)
         return error_response(422, "invalid_request", "The request is not in the expected shape.", details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, "error")
         return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unstorable(_: Request, error: UnicodeEncodeError) -> JSONResponse:
+        # Fields checked as `PlainText` never get here; this keeps any other field from failing with a 500.
+        logger.warning("refused text the database cannot encode: %s", error.reason)
+        return error_response(422, InvalidText.code, "The request holds text that is not valid Unicode.")
 
     @app.exception_handler(UnicodeDecodeError)
     async def _encoding(_: Request, error: UnicodeDecodeError) -> JSONResponse:

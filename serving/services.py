@@ -21,6 +21,7 @@ from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
 from serving.knowledge import KnowledgeSync
+from serving.limits import RateLimiter, limits_of
 from serving.live import ConversationWatcher
 from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
 
@@ -42,6 +43,8 @@ class Services:
     watcher: ConversationWatcher
     # The help articles' search index, rebuilt when the knowledge base changes.
     knowledge: KnowledgeSync
+    # Rate limits counted in the database, shared with every other replica.
+    limiter: RateLimiter
     # With a managed vLLM: the dtype and cores it runs with, and the promoted version's merged server.
     tuning: Tuning | None = None
     merged: MergedServing | None = None
@@ -165,6 +168,7 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
         watcher=ConversationWatcher(engine),
         knowledge=knowledge,
+        limiter=RateLimiter(engine, limits_of(settings)),
         tuning=tuning,
         merged=merged,
     )

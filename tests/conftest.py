@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from serving.app import create_app
 from tests.utils.browser import chromium
+from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
 
@@ -60,6 +61,8 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         "SUPPORTBOT_VLLM_PORT": str(free_port()),
         "SUPPORTBOT_SEED_ADAPTER_STEPS": str(TEST_ADAPTER_STEPS),
         "SUPPORTBOT_MAX_REPLY_TOKENS": "48",
+        # Every test customer comes from this machine's address; tests/serving/test_limits.py tests the limit.
+        "SUPPORTBOT_NEW_CONVERSATIONS_PER_MINUTE_ADDRESS": "100000",
         # Merged-model servers start without compiling their graph (minutes on a shared 2-core CPU); the
         # blue/green switching the tests check is the same either way.
         "SUPPORTBOT_VLLM_EXTRA_ARGS": "--enforce-eager",
@@ -71,6 +74,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         vllm_port=int(env["SUPPORTBOT_VLLM_PORT"]),
         seed_adapter_steps=TEST_ADAPTER_STEPS,
         max_reply_tokens=48,
+        new_conversations_per_minute_address=100_000,
     )
     log_path = tmp_path_factory.mktemp("logs") / "supportbot-start.log"
     with log_path.open("wb") as log:
@@ -124,6 +128,32 @@ def base_model_dir() -> Path:
     from finetune.prepare import prepare_base_model
 
     return prepare_base_model(TEST_DATA / "models" / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def stand_in_vllm() -> Iterator[FakeVLLM]:
+    """A stand-in model server speaking vLLM's endpoints (tests/utils/fake_vllm.py), for tests about the app's
+    HTTP behaviour rather than its replies; it starts in milliseconds where the real one takes minutes."""
+    replica = FakeVLLM("stand-in").start()
+    yield replica
+    replica.stop()
+
+
+def stand_in_settings_at(folder: Path, vllm: FakeVLLM, base_model: Path, **overrides: object) -> Settings:
+    """Settings for an app keeping its data in `folder` (a fresh SQLite database) in front of `vllm`."""
+    return Settings(
+        data_dir=folder,
+        base_model=base_model,
+        database_url=f"sqlite:///{folder / 'app.db'}",
+        vllm_urls=[vllm.url],
+        **{"new_conversations_per_minute_address": 100_000, **overrides},  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def stand_in_settings(stand_in_vllm: FakeVLLM, base_model_dir: Path, tmp_path: Path) -> Settings:
+    """Settings for an in-process app on a fresh SQLite database in front of the stand-in model server."""
+    return stand_in_settings_at(tmp_path, stand_in_vllm, base_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from conversations.crud.conversations import (
     save_dialogue_state,
     save_summary,
     set_message_intent,
+    still_unanswered,
+    unanswered_customer_messages,
 )
 from conversations.crud.errors import (
     ConversationAccessDenied,
@@ -34,6 +36,7 @@ from conversations.crud.errors import (
     StaffNotFound,
     StoreError,
 )
+from conversations.crud.limits import forget_counts, give_back_hit, take_hit
 from conversations.crud.review import (
     add_tag,
     get_conversation_review,
@@ -134,6 +137,8 @@ __all__ = [
     "flag_for_staff",
     "save_dialogue_state",
     "set_message_intent",
+    "unanswered_customer_messages",
+    "still_unanswered",
     "save_summary",
     "list_messages_after",
     "change_marks",
@@ -196,4 +201,7 @@ __all__ = [
     "import_transcript",
     "delete_conversations",
     "conversations_inactive_since",
+    "take_hit",
+    "give_back_hit",
+    "forget_counts",
 ]

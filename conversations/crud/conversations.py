@@ -4,8 +4,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, func, select
 
 from conversations.crud.errors import ConversationAccessDenied, ConversationNotFound
 from conversations.models import (
@@ -122,3 +123,33 @@ def save_summary(*, session: Session, conversation_id: str, summary: str, summar
     conversation.summarized_upto = summarized_upto
     session.add(conversation)
     session.commit()
+
+
+def unanswered_customer_messages(*, session: Session, written_before: datetime) -> list[tuple[str, int]]:
+    """(conversation id, message id) of every conversation the bot owns whose newest message is a customer's,
+    written before `written_before`: a reply that was never stored (the app stopped or failed mid-turn)."""
+    newest = (
+        select(Message.conversation_id, func.max(Message.id).label("newest"))
+        .group_by(col(Message.conversation_id))
+        .subquery()
+    )
+    statement = (
+        select(Message.conversation_id, Message.id)
+        .join(newest, col(Message.id) == newest.c.newest)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+        .where(
+            Message.role == Role.customer,
+            col(Message.created_at) < written_before,
+            col(Conversation.status).in_([ConversationStatus.bot, ConversationStatus.resolved]),
+        )
+        .order_by(col(Message.id))
+    )
+    return [(conversation_id, message_id) for conversation_id, message_id in session.exec(statement).all()]
+
+
+def still_unanswered(*, session: Session, conversation_id: str, message_id: int) -> bool:
+    """Whether `message_id` is still the newest message of the conversation; locks the conversation's row
+    (PostgreSQL) until the session commits, so two replicas never answer the same message twice."""
+    session.exec(select(Conversation.id).where(Conversation.id == conversation_id).with_for_update())
+    newest = session.exec(select(func.max(Message.id)).where(Message.conversation_id == conversation_id)).one()
+    return newest == message_id

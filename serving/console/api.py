@@ -7,7 +7,7 @@ also send the session's CSRF token in the `X-CSRF-Token` header. Account and aud
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from conversations import crud
 from conversations.models import (
@@ -27,7 +27,7 @@ from conversations.models import (
 from serving.auth import sign_in, sign_out
 from serving.console import actions, views
 from serving.console.signin import check_credentials
-from serving.deps import CurrentAdmin, CurrentStaff, ServicesDep, SessionDep
+from serving.deps import CurrentAdmin, CurrentStaff, Cursor, RowId, ServicesDep, SessionDep
 
 router = APIRouter(prefix="/api/staff", tags=["staff"])
 
@@ -55,7 +55,8 @@ class Tags(BaseModel):
 class StaffAccountUpdate(BaseModel):
     """What an admin may change on an account."""
 
-    active: bool | None = None
+    # Strict: `0` or "no" must not quietly deactivate someone (found by tests/serving/test_fuzz.py).
+    active: StrictBool | None = None
     role: StaffRole | None = None
 
 
@@ -88,7 +89,7 @@ def list_conversations(
     signed: CurrentStaff,
     request: Request,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Cursor = 0,
     limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE_SIZE)] = views.PAGE_SIZE,
 ) -> views.InboxPage:
     """The inbox, waiting-for-a-human first. Filters: status, created_from, created_to, intent, rating
@@ -137,7 +138,7 @@ def resolve(conversation_id: str, signed: CurrentStaff, session: SessionDep) -> 
 
 @router.put("/conversations/{conversation_id}/messages/{message_id}/review")
 def review_reply(
-    conversation_id: str, message_id: int, body: ReviewCreate, signed: CurrentStaff, session: SessionDep
+    conversation_id: str, message_id: RowId, body: ReviewCreate, signed: CurrentStaff, session: SessionDep
 ) -> ReviewPublic:
     """Mark a bot reply good or bad, with the reply it should have given; send the version you edited."""
     saved = actions.review(session, signed, conversation_id, message_id, body)
@@ -147,7 +148,7 @@ def review_reply(
 @router.put("/conversations/{conversation_id}/messages/{message_id}/intent")
 def relabel_intent(
     conversation_id: str,
-    message_id: int,
+    message_id: RowId,
     body: IntentRelabelCreate,
     signed: CurrentStaff,
     session: SessionDep,
@@ -193,7 +194,7 @@ def create_account(body: StaffAccountCreate, signed: CurrentAdmin, session: Sess
 
 @router.patch("/accounts/{staff_id}")
 def update_account(
-    staff_id: int, body: StaffAccountUpdate, signed: CurrentAdmin, session: SessionDep
+    staff_id: RowId, body: StaffAccountUpdate, signed: CurrentAdmin, session: SessionDep
 ) -> StaffAccountPublic:
     """Deactivate (signs the account out at once), reactivate, or change the role of an account."""
     account = actions.update_account(session, signed, staff_id, active=body.active, role=body.role)
@@ -205,7 +206,7 @@ def read_audit(
     signed: CurrentAdmin,
     session: SessionDep,
     action: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Cursor = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditLogPublic]:
     """The audit log, newest first: admin actions, sign-ins and every takeover step."""

@@ -32,7 +32,7 @@ from serving.auth import (
 )
 from serving.console import actions, views
 from serving.console.signin import check_credentials, safe_next
-from serving.deps import CurrentAdmin, CurrentStaff, Services, ServicesDep, SessionDep
+from serving.deps import CurrentAdmin, CurrentStaff, Cursor, RowId, Services, ServicesDep, SessionDep
 from serving.errors import REPORTED, ApiError, as_api_error
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -234,7 +234,7 @@ def conversation(
 @router.get("/conversations/{conversation_id}/live")
 def conversation_live(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
-    after: int = 0,
+    after: Cursor = 0,
 ) -> JSONResponse:  # fmt: skip
     """New turns (as HTML to append) and the current status, polled by the open transcript."""
     current = views.staff_conversation(session, crud.get_conversation(session=session, conversation_id=conversation_id))
@@ -313,7 +313,7 @@ def resolve(
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/review")
 def review(
-    conversation_id: str, message_id: int, signed: CurrentStaff, request: Request, session: SessionDep,
+    conversation_id: str, message_id: RowId, signed: CurrentStaff, request: Request, session: SessionDep,
     services: ServicesDep, rating: Annotated[str, Form()], expected_version: Annotated[int, Form(ge=0)] = 0,
     corrected_text: Annotated[str, Form(max_length=4000)] = "",
 ) -> Response:  # fmt: skip
@@ -328,7 +328,7 @@ def review(
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/intent")
 def relabel(
-    conversation_id: str, message_id: int, signed: CurrentStaff, request: Request, session: SessionDep,
+    conversation_id: str, message_id: RowId, signed: CurrentStaff, request: Request, session: SessionDep,
     services: ServicesDep, new_intent: Annotated[str, Form(max_length=64)],
 ) -> Response:  # fmt: skip
     known = {intent.name for intent in services.pack.intents}
@@ -410,7 +410,7 @@ def create_staff(
 
 @router.post("/staff/{staff_id}")
 def update_staff(
-    staff_id: int, signed: CurrentAdmin, request: Request, session: SessionDep,
+    staff_id: RowId, signed: CurrentAdmin, request: Request, session: SessionDep,
     active: Annotated[bool | None, Form()] = None, role: Annotated[StaffRole | None, Form()] = None,
 ) -> Response:  # fmt: skip
     try:
@@ -427,7 +427,7 @@ AUDIT_PAGE = 100
 
 @router.get("/audit")
 def audit(
-    signed: CurrentAdmin, request: Request, session: SessionDep, action: str = "", offset: int = 0
+    signed: CurrentAdmin, request: Request, session: SessionDep, action: str = "", offset: Cursor = 0
 ) -> HTMLResponse:
     offset = max(offset, 0)
     found = crud.list_audit(session=session, action=action or None, offset=offset, limit=AUDIT_PAGE + 1)
@@ -459,7 +459,7 @@ def models(signed: CurrentAdmin, request: Request, session: SessionDep, services
 
 @router.get("/models/runs/{run_id}")
 def model_run(
-    run_id: int, signed: CurrentAdmin, request: Request, session: SessionDep, services: ServicesDep
+    run_id: RowId, signed: CurrentAdmin, request: Request, session: SessionDep, services: ServicesDep
 ) -> HTMLResponse:
     """One run: live progress and loss plot, its data card, and its evaluation beside the adapter in service."""
     try:

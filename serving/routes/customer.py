@@ -21,8 +21,7 @@ from conversations.models import (
     MessagePublic,
 )
 from serving.chat import ChatService, clean_text
-from serving.deps import CustomerToken, ServicesDep, in_session
-from serving.limits import SendLimited
+from serving.deps import CustomerToken, OpenLimited, SendLimited, ServicesDep, in_session
 from serving.logging import set_conversation_id
 
 router = APIRouter(prefix="/api/conversations", tags=["customer"])
@@ -43,7 +42,9 @@ class Transcript(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def open_conversation(services: ServicesDep, body: ConversationCreate | None = None) -> ConversationOpened:
+async def open_conversation(
+    services: ServicesDep, _: OpenLimited, body: ConversationCreate | None = None
+) -> ConversationOpened:
     """One short write: opening never waits on the model or on other customers' replies."""
     channel = (body or ConversationCreate()).channel
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import ConversationStatus, MessagePublic, utcnow
-from serving.deps import CustomerToken, Services, ServicesDep, in_session
+from serving.deps import MAX_ROW_ID, FollowLimited, Services, ServicesDep
 from serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,24 @@ class Snapshot:
     agent: str | None
 
 
+def resume_after(
+    after: Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="Send only messages with a larger id")] = 0,
+    last_event_id: Annotated[str | None, Header(description="Set by a reconnecting EventSource")] = None,
+) -> int:
+    """Where the stream starts: the `Last-Event-ID` header, which takes precedence, or `after`. The header
+    must be ASCII digits of an id that can exist, else a 422 (`str.isdigit` would let "²" through, and
+    thousands of digits would reach the database)."""
+    if last_event_id is None:
+        return after
+    value = last_event_id.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ROW_ID))) or int(value) > MAX_ROW_ID:
+        raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
+    return int(value)
+
+
+ResumeAfter = Annotated[int, Depends(resume_after)]
+
+
 @router.get(
     "/{conversation_id}/events",
     response_class=StreamingResponse,
@@ -57,11 +75,10 @@ class Snapshot:
 )
 async def follow_conversation(
     conversation_id: str,
-    token: CustomerToken,
     services: ServicesDep,
     request: Request,
-    after: Annotated[int, Query(ge=0, description="Send only messages with a larger id")] = 0,
-    last_event_id: Annotated[str | None, Header(description="Set by a reconnecting EventSource")] = None,
+    after: ResumeAfter,
+    _: FollowLimited,
 ) -> StreamingResponse:
     """Stream the conversation: every stored message with an id above `after`, then new ones as they come.
 
@@ -69,15 +86,7 @@ async def follow_conversation(
     (`{"status", "agent"}`, sent first and whenever it changes; `agent` is the staff member answering).
     A `Last-Event-ID` header, sent by reconnecting clients, takes precedence over `after`.
     """
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(422, "invalid_request", "Last-Event-ID must be a message id.")
-        after = int(last_event_id)
-
-    def check(session: Session) -> None:
-        crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
-
-    await in_session(services, check)
+    # ResumeAfter checked the cursor, then FollowLimited the token, before the stream was counted.
     return StreamingResponse(
         follow(services, request, conversation_id, after),
         media_type="text/event-stream",

@@ -16,7 +16,7 @@ from conversations.models import (
     FeedbackPublic,
 )
 from serving import metrics
-from serving.deps import CustomerToken, ServicesDep, in_session
+from serving.deps import CustomerToken, RowId, ServicesDep, in_session
 
 router = APIRouter(prefix="/api/conversations", tags=["feedback"])
 
@@ -39,7 +39,7 @@ class ConversationEnded(BaseModel):
 
 @router.post("/{conversation_id}/messages/{message_id}/feedback")
 async def rate_reply(
-    conversation_id: str, message_id: int, body: FeedbackCreate, token: CustomerToken, services: ServicesDep
+    conversation_id: str, message_id: RowId, body: FeedbackCreate, token: CustomerToken, services: ServicesDep
 ) -> FeedbackPublic:
     """Rate one bot reply up or down; rating it again replaces the earlier rating."""
 

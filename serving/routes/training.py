@@ -11,7 +11,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.models import TrainingRunPublic
 from finetune.registry import AdapterList, AdapterRegistry, promote
-from serving.deps import CurrentAdmin, ServicesDep, SessionDep
+from serving.deps import CurrentAdmin, RowId, ServicesDep, SessionDep
 from serving.errors import ApiError
 
 router = APIRouter(prefix="/api/admin", tags=["admin: training"])
@@ -28,7 +28,7 @@ def list_runs(_: CurrentAdmin, session: SessionDep) -> list[TrainingRunPublic]:
 
 
 @router.get("/runs/{run_id}")
-def read_run(run_id: int, _: CurrentAdmin, session: SessionDep) -> TrainingRunPublic:
+def read_run(run_id: RowId, _: CurrentAdmin, session: SessionDep) -> TrainingRunPublic:
     return TrainingRunPublic.model_validate(crud.get_training_run(session=session, run_id=run_id))
 
 
@@ -41,14 +41,14 @@ async def start_run(admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPu
 
 
 @router.post("/runs/{run_id}/cancel")
-async def cancel_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
+async def cancel_run(run_id: RowId, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
     run = await run_in_threadpool(services.training.cancel, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.cancel", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)
 
 
 @router.post("/runs/{run_id}/resume", status_code=status.HTTP_202_ACCEPTED)
-async def resume_run(run_id: int, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
+async def resume_run(run_id: RowId, admin: CurrentAdmin, services: ServicesDep) -> TrainingRunPublic:
     run = await run_in_threadpool(services.training.resume, run_id)
     await run_in_threadpool(_audit, services, admin, "retrain.resume", f"run:{run_id}")
     return TrainingRunPublic.model_validate(run)

@@ -36,6 +36,7 @@ def started_app(args: argparse.Namespace, database_url: str, vllm_url: str | Non
         "SUPPORTBOT_PORT": str(port),
         "SUPPORTBOT_VLLM_PORT": str(free_port()),
         "SUPPORTBOT_RATE_LIMIT_PER_MINUTE_ADDRESS": "1000000",
+        "SUPPORTBOT_NEW_CONVERSATIONS_PER_MINUTE_ADDRESS": "1000000",
         "SUPPORTBOT_RATE_LIMIT_PER_MINUTE_CONVERSATION": "1000",
         "SUPPORTBOT_RETENTION_EVERY_HOURS": "0",
     }

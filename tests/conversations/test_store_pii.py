@@ -20,6 +20,14 @@ from conversations.pii import iban_valid, luhn_valid, mask_pii, mask_pii_in
         ("amex 378282246310005", "amex [card]"),
         ("IBAN DE89 3704 0044 0532 0130 00 for the refund", "IBAN [iban] for the refund"),
         ("GB82WEST12345698765432", "[iban]"),
+        # Written as people write them, not as the standard prints them.
+        ("iban de89 3704 0044 0532 0130 00 please", "iban [iban] please"),
+        ("gb82west12345698765432", "[iban]"),
+        ("DE 89 37040044 053201 3000, thanks", "[iban], thanks"),
+        ("card 4111.1111.1111.1111 expires soon", "card [card] expires soon"),
+        ("call 415.555.0100 today.", "call [phone] today."),
+        ("+1 415.555.0100", "[phone]"),
+        ("06.12.34.56.78", "[phone]"),
     ],
 )
 def test_personal_data_is_masked(text: str, masked: str) -> None:
@@ -36,6 +44,8 @@ def test_personal_data_is_masked(text: str, masked: str) -> None:
         "DE89 3704 0044 0532 0130 01 fails the IBAN check",
         "room 12, 3 lamps, 45 minutes",
         "email me at the shop",
+        "on 15.01.2024 it cost 1.299,00 EUR; pi is 3.14159265",
+        "de89 is not an iban, nor is de89 3704 0044 0532 0130 01",
     ],
 )
 def test_ordinary_text_is_kept(text: str) -> None:

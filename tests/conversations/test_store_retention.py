@@ -1,5 +1,6 @@
 """The retention job anonymises or deletes conversations idle past the period, and only those."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,37 @@ def test_retention_needs_a_real_period(session: Session) -> None:
         apply_retention(session=session, now=NOW, keep_days=0)
     with pytest.raises(InvalidRetention, match="anonymise"):
         apply_retention(session=session, now=NOW, keep_days=30, mode="shred")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["anonymise", "delete"])
+def test_retention_reaches_datasets_and_old_report_samples(session: Session, old_and_new, tmp_path, mode) -> None:
+    (old_id, _), (new_id, _) = old_and_new
+    datasets = tmp_path / "datasets"
+    for name, ids in {"with-old": [old_id, new_id], "only-new": [new_id]}.items():
+        (datasets / name).mkdir(parents=True)
+        (datasets / name / "dataset.jsonl").write_text(
+            "".join(json.dumps({"id": i, "messages": []}) + "\n" for i in ids)
+        )
+    sample = {"prompt": "Where is my refund? jane@example.com", "reply": "Soon.", "reference": "Soon."}
+    runs = []
+    for days in (400, 10):
+        run = crud.create_training_run(session=session, trigger="manual")
+        run.created_at = NOW - timedelta(days=days)
+        run.status = "finished"
+        run.report = {
+            "candidate": {"model": "v2", "samples": [sample]},
+            "in_service": {"model": "v1", "samples": [sample]},
+            "decision": {"promote": True},
+        }
+        session.add(run)
+        session.commit()
+        runs.append(run.id)
+
+    result = apply_retention(session=session, now=NOW, keep_days=365, mode=mode, datasets_dir=datasets)
+    assert (result.datasets, result.reports) == (1, 1)
+    assert not (datasets / "with-old").exists() and (datasets / "only-new" / "dataset.jsonl").exists()
+    session.expire_all()
+    old_run, new_run = (crud.get_training_run(session=session, run_id=run_id) for run_id in runs)
+    assert old_run.report["candidate"]["samples"] == [] and old_run.report["in_service"]["samples"] == []
+    assert old_run.report["decision"] == {"promote": True}, "the decision and scores stay"
+    assert new_run.report["candidate"]["samples"] == [sample]

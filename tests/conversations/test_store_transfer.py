@@ -3,12 +3,15 @@
 import csv
 import io
 import json
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session
 
-from conversations import crud
+from conversations import crud, transfer
+from conversations.db import make_engine, upgrade_db
 from conversations.filters import ConversationFilter
 from conversations.models import ConversationStatus, Rating, Role
 from conversations.transfer import ExportTooLarge, ImportFailed, export_csv, export_jsonl, import_jsonl
@@ -223,3 +226,70 @@ def test_huge_exports_are_refused_before_writing(session: Session) -> None:
         )
         == 1
     )
+
+
+def conversation_line(number: int) -> str:
+    return json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"Where is order {number}?"},
+                {"role": "assistant", "content": "It ships tomorrow."},
+                {"role": "user", "content": "Thanks"},
+                {"role": "assistant", "content": "You are welcome."},
+            ],
+            "metadata": {"tags": ["legacy"]},
+        }
+    )
+
+
+def test_a_failure_in_a_later_batch_takes_back_the_batches_stored(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    real_store = transfer._store
+    calls = []
+
+    def failing_store(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "_store", failing_store)
+    with pytest.raises(OSError, match="disk full"):
+        import_jsonl(session=session, lines=[conversation_line(n) for n in range(6)])
+    assert crud.count_conversations(session=session, filters=EVERYTHING) == 0
+
+
+def test_customers_keep_writing_during_a_large_import(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    importer = make_engine(url)
+    upgrade_db(importer)
+    # Customers wait at most two seconds for SQLite's write lock, as the app waits db_wait_s (10 s by default).
+    customers = make_engine(url, wait_s=2.0)
+    with Session(customers) as session:
+        conversation, _ = crud.create_conversation(session=session)
+    failures: list[Exception] = []
+    written = []
+    done = threading.Event()
+
+    def customer_writes() -> None:
+        while not done.is_set():
+            try:
+                with Session(customers) as session:
+                    crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer, text="hi")
+                written.append(1)
+            except Exception as error:  # noqa: BLE001 - every failure is what the test counts
+                failures.append(error)
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=customer_writes)
+    writer.start()
+    try:
+        with Session(importer) as session:
+            result = import_jsonl(session=session, lines=[conversation_line(n) for n in range(3000)])
+    finally:
+        done.set()
+        writer.join()
+    assert result.conversations == 3000
+    assert failures == [] and len(written) > 5

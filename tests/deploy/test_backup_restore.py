@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -170,3 +171,35 @@ def test_the_cli_backs_up_and_restores(tmp_path: Path) -> None:
     restored = supportbot("restore", str(archive), "--yes")
     assert restored.returncode == 0, restored.stderr
     assert snapshot(settings) == before
+
+
+def test_archives_are_private_and_signed_with_the_secret_key(settings: Settings, tmp_path: Path) -> None:
+    populate(settings)
+    archive = create_backup(settings, tmp_path / "backups", tools())
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+    # An attacker who alters a file and fixes its checksum in the manifest still lacks the key.
+    forged = tmp_path / "forged.tar.gz"
+    with tarfile.open(archive, "r:gz") as source, tarfile.open(forged, "w:gz") as target:
+        members = {member.name: member for member in source.getmembers()}
+        contents = {name: source.extractfile(m).read() for name, m in members.items() if m.isfile()}
+        weights = next(name for name in contents if name.endswith("domain-v1/weights.safetensors"))
+        contents[weights] = b"evil" + contents[weights][4:]
+        manifest_name = next(name for name in contents if name.endswith("/manifest.json"))
+        manifest = json.loads(contents[manifest_name])
+        entry = manifest["files"][weights.split("/", 1)[1]]
+        entry["sha256"] = hashlib.sha256(contents[weights]).hexdigest()
+        contents[manifest_name] = json.dumps(manifest, indent=2).encode()
+        for name, member in members.items():
+            data = contents.get(name)
+            if data is not None:
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data) if data is not None else None)
+    current = snapshot(settings)
+    with pytest.raises(BackupError, match="not signed with this installation's SUPPORTBOT_SECRET_KEY"):
+        restore_backup(settings, forged, tools())
+    other_installation = settings.model_copy(update={"secret_key": "another installation's key"})
+    with pytest.raises(BackupError, match="not signed"):
+        restore_backup(other_installation, archive, tools())
+    assert snapshot(settings) == current
+    restore_backup(settings, archive, tools())

@@ -33,6 +33,7 @@ def production_env(monkeypatch: pytest.MonkeyPatch, postgres_url: str, tmp_path:
         "SUPPORTBOT_BASE_MODEL": str(base_model_dir),
         "SUPPORTBOT_TRAINING_RUNNER": "queue",
         "SUPPORTBOT_WIDGET_ALLOWED_ORIGINS": '["https://shop.example.com"]',
+        "SUPPORTBOT_METRICS_TOKEN": "scraper-token",
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -74,7 +75,9 @@ def test_app_starts_in_production_mode_on_postgresql(production_env: None, json_
         transcript = client.get(f"/api/conversations/{conversation_id}", headers=headers).json()
         assert transcript["conversation"]["needs_attention"] is True
 
-        metrics = client.get("/metrics")
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
+        metrics = client.get("/metrics", headers={"Authorization": "Bearer scraper-token"})
         assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
         assert 'supportbot_fallbacks_total{reason="model_unavailable"}' in metrics.text
         assert "supportbot_vllm_replica_up" in metrics.text

@@ -3,7 +3,9 @@
 """
 
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,4 +81,27 @@ def test_supportbot_worker_runs_the_queued_run_and_marks_a_lost_one(
     assert trained == [queued.id]
     with Session(engine) as session:
         assert crud.get_training_run(session=session, run_id=queued.id).status == RunStatus.running
+    engine.dispose()
+
+
+def claim_together(engine, start: threading.Barrier, worker: int) -> int | None:
+    with Session(engine) as session:
+        start.wait()  # every worker looks at the queue at the same moment
+        claimed = crud.claim_training_run(session=session, worker_pid=1000 + worker)
+        return claimed.id if claimed else None
+
+
+def test_workers_claiming_at_the_same_moment_get_each_run_once(queue_settings: Settings) -> None:
+    engine = make_engine(queue_settings.resolved_database_url, pool_size=8)
+    upgrade_db(engine)
+    workers = 8
+    for _ in range(5):
+        with Session(engine) as session:
+            run = crud.create_training_run(session=session, trigger="manual")
+        start = threading.Barrier(workers)
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda worker, start=start: claim_together(engine, start, worker), range(workers)))
+        assert sorted(results, key=lambda found: found is not None) == [None] * (workers - 1) + [run.id]
+        with Session(engine) as session:
+            crud.update_training_run(session=session, run_id=run.id, status=RunStatus.finished)
     engine.dispose()

@@ -1,6 +1,9 @@
 """Dataset building: corrections win, bad replies are dropped, duplicates go, splits never move."""
 
+import json
+
 import pytest
+from sqlmodel import Session
 
 from finetune.dataset import Dataset, DatasetRecipe, SourceConversation, SourceTurn, build_dataset, split_of
 
@@ -67,3 +70,34 @@ def test_saved_dataset_loads_back(tmp_path) -> None:
 def test_recipe_checks(bad: dict) -> None:
     with pytest.raises(ValueError):
         DatasetRecipe(**bad)
+
+
+def test_the_dataset_a_run_trains_on_has_personal_data_masked(tmp_path) -> None:
+    from bot.domain import load_pack
+    from conversations import crud
+    from conversations.db import init_db, make_engine
+    from core.settings import demo_pack_path
+    from finetune.worker import source_conversations, training_dataset
+    from tests.utils.store import bot, customer, make_conversation
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    init_db(engine)
+    secrets = ["jane.doe@example.com", "415.555.0100", "de89 3704 0044 0532 0130 00", "4111.1111.1111.1111"]
+    with Session(engine) as session:
+        conversation, _ = make_conversation(
+            session,
+            customer(f"My email is {secrets[0]} and my phone {secrets[1]}. Where is my refund?"),
+            bot("Which account should we send it to?"),
+            customer(f"IBAN {secrets[2]}, or my card {secrets[3]}"),
+            bot("Thank you, the refund is on its way."),
+        )
+        crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
+                               use_for_training=True, expected_version=0)  # fmt: skip
+        conversation_id = conversation.id
+        sources = source_conversations(session, load_pack(demo_pack_path()))
+    dataset = training_dataset(sources, DatasetRecipe())
+    [record] = [record for record in dataset.records if record.id == conversation_id]
+    text = json.dumps([record.messages for record in dataset.records])
+    assert not [secret for secret in secrets if secret in text]
+    assert "[email]" in text and "[phone]" in text and "[iban]" in text and "[card]" in text
+    assert "Where is my refund?" in json.dumps(record.messages)

@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from finetune.sft import IGNORE_INDEX, Example, LoraRecipe, learning_rate_at, make_batches, tokenize_conversation
+from finetune.sft import (
+    IGNORE_INDEX,
+    Example,
+    LoraRecipe,
+    learning_rate_at,
+    load_checkpoint,
+    make_batches,
+    tokenize_conversation,
+)
 
 CONVERSATION = [
     {"role": "system", "content": "You help customers of a shop."},
@@ -64,3 +72,32 @@ def test_learning_rate_warms_up_then_decays() -> None:
 def test_recipe_refuses_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         LoraRecipe(**bad)
+
+
+class _Planted:
+    """A pickled object that would run a command when unpickled (what a planted checkpoint would hold)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_code_is_refused_and_a_real_one_loads(tmp_path: Path) -> None:
+    import pickle
+
+    import torch
+
+    real = {"lora": {"w": torch.ones(2)}, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+            "state": {"step": 3, "losses": [1.5, 1.2], "best_loss": None, "evals": [{"step": 2, "loss": 1.3}]},
+            "best": None}  # fmt: skip
+    torch.save(real, tmp_path / "checkpoint.pt")
+    loaded = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert loaded["state"]["step"] == 3 and torch.equal(loaded["lora"]["w"], torch.ones(2))
+
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Planted(marker)}, tmp_path / "planted.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "planted.pt")
+    assert not marker.exists()

@@ -19,7 +19,6 @@ from conversations.models import ConversationStatus, StaffRole, utcnow
 from core.settings import Settings
 from serving.app import create_app
 from serving.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, sign_in
-from serving.console.signin import LoginThrottle
 from tests.utils.ports import free_port
 from tests.utils.staff import PASSWORD, Staff, make_staff, seed_conversation
 from tests.utils.staff import sign_in as new_session
@@ -284,9 +283,13 @@ def test_signing_out_and_deactivation_end_sessions_at_once(app_client: TestClien
     assert app_client.get("/api/staff/session").status_code == 401
 
 
+def forget_sign_in_failures(engine) -> None:
+    with Session(engine) as session:
+        crud.forget_counts(session=session, before=float("inf"))
+
+
 def test_failed_sign_ins_are_throttled(app_client: TestClient, world: dict) -> None:
-    state = app_client.app.state  # type: ignore[attr-defined]
-    state.login_throttle = LoginThrottle()
+    forget_sign_in_failures(world["engine"])
     app_client.cookies.clear()
     bad = {"email": world["staff"].email, "password": "guess"}
     statuses = [app_client.post("/api/staff/session", json=bad).status_code for _ in range(11)]
@@ -294,7 +297,7 @@ def test_failed_sign_ins_are_throttled(app_client: TestClient, world: dict) -> N
     # Even the right password waits until the window has passed.
     right = app_client.post("/api/staff/session", json={"email": world["staff"].email, "password": PASSWORD})
     assert right.status_code == 429
-    state.login_throttle = LoginThrottle()
+    forget_sign_in_failures(world["engine"])
     right = app_client.post("/api/staff/session", json={"email": world["staff"].email, "password": PASSWORD})
     assert right.status_code == 200 and right.json()["csrf_token"]
 

@@ -41,6 +41,7 @@ def test_many_customers_at_once_get_no_server_error_and_lose_nothing(app_setting
             "llm_max_concurrent": 2,
             "busy_reply_after_s": 5.0,
             "rate_limit_per_minute_address": 100_000,
+            "new_conversations_per_minute_address": 100_000,
             "retention_every_hours": 0,
         }
     )

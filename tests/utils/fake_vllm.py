@@ -21,9 +21,14 @@ from tests.utils.ports import free_port
 class FakeVLLM:
     """One replica serving `base` plus whatever adapters were loaded into it."""
 
-    def __init__(self, name: str, base: str = "base", piece_delay_s: float = 0.0) -> None:
+    def __init__(self, name: str, base: str = "base", piece_delay_s: float = 0.0,
+                 pieces: tuple[str, ...] | None = None, break_after: int | None = None) -> None:  # fmt: skip
         self.name = name
         self.base = base
+        # The reply's pieces (default: "Answer from <name>."), and after how many of them the connection
+        # breaks off without an end, as when vLLM crashes mid-stream (None: never).
+        self.pieces = pieces or ("Answer from ", name, ".")
+        self.break_after = break_after
         # Seconds before each piece of a reply: a slow model, for load tests of the app in front of it.
         self.piece_delay_s = piece_delay_s
         self.adapters: dict[str, str] = {}
@@ -81,7 +86,9 @@ class FakeVLLM:
             return f"data: {json.dumps({**payload, **fields})}\n\n"
 
         yield chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        for piece in ("Answer from ", self.name, "."):
+        for number, piece in enumerate(self.pieces):
+            if self.break_after is not None and number >= self.break_after:
+                raise ConnectionAbortedError("the stand-in model server broke off mid-reply")
             if self.piece_delay_s:
                 await asyncio.sleep(self.piece_delay_s)
             yield chunk(choices=[{"index": 0, "delta": {"content": piece}, "finish_reason": None}])

@@ -1,0 +1,41 @@
+"""Starting retraining from the admin API: the run is queued for a worker (202), listed, audited, refused
+while one is active (409), cancelled, and startable again; staff who are not admins cannot start one."""
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from conversations import crud
+from conversations.models import StaffRole
+from core.settings import Settings
+from serving.app import create_app
+from tests.utils.api import assert_error
+from tests.utils.staff import make_staff
+
+
+def test_an_admin_starts_cancels_and_restarts_a_run(stand_in_settings: Settings) -> None:
+    settings = stand_in_settings.model_copy(update={"training_runner": "queue"})
+    with TestClient(create_app(settings)) as client:
+        engine = client.app.state.services.engine  # type: ignore[attr-defined]
+        admin = make_staff(engine, "ada@example.com", "Ada Admin", StaffRole.admin)
+        staff = make_staff(engine, "sam@example.com", "Sam Staff")
+
+        client.cookies.update(staff.cookies)
+        assert_error(client.post("/api/admin/runs", headers=staff.headers), 403, "admins_only")
+        client.cookies.clear()
+        client.cookies.update(admin.cookies)
+
+        started = client.post("/api/admin/runs", headers=admin.headers)
+        assert started.status_code == 202, started.text
+        run = started.json()
+        assert run["status"] == "queued" and run["trigger"] == "manual" and not run["promoted"]
+        assert client.get(f"/api/admin/runs/{run['id']}").json()["status"] == "queued"
+        assert [listed["id"] for listed in client.get("/api/admin/runs").json()] == [run["id"]]
+        with Session(engine) as session:
+            audit = crud.list_audit(session=session, action="retrain.start", offset=0, limit=10)
+            assert [(entry.actor_id, entry.target) for entry in audit] == [(admin.id, f"run:{run['id']}")]
+
+        assert_error(client.post("/api/admin/runs", headers=admin.headers), 409, "run_active")
+        cancelled = client.post(f"/api/admin/runs/{run['id']}/cancel", headers=admin.headers)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        again = client.post("/api/admin/runs", headers=admin.headers)
+        assert again.status_code == 202 and again.json()["id"] != run["id"]
