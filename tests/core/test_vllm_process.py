@@ -27,7 +27,7 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
         server.wait(timeout=30)
 
     # While the model servers are down the customer gets an apology and the message is kept.
-    events = send(client, conversation_id, headers, "Where is my order LL-220931?")
+    events = send(client, conversation_id, headers, "How long do I have to return a lamp?")
     assert bot_reply(events)["failed"] is True
 
     deadline = time.monotonic() + 300
@@ -46,7 +46,7 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
     assert reply["failed"] is False
     assert reply["model"] in (active, None), "a model reply comes from the adapter; fixed replies name no model"
     texts = [m["text"] for m in client.get(f"/api/conversations/{conversation_id}", headers=headers).json()["messages"]]
-    assert texts[0] == "Where is my order LL-220931?"
+    assert texts[0] == "How long do I have to return a lamp?"
     assert texts[2] == "Hello again, can you help me now?"
 
 

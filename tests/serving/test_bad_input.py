@@ -64,7 +64,7 @@ def test_model_server_down_keeps_the_message_apologises_and_flags(live_app, tmp_
     )
     with TestClient(create_app(settings)) as client:
         conversation_id, headers = open_conversation(client)
-        events = send(client, conversation_id, headers, "Where is my parcel LL-104233?")
+        events = send(client, conversation_id, headers, "How long do I have to return a lamp?")
         reply = bot_reply(events)
         assert [name for name, _ in events] == ["customer_message", "bot_message", "conversation", "done"]
         assert reply["failed"] is True and "support team" in reply["text"]
@@ -72,7 +72,7 @@ def test_model_server_down_keeps_the_message_apologises_and_flags(live_app, tmp_
         assert ready.status_code == 503 and ready.json()["checks"]["model_server"] is False
 
         transcript = client.get(f"/api/conversations/{conversation_id}", headers=headers).json()
-        assert [m["text"] for m in transcript["messages"]][0] == "Where is my parcel LL-104233?"
+        assert [m["text"] for m in transcript["messages"]][0] == "How long do I have to return a lamp?"
         with Session(make_engine(settings.resolved_database_url)) as session:
             conversation = session.get(Conversation, conversation_id)
             assert conversation.needs_attention and conversation.attention_reason.startswith("model")
