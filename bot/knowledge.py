@@ -229,7 +229,7 @@ class KnowledgeIndex:
                 entries.append(_Entry(passage, tuple(tokenize(_index_text(passage))), fresh[id(passage)]))
         index = cls(articles=articles, encoder=encoder, _entries=entries)
         if reuse is not None:
-            titled = {(p.title, sentence) for p in passages for sentence in split_sentences(p.text)}
+            titled = set(_sentence_keys(passages))
             index._sentences = {key: vector for key, vector in reuse._sentences.items() if key in titled}
         index._prepare()
         if missing or reuse is None:
@@ -306,8 +306,9 @@ class KnowledgeIndex:
     def embed_sentences(self, passages: Sequence[Passage] | None = None) -> int:
         """Embed ahead of time the sentences `sentence_similarity` will need (by default every passage's), so that
         no customer turn waits for them; returns how many were embedded now."""
-        wanted = self.passages if passages is None else passages
-        keys = list(dict.fromkeys((p.title, sentence) for p in wanted for sentence in split_sentences(p.text)))
+        return self._embed_missing(_sentence_keys(self.passages if passages is None else passages))
+
+    def _embed_missing(self, keys: Sequence[tuple[str, str]]) -> int:
         with self._cache_lock:
             missing = [key for key in keys if key not in self._sentences]
         for start in range(0, len(missing), SENTENCE_BATCH):
@@ -321,8 +322,8 @@ class KnowledgeIndex:
         """Cosine between `query` and every sentence of `passages`, each sentence read under its article's
         title ("Warranty for electronics and lamps: It does not cover accidental damage.") so that a sentence
         that does not repeat its topic still matches a question about it. Sentence embeddings are cached."""
-        keys = list(dict.fromkeys((p.title, sentence) for p in passages for sentence in split_sentences(p.text)))
-        self.embed_sentences(passages)
+        keys = _sentence_keys(passages)
+        self._embed_missing(keys)
         vector = self.query_vector(query)
         with self._cache_lock:
             return {sentence: float(self._sentences[(title, sentence)] @ vector) for title, sentence in keys}
@@ -342,6 +343,11 @@ class KnowledgeIndex:
             reachable = sum(self._idf.get(token, self._unseen_idf) for token in tokens)
             lexical = self._bm25.get_scores(known) / reachable
         return dense, lexical
+
+
+def _sentence_keys(passages: Sequence[Passage]) -> list[tuple[str, str]]:
+    """(article title, sentence) of every sentence of `passages`, once each: what the sentence cache is keyed by."""
+    return list(dict.fromkeys((p.title, sentence) for p in passages for sentence in split_sentences(p.text)))
 
 
 def _lucene_idf(documents: int, frequency: int) -> float:
