@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Each request goes only to a replica whose /v1/models lists the adapter it asks for.
     vllm_urls: list[str] = []
     vllm_refresh_s: float = Field(default=10.0, gt=0)
+    # How often the app looks for a newly promoted adapter or classifier, and for replicas that lost the adapter.
+    promotion_check_s: float = Field(default=5.0, gt=0)
 
     # First adapter, trained on the domain pack's seed conversations at first start.
     seed_adapter_steps: int = 120
