@@ -18,7 +18,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from bot.actions import ActionRunner
 from bot.articles import split_sentences
-from bot.context import Prompt, TokenCounter, Turn, fit_recent_turns, grounded_system_text, retrieval_query
+from bot.context import (
+    Prompt,
+    TokenCounter,
+    Turn,
+    conversation_note,
+    fit_recent_turns,
+    grounded_system_text,
+    retrieval_query,
+)
 from bot.domain import DomainPack
 from bot.grounding import Candidate, GroundingChecker, choose_sentences, content_stems, rank_sentences
 from bot.guard import LeakGuard, secret_reasons
@@ -227,17 +235,14 @@ class DialogueManager:
     def build_prompt(
         self, turns: Sequence[Turn], state: DialogueState, summary: str, passages: Sequence[Hit]
     ) -> Prompt:
-        evidence = [(hit.passage.title, hit.passage.text) for hit in passages]
-        details = render_slots(state.slots)
-        prompt = fit_recent_turns(
-            system=grounded_system_text(self.pack, evidence, details=details), turns=turns,
-            budget=self.prompt_budget, counter=self.counter,
-        )  # fmt: skip
-        if prompt.dropped_turns and summary:
-            # Older turns were evicted: bring back what they said through the running summary.
+        system = grounded_system_text(self.pack, [(hit.passage.title, hit.passage.text) for hit in passages])
+        prompt = fit_recent_turns(system=system, turns=turns, budget=self.prompt_budget, counter=self.counter)
+        if prompt.dropped_turns:
+            # Older turns were evicted: bring back what they said through the details gathered and the running
+            # summary (while every turn fits, the turns say it themselves).
             prompt = fit_recent_turns(
-                system=grounded_system_text(self.pack, evidence, details=details, summary=summary), turns=turns,
-                budget=self.prompt_budget, counter=self.counter,
+                system=system, turns=turns, budget=self.prompt_budget, counter=self.counter,
+                note=conversation_note(details=render_slots(state.slots), summary=summary),
             )  # fmt: skip
         return prompt
 
@@ -330,7 +335,8 @@ class DialogueManager:
         prompt = self.build_prompt(turns, next_state, summary, prompted)
         result.stages_ms["prompt"] = _ms(prompt_started)
         result.prompt_tokens, result.dropped_turns = prompt.tokens, prompt.dropped_turns
-        result.summary_used = "Summary of the earlier conversation" in prompt.messages[0]["content"]
+        # build_prompt brings the summary back exactly when turns had to be dropped.
+        result.summary_used = bool(summary and prompt.dropped_turns)
         result.model = self.models.current()
         said_by_customer = " ".join(turn.text for turn in turns if turn.role == "customer")
         checker = GroundingChecker(

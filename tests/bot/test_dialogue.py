@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 from langchain_core.messages import BaseMessage
 
-from bot.context import ChatTemplateCounter, Turn
+from bot.context import NOTE_HEADING, SUMMARY_LABEL, ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
 from bot.guard import secret_reasons
@@ -112,8 +112,13 @@ def test_sixty_turns_stay_in_budget_and_keep_the_order_number_and_product(counte
                 summary = asyncio.run(dialogue.update_summary(summary, pending))
                 summarized_upto = max(turn.id for turn in pending)
     assert result.dropped_turns > 40, "the conversation must be long enough to evict old turns"
-    assert "order number: LL-104233" in reply_prompt[0].content
-    assert "product: desk lamp" in reply_prompt[0].content
+    # What the customer said, and the model's summary of it, sit on the customer's side of the prompt, never in
+    # the system message (a customer could otherwise write instructions into it).
+    note = reply_prompt[1]
+    assert note.type == "human" and note.content.startswith(NOTE_HEADING)
+    assert "order number: LL-104233" in note.content and "product: desk lamp" in note.content
+    assert SUMMARY_LABEL in note.content and summary and summary.strip() in note.content
+    assert "LL-104233" not in reply_prompt[0].content and SUMMARY_LABEL not in reply_prompt[0].content
     assert result.summary_used
 
 
