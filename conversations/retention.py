@@ -5,7 +5,8 @@ with the settings' period and mode or others given on the command line. Anonymis
 in everything stored and voids the customer token. Derived copies go with the conversations: built training
 datasets that hold an expired conversation are deleted (the next run rebuilds them), and the evaluation
 samples quoted in reports of runs older than the period are dropped. Backup archives are point-in-time
-copies outside the store: keep them for less than the retention period (deploy/README.md).
+copies outside the store: `supportbot backup` deletes its archives older than `backup_keep_days`, which the
+settings keep shorter than the retention period.
 """
 
 import json

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     retention_mode: Literal["anonymise", "delete"] = "anonymise"
     # How often the app applies the retention policy itself (hours); 0 leaves it to `supportbot store retention`.
     retention_every_hours: float = Field(default=6.0, ge=0)
+    # `supportbot backup` deletes the archives it wrote into the same folder that are older than this (days): a
+    # backup is a copy of conversations, so it must not outlive the retention period (checked at start).
+    backup_keep_days: int = Field(default=30, ge=1)
     # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
     # local mode), and how many messages one conversation and one client address may send a minute.
     widget_allowed_origins: list[str] = []
@@ -180,6 +183,15 @@ class Settings(BaseSettings):
     def _refuse_default_secrets(self) -> "Settings":
         if self.mode != "local" and self.secret_key == DEFAULT_SECRET:
             raise ValueError("SUPPORTBOT_SECRET_KEY must be set to a real secret outside local mode")
+        return self
+
+    @model_validator(mode="after")
+    def _backups_within_retention(self) -> "Settings":
+        if self.backup_keep_days >= self.retention_days:
+            raise ValueError(
+                f"SUPPORTBOT_BACKUP_KEEP_DAYS ({self.backup_keep_days}) must be shorter than SUPPORTBOT_RETENTION_DAYS "
+                f"({self.retention_days}): a backup would keep conversations the retention policy has removed"
+            )
         return self
 
     def as_env(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ model on this CPU take seconds, so waits for them are long.
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -279,14 +280,24 @@ def test_after_a_lost_connection_nothing_is_missing_or_shown_twice(pages, live_a
     widget.launcher.click()
     page.locator(".sb-log .sb-msg--staff").first.wait_for(timeout=LIVE_MS)
 
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
     page.context.set_offline(True)
     page.locator(".sb-connection", has_text="Reconnecting").wait_for(timeout=LIVE_MS)
     missed = write(live_app.settings, conversation_id, "Written while you were offline.")
-    page.wait_for_timeout(2500)
+    # The widget has tried to reconnect twice since the message was written, and could not fetch it.
+    tried = len(failed)
+    deadline = time.monotonic() + LIVE_MS * 2 / 1000
+    while len(failed) < tried + 2:
+        assert time.monotonic() < deadline, "the widget stopped trying to reconnect"
+        page.wait_for_timeout(100)
     assert missed not in widget.message_ids()
     page.context.set_offline(False)
     page.locator(f".sb-log [data-id='{missed}']").wait_for(timeout=LIVE_MS * 2)
-    page.wait_for_timeout(2500)  # a duplicate would arrive within a poll or two
+    # Messages arrive in order: once one written after the reconnection is shown, a duplicate of anything before
+    # it would already be on the page.
+    after = write(live_app.settings, conversation_id, "Written after you came back.")
+    page.locator(f".sb-log [data-id='{after}']").wait_for(timeout=LIVE_MS)
     assert widget.message_ids() == [m.id for m in stored(live_app.settings, conversation_id)]
     assert page.locator(".sb-connection").inner_text() == ""
 
