@@ -154,9 +154,9 @@ def create_backup(settings: Settings, destination: Path, tools: PgTools | None =
             tar.add(root, arcname=ROOT)
         os.replace(partial, archive)
     logger.info("backup written to %s (%d files)", archive, len(files))
-    pruned = prune_backups(destination, keep_days=settings.backup_keep_days)
+    pruned = prune_backups(destination, keep_days=settings.backup_days)
     if pruned:
-        logger.info("deleted %d backup archive(s) older than %d days from %s", len(pruned), settings.backup_keep_days,
+        logger.info("deleted %d backup archive(s) older than %d days from %s", len(pruned), settings.backup_days,
                     destination)  # fmt: skip
     return archive
 

@@ -104,8 +104,9 @@ class Settings(BaseSettings):
     # How often the app applies the retention policy itself (hours); 0 leaves it to `supportbot store retention`.
     retention_every_hours: float = Field(default=6.0, ge=0)
     # `supportbot backup` deletes the archives it wrote into the same folder that are older than this (days): a
-    # backup is a copy of conversations, so it must not outlive the retention period (checked at start).
-    backup_keep_days: int = Field(default=30, ge=1)
+    # backup is a copy of conversations, so it must not outlive the retention period (checked at start). Unset:
+    # 30 days, or a day less than the retention period when that is shorter (see `backup_days`).
+    backup_keep_days: int | None = Field(default=None, ge=1)
     # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
     # local mode), and how many messages one conversation and one client address may send a minute.
     widget_allowed_origins: list[str] = []
@@ -187,7 +188,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _backups_within_retention(self) -> "Settings":
-        if self.backup_keep_days >= self.retention_days:
+        if self.backup_keep_days is not None and self.backup_keep_days >= self.retention_days:
             raise ValueError(
                 f"SUPPORTBOT_BACKUP_KEEP_DAYS ({self.backup_keep_days}) must be shorter than SUPPORTBOT_RETENTION_DAYS "
                 f"({self.retention_days}): a backup would keep conversations the retention policy has removed"
@@ -202,6 +203,11 @@ class Settings(BaseSettings):
                 text = value if isinstance(value, str) else json.dumps(value)
                 env[f"SUPPORTBOT_{name.upper()}"] = text
         return env
+
+    @property
+    def backup_days(self) -> int:
+        """How long `supportbot backup` keeps its archives."""
+        return self.backup_keep_days or max(1, min(30, self.retention_days - 1))
 
     @property
     def resolved_database_url(self) -> str:
