@@ -424,6 +424,11 @@ class DialogueManager:
                         break
         finally:
             await stream.aclose()
+        if result.completion_tokens is None and written:
+            # Cut off before the server's usage report (the check stopped it, or it was late): count what arrived.
+            reply = {"role": "assistant", "content": written}
+            empty = {"role": "assistant", "content": ""}
+            result.completion_tokens = max(1, self.counter.count_message(reply) - self.counter.count_message(empty))
         if late:
             reason = f"no checked sentence within {self.first_sentence_within_s:g} s"
             failures.append({"sentence": written.strip(), "reasons": [reason]})

@@ -170,6 +170,9 @@ def test_a_reply_that_contradicts_the_help_content_is_replaced_by_its_own_words(
     assert trace["check"]["failures"][0]["sentence"] == "Exchanges are allowed within 30 days of delivery."
     assert trace["replaced"].startswith("Sure! Exchanges are allowed")
     assert trace["passages"][0]["slug"] == "returns" and trace["passages"][0]["text"]
+    # The model was stopped before its usage report: what it wrote until then is still counted.
+    written = counter.count_message({"role": "assistant", "content": trace["replaced"]})
+    assert 0 < result.completion_tokens <= written
     # The prompt carried the retrieved passages, not every policy of the pack.
     system = model.prompts[0][0].content
     assert "We do not offer direct exchanges" in system and "privacy@lumenandloom" not in system
