@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.domain import DomainPack, DomainPackError, Slug, Text, _load_entries, _require_unique
 from bot.routing import Decision, DialogueState, Route
+from bot.slots import mask
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +140,6 @@ def load_actions(pack: DomainPack) -> list[Action]:
                 raise DomainPackError(f"{path}:{line}: intent {intent!r} already uses action {claimed[intent]!r}")
             claimed[intent] = action.name
     return [action for _, action in entries]
-
-
-def mask(value: str) -> str:
-    """Personal data as staff see it in a trace: "jane@example.com" is "j***@example.com"."""
-    local, at, domain = value.partition("@")
-    if at:
-        return f"{local[:1]}***@{domain}"
-    return f"{value[:1]}***{value[-2:]}" if len(value) > 4 else "***"
 
 
 class Outcome(StrEnum):

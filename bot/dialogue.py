@@ -27,7 +27,7 @@ from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
-from bot.slots import SlotExtractor, render_slots
+from bot.slots import SlotExtractor, masked_slots, render_slots
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class TurnResult:
             "dropped_turns": self.dropped_turns,
             "summary_used": self.summary_used,
             "leak_blocked": self.leak_blocked,
-            "slots": dict(self.state.slots),
+            "slots": masked_slots(self.state.slots),  # staff read traces: personal details masked
             "stages_ms": self.stages_ms,
             "passages": [
                 {

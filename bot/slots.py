@@ -14,6 +14,8 @@ DEFAULT_PATTERNS: dict[str, str] = {
 }
 
 SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product"}
+# Slots that identify a person: staff see them masked wherever a trace or a conversation's details are shown.
+PERSONAL_SLOTS = frozenset({"email", "phone"})
 
 
 def catalogue_pattern(products: Sequence[str]) -> re.Pattern[str]:
@@ -52,3 +54,16 @@ class SlotExtractor:
 
 def render_slots(slots: Mapping[str, str]) -> str:
     return "; ".join(f"{SLOT_LABELS.get(name, name.replace('_', ' '))}: {value}" for name, value in slots.items())
+
+
+def mask(value: str) -> str:
+    """Personal data as staff see it: "jane@example.com" is "j***@example.com"; masking twice changes nothing."""
+    local, at, domain = value.partition("@")
+    if at:
+        return f"{local[:1]}***@{domain}"
+    return f"{value[:1]}***{value[-2:]}" if len(value) > 4 else "***"
+
+
+def masked_slots(slots: Mapping[str, str]) -> dict[str, str]:
+    """The slots as staff see them: e-mail and phone masked, the rest (order number, product) as given."""
+    return {name: mask(value) if name in PERSONAL_SLOTS else value for name, value in slots.items()}

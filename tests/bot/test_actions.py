@@ -91,6 +91,10 @@ def test_a_verified_customer_gets_the_status_and_tracking_number(counter, shop: 
     assert trace["outcome"] == "ok" and trace["attempts"] == 1 and trace["ms"] > 0
     assert trace["inputs"] == {"order_number": "LL-104233", "email": mask(SHIPPED.customer_email.upper())}
     assert SHIPPED.customer_email.upper() not in str(trace)
+    # The slots the trace lists are masked the same way: staff never read the customer's e-mail there.
+    assert answered.trace()["slots"] == {"order_number": "LL-104233", "email": mask(SHIPPED.customer_email.upper())}
+    assert SHIPPED.customer_email.upper() not in str(answered.trace())
+    assert answered.state.slots["email"] == SHIPPED.customer_email.upper()  # the bot itself keeps the real one
     assert answered.check["verdict"] == "from the action result"
     assert answered.check["fields"]["status"] == "shipped"
     assert answered.state.pending_intent is None and answered.state.status == "bot"

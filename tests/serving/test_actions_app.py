@@ -68,6 +68,20 @@ def test_the_local_app_looks_up_an_order_in_its_demo_shop(tmp_path: Path, base_m
             assert "<b>order_status</b> ok · HTTP 200 · 1 attempt(s)" in page.text
             assert "<b>order_status</b> not found · HTTP 200" in page.text  # the wrong e-mail: the order exists
             assert f"email <code>{ORDER.customer_email[0]}***@example.com</code>" in page.text
+            # The trace's slots and the conversation's details are masked too, in the page and the staff API.
+            masked = f"{ORDER.customer_email[0]}***@example.com"
+            assert f"&#39;email&#39;: &#39;{masked}&#39;" in page.text
+            assert f"&#39;email&#39;: &#39;{ORDER.customer_email}&#39;" not in page.text
+            staff_view = client.get(f"/api/staff/conversations/{conversation_id}").json()
+            assert staff_view["conversation"]["slots"]["email"] == masked
+            traces = [m["trace"] for m in staff_view["messages"] if m["trace"]]
+            assert traces[-1]["slots"]["email"] == masked
+            assert all("***@example.com" in t["slots"]["email"] for t in traces if "email" in t["slots"])
+            # Only what the customer wrote themselves still holds their e-mail.
+            for message in staff_view["messages"]:
+                if message["role"] == "customer":
+                    message["text"] = ""
+            assert ORDER.customer_email not in str(staff_view)
         with Session(app.state.services.engine) as session:
             conversation = crud.get_conversation(session=session, conversation_id=conversation_id)
             stored = crud.list_messages(session=session, conversation_id=conversation_id)
