@@ -209,16 +209,17 @@ class ActionRunner:
                 # Asked for a detail last turn, and the customer wrote about something else ("ok thanks", another
                 # question): answer that, rather than asking again or repeating a refused look-up.
                 return None
-        missing = [name for name, spec in action.inputs.items() if spec.slot not in state.slots]
+        known, signed = self._known(action, state)
+        missing = [name for name, spec in action.inputs.items() if spec.slot not in known]
         if missing:
             spec = action.inputs[missing[0]]
             asking = replace(state, pending_intent=route.intent)
             reason = f"action {action.name} needs " + ", ".join(missing)
             return Handled(Route(Decision.ask_details, route.intent, reason, tuple(missing)), asking, spec.ask)
-        inputs = {name: state.slots[spec.slot] for name, spec in action.inputs.items()}
+        inputs = {name: known[spec.slot] for name, spec in action.inputs.items()}
         shown = {name: mask(value) if action.inputs[name].personal else value for name, value in inputs.items()}
         reference = next(iter(inputs.values()))
-        trace: dict[str, Any] = {"name": action.name, "inputs": shown}
+        trace: dict[str, Any] = {"name": action.name, "inputs": shown, "identity": "signed" if signed else "given"}
         if state.identity_failures >= self.max_identity_failures:
             trace.update(outcome="refused: too many unsuccessful tries", attempts=0, ms=0.0)
             return self._handoff(route, state, TOO_MANY_TRIES_REPLY, trace, "too many unsuccessful lookups")
@@ -248,6 +249,19 @@ class ActionRunner:
                            NOT_FOUND_REPLY, trace)  # fmt: skip
         apology = (UNEXPECTED_REPLY if outcome is Outcome.unexpected else UNAVAILABLE_REPLY).format(reference=reference)
         return self._handoff(route, state, apology, trace, f"action {action.name} failed: {outcome.value}")
+
+    @staticmethod
+    def _known(action: Action, state: DialogueState) -> tuple[dict[str, str], bool]:
+        """The slots the action can use, and whether its identity input comes from the site's signed identity.
+
+        A customer the embedding site vouched for need not type their e-mail; one they type themselves is
+        checked against the order like any other (it may be for someone else's order they hold)."""
+        known = dict(state.slots)
+        slot = action.inputs[action.verify.input].slot if action.verify is not None else None
+        signed = slot is not None and slot not in known and state.verified_email is not None
+        if signed:
+            known[slot] = state.verified_email  # type: ignore[index,assignment]
+        return known, signed
 
     def _handoff(self, route: Route, state: DialogueState, apology: str, trace: dict, reason: str) -> Handled:
         handed = replace(state, status="pending_human", misses=0, negative_streak=0, pending_intent=None)

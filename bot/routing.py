@@ -37,6 +37,7 @@ class DialogueState:
     negative_streak: int = 0
     pending_intent: str | None = None
     identity_failures: int = 0  # order look-ups refused for a wrong order number / e-mail pair (bot/actions.py)
+    verified_email: str | None = None  # the e-mail the embedding site vouched for with a signed identity
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ class Conversation(ConversationBase, table=True):
     pending_intent: str | None = Field(default=None, max_length=64)
     # Wrong order-number/e-mail pairs tried in this conversation (guessing is limited).
     identity_failures: int = 0
+    # The customer as the embedding site vouched for them with a signed identity (serving/identity.py).
+    verified_user_id: str | None = Field(default=None, max_length=128)
+    verified_email: str | None = Field(default=None, max_length=254)
     # Rolling LLM summary of evicted turns, covering messages up to summarized_upto.
     summary: str = ""
     summarized_upto: int | None = None

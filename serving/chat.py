@@ -146,6 +146,7 @@ class ChatService:
                 negative_streak=conversation.negative_streak,
                 pending_intent=conversation.pending_intent,
                 identity_failures=conversation.identity_failures,
+                verified_email=conversation.verified_email,
             )
             return turns, state, conversation.summary, conversation.summarized_upto
 

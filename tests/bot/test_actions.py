@@ -246,3 +246,20 @@ def test_invalid_yaml_and_a_missing_secret_are_refused(tmp_path: Path) -> None:
         load_actions(pack_with(tmp_path, GOOD + "\n  - [unclosed"))
     with pytest.raises(DomainPackError, match=r"needs secret\(s\) \['demo_shop_key'\].*SUPPORTBOT_ACTION_SECRETS"):
         ActionRunner(load_actions(PACK), base_url="http://127.0.0.1:1", secrets={}, handoff_message="bye")
+
+
+def test_a_customer_the_site_vouched_for_is_not_asked_for_the_email(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    verified = DialogueState(verified_email=SHIPPED.customer_email)
+    own, other = chat(
+        manager, [f"Where is my order {SHIPPED.order_number}?", f"and order {PROCESSING.order_number}?"], verified
+    )
+    assert own.route.reason == "action order_status" and SHIPPED.tracking_number in own.text
+    assert own.action["identity"] == "signed" and own.action["inputs"]["email"] == mask(SHIPPED.customer_email)
+    assert "email" not in own.state.slots  # the vouched-for e-mail is not turned into something the customer said
+    assert other.text == NOT_FOUND_REPLY and other.state.identity_failures == 1  # not theirs: refused all the same
+    # An e-mail the customer types is checked like any other.
+    [typed] = chat(
+        manager, [f"Where is my order {PROCESSING.order_number}? My e-mail is {PROCESSING.customer_email}"], verified
+    )
+    assert typed.action["identity"] == "given" and PROCESSING.placed_on in typed.text
