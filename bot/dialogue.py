@@ -199,6 +199,8 @@ class DialogueManager:
 
     @staticmethod
     def _next_state(state: DialogueState, route: Route, text: str) -> DialogueState:
+        # A change waiting for a yes lasts one turn (bot/actions.py): the actions set it again when they ask.
+        state = replace(state, pending_action=None)
         if route.decision is Decision.silent:
             return state
         negative_streak = state.negative_streak + 1 if is_negative(text) else 0
@@ -281,7 +283,7 @@ class DialogueManager:
         query = retrieval_query(turns)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
-        handled = await self.actions.handle(route, next_state, state) if self.actions is not None else None
+        handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
             # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
             result.route, result.state, result.text = handled.route, handled.state, handled.reply

@@ -14,8 +14,9 @@ DEFAULT_PATTERNS: dict[str, str] = {
 }
 
 SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product"}
-# Slots that identify a person: staff see them masked wherever a trace or a conversation's details are shown.
-PERSONAL_SLOTS = frozenset({"email", "phone"})
+# Slots that identify no one: every other one (e-mail, phone, a new address, a pack's own) is personal, and staff see
+# it masked wherever a trace or a conversation's details are shown.
+NOT_PERSONAL_SLOTS = frozenset({"order_number", "product"})
 
 
 def catalogue_pattern(products: Sequence[str]) -> re.Pattern[str]:
@@ -65,5 +66,5 @@ def mask(value: str) -> str:
 
 
 def masked_slots(slots: Mapping[str, str]) -> dict[str, str]:
-    """The slots as staff see them: e-mail and phone masked, the rest (order number, product) as given."""
-    return {name: mask(value) if name in PERSONAL_SLOTS else value for name, value in slots.items()}
+    """The slots as staff see them: the order number and product as given, everything else masked."""
+    return {name: value if name in NOT_PERSONAL_SLOTS else mask(value) for name, value in slots.items()}

@@ -92,6 +92,7 @@ def save_dialogue_state(
     pending_intent: str | None,
     attention_reason: str | None = None,
     identity_failures: int = 0,
+    pending_action: dict | None = None,
 ) -> Conversation:
     """Store what the dialogue manager remembers after a turn; a reason also flags it for staff."""
     conversation = get_conversation(session=session, conversation_id=conversation_id)
@@ -101,6 +102,7 @@ def save_dialogue_state(
     conversation.negative_streak = negative_streak
     conversation.pending_intent = pending_intent
     conversation.identity_failures = identity_failures
+    conversation.pending_action = pending_action
     if attention_reason:
         conversation.needs_attention = True
         conversation.attention_reason = attention_reason[:200]

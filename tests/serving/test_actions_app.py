@@ -225,3 +225,57 @@ def test_the_widget_passes_the_signed_identity_from_its_script_tag(shop_app) -> 
         stored_keys = page.evaluate("Object.keys(localStorage)")
     assert opened == [{"channel": "web", "identity": identity}]
     assert any(key.endswith(":c-widget") for key in stored_keys)  # each signed-in customer has their own
+
+
+def test_an_order_is_cancelled_after_a_yes_audited_and_failures_are_listed_for_staff(shop_app) -> None:
+    recent = seeded_orders()["LL-104436"]  # placed this morning in the shop's clock: cancellable
+    shop_key = {"Authorization": f"Bearer {shop_app.app.state.services.settings.demo_shop_key}"}
+    with httpx.Client(base_url=shop_app.url, timeout=60) as client:
+        conversation_id, headers = open_conversation(client)
+        asked = bot_reply(
+            send(
+                client,
+                conversation_id,
+                headers,
+                f"Please cancel order {recent.order_number}, e-mail {recent.customer_email}",
+            )
+        )
+        assert asked["text"].startswith(f"I'll cancel order {recent.order_number}.") and "yes or no" in asked["text"]
+        assert client.get(f"/demo-shop/orders/{recent.order_number}", headers=shop_key).json()["status"] == "processing"
+        done = bot_reply(send(client, conversation_id, headers, "yes"))
+        assert done["text"].startswith(f"Done: order {recent.order_number} is cancelled")
+        assert client.get(f"/demo-shop/orders/{recent.order_number}", headers=shop_key).json()["status"] == "cancelled"
+        bot_reply(send(client, conversation_id, headers, "yes"))  # nothing waits for a yes any more
+
+        # Staff read the audit: who, what, when and the result, the e-mail masked; one change for one yes.
+        staff = make_staff(shop_app.engine, "sam@example.com", "Sam", StaffRole.staff)
+        client.cookies.update(staff.cookies)
+        audit = client.get("/api/staff/action-calls", params={"changes": "true", "conversation_id": conversation_id})
+        assert audit.status_code == 200, audit.text
+        [row] = audit.json()
+        assert row["action"] == "cancel_order" and row["outcome"] == "ok" and row["failed"] is False
+        assert row["identity"] == "e-mail" and row["inputs"] == {
+            "order_number": recent.order_number,
+            "email": mask(recent.customer_email),
+        }
+        assert row["status_code"] == 200 and row["idempotency_key"] and row["at"]
+        assert recent.customer_email not in audit.text
+
+        # The order system going down: the failure is listed for staff with its reason, time and conversation.
+        runner = shop_app.app.state.services.dialogue.actions
+        working_url, runner.base_url = runner.base_url, f"http://127.0.0.1:{free_port()}/demo-shop"
+        try:
+            down_id, down_headers = open_conversation(client)
+            bot_reply(
+                send(client, down_id, down_headers, f"Where is my order {ORDER.order_number}? {ORDER.customer_email}")
+            )
+        finally:
+            runner.base_url = working_url
+        [failure] = client.get("/api/staff/action-calls", params={"failed": "true", "conversation_id": down_id}).json()
+        assert failure["outcome"] == "unavailable" and failure["attempts"] == 2 and failure["status_code"] is None
+        page = client.get("/console/actions")
+        assert page.status_code == 200
+        assert f'href="/console/conversations/{down_id}#m{failure["message_id"]}"' in page.text
+        assert conversation_id not in page.text  # the default view lists failures only
+        changes_page = client.get("/console/actions", params={"show": "changes"}).text
+        assert conversation_id in changes_page and "cancel_order" in changes_page
