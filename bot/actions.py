@@ -253,7 +253,9 @@ class ActionRunner:
         if pending and route.decision is not Decision.silent and pending.get("name") in self.by_name:
             answer = confirmation(text)
             if answer is not None:
-                return await self._confirmed(state, self.by_name[pending["name"]], pending, answer)
+                # A plain yes or no is an answer, never a sign of a customer wanting a person (a curt "no").
+                answering = replace(state, status=before.status, misses=0, negative_streak=0)  # type: ignore[union-attr]
+                return await self._confirmed(answering, self.by_name[pending["name"]], pending, answer)
             # Anything but a clear yes or no changes nothing: the message is handled as it is.
         action = self.applies(route, state)
         if action is None:
