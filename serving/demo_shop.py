@@ -97,15 +97,14 @@ def shop_clock() -> Callable[[], datetime]:
     return lambda: OPENS_AT + timedelta(seconds=time.monotonic() - started)
 
 
-# The new delivery address a customer asks for.
-class AddressChange(BaseModel):
-    customer_email: str
-    shipping_address: Annotated[str, Field(min_length=8, max_length=200)]
-
-
-# Whose order a cancellation is for: the shop checks it, as it would for its own website.
+# Whose order a change is for: the shop checks it, as it would for its own website.
 class Owner(BaseModel):
     customer_email: str
+
+
+# The new delivery address a customer asks for.
+class AddressChange(Owner):
+    shipping_address: Annotated[str, Field(min_length=8, max_length=200)]
 
 
 def create_demo_shop(
@@ -131,15 +130,17 @@ def create_demo_shop(
             raise HTTPException(status_code=404, detail="no such order")
         return order
 
-    def once(key: str, change: Callable[[], Order]) -> JSONResponse:
-        """Apply `change` once per Idempotency-Key; a repeat gets the first answer again."""
+    def once(key: str, order_number: str, email: str, change: Callable[[Order], None]) -> JSONResponse:
+        """Apply `change` to the customer's own order once per Idempotency-Key; a repeat gets the first answer."""
         if not key:
             return JSONResponse({"detail": "an Idempotency-Key header is required"}, status_code=400)
         with lock:
             replayed = key in done
             if not replayed:
                 try:
-                    done[key] = (200, change().model_dump())
+                    order = owned(order_number, email)
+                    change(order)
+                    done[key] = (200, order.model_dump())
                 except HTTPException as refusal:
                     done[key] = (refusal.status_code, {"detail": refusal.detail})
             status, body = done[key]
@@ -153,28 +154,25 @@ def create_demo_shop(
             raise HTTPException(status_code=404, detail="no such order")
         return order
 
+    def cancel_order(order: Order) -> None:
+        if order.status != "processing":
+            raise HTTPException(status_code=409, detail=_not_cancellable(order))
+        placed_at = datetime.fromisoformat(order.placed_at)
+        if now() - placed_at > CANCEL_WITHIN:
+            raise HTTPException(
+                status_code=409,
+                detail=f"orders can be cancelled within 2 hours of ordering, and order {order.order_number} was "
+                f"placed on {order.placed_on} at {placed_at:%H:%M}",
+            )
+        order.status, order.cancelled_on = "cancelled", now().date().isoformat()
+
     @shop.post("/orders/{order_number}/cancel")
     def cancel(
         order_number: str, owner: Owner, authorization: Annotated[str, Header()] = "",
         idempotency_key: Annotated[str, Header()] = "",
     ) -> JSONResponse:  # fmt: skip
         authorised(authorization)
-
-        def change() -> Order:
-            order = owned(order_number, owner.customer_email)
-            if order.status != "processing":
-                raise HTTPException(status_code=409, detail=_not_cancellable(order))
-            placed_at = datetime.fromisoformat(order.placed_at)
-            if now() - placed_at > CANCEL_WITHIN:
-                raise HTTPException(
-                    status_code=409,
-                    detail=f"orders can be cancelled within 2 hours of ordering, and order {order.order_number} was "
-                    f"placed on {order.placed_on} at {placed_at:%H:%M}",
-                )
-            order.status, order.cancelled_on = "cancelled", now().date().isoformat()
-            return order
-
-        return once(idempotency_key, change)
+        return once(idempotency_key, order_number, owner.customer_email, cancel_order)
 
     @shop.post("/orders/{order_number}/address")
     def change_address(
@@ -183,8 +181,7 @@ def create_demo_shop(
     ) -> JSONResponse:  # fmt: skip
         authorised(authorization)
 
-        def change() -> Order:
-            order = owned(order_number, body.customer_email)
+        def readdress(order: Order) -> None:
             if order.status != "processing":
                 raise HTTPException(
                     status_code=409,
@@ -192,9 +189,8 @@ def create_demo_shop(
                     "longer be changed",
                 )
             order.shipping_address = " ".join(body.shipping_address.split())
-            return order
 
-        return once(idempotency_key, change)
+        return once(idempotency_key, order_number, body.customer_email, readdress)
 
     return shop
 
