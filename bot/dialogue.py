@@ -35,7 +35,7 @@ from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
-from bot.slots import SlotExtractor, render_slots
+from bot.slots import SlotExtractor, masked_slots, render_slots
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class TurnResult:
             "dropped_turns": self.dropped_turns,
             "summary_used": self.summary_used,
             "leak_blocked": self.leak_blocked,
-            "slots": dict(self.state.slots),
+            "slots": masked_slots(self.state.slots),  # staff read traces: personal details masked
             "stages_ms": self.stages_ms,
             "passages": [
                 {
@@ -207,6 +207,8 @@ class DialogueManager:
 
     @staticmethod
     def _next_state(state: DialogueState, route: Route, text: str) -> DialogueState:
+        # A change waiting for a yes lasts one turn (bot/actions.py): the actions set it again when they ask.
+        state = replace(state, pending_action=None)
         if route.decision is Decision.silent:
             return state
         negative_streak = state.negative_streak + 1 if is_negative(text) else 0
@@ -286,7 +288,7 @@ class DialogueManager:
         query = retrieval_query(turns)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
-        handled = await self.actions.handle(route, next_state, state) if self.actions is not None else None
+        handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
             # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
             result.route, result.state, result.text = handled.route, handled.state, handled.reply

@@ -139,6 +139,7 @@ def _anonymise(session: Session, batch: Sequence[Conversation]) -> int:
         conversation.token_hash = ANONYMISED_TOKEN_HASH
         conversation.summary = mask_pii(conversation.summary)
         conversation.slots = mask_pii_in(conversation.slots)  # type: ignore[assignment]
+        conversation.verified_user_id = conversation.verified_email = conversation.pending_action = None
         if conversation.attention_reason:
             conversation.attention_reason = mask_pii(conversation.attention_reason)
         session.add(conversation)

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     action_secrets: dict[str, str] = {}
     demo_shop_key: str = "demo-shop-local-only"
     action_identity_attempts: int = Field(default=3, ge=1)
+    # Signed widget identity (README "Signed customer identity"): the secret the embedding site signs its
+    # logged-in customer's id, e-mail and expiry with (HMAC-SHA256). Unset: signed identities are refused.
+    widget_identity_secret: str | None = Field(default=None, min_length=16)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
     # Prometheus metrics at /metrics. With metrics_token set, scrapers send it as "Authorization: Bearer";
