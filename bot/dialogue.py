@@ -35,7 +35,7 @@ from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
-from bot.slots import SlotExtractor, masked_slots, render_slots
+from bot.slots import SlotExtractor, masked_fields, masked_slots, render_slots
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class DialogueManager:
             result.route, result.state, result.text = handled.route, handled.state, handled.reply
             result.action = handled.trace or None  # None: the turn only asked for an input
             if handled.facts:
-                result.check = {"verdict": "from the action result", "fields": handled.facts}
+                result.check = {"verdict": "from the action result", "fields": masked_fields(handled.facts)}
             result.stages_ms["action"] = handled.trace.get("ms", 0.0)
             result.stages_ms["total"] = _ms(started)
             for word in _words(handled.reply):

@@ -65,6 +65,15 @@ def mask(value: str) -> str:
     return f"{value[:1]}***{value[-2:]}" if len(value) > 4 else "***"
 
 
+# Result fields of an action that hold personal data, by name: shipping_address, email, phone, customer_name...
+_PERSONAL_FIELD = re.compile(r"address|e-?mail|phone|name", re.IGNORECASE)
+
+
+def masked_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """An action result's fields as staff see them in the trace: personal ones (by name) masked."""
+    return {name: mask(value) if _PERSONAL_FIELD.search(name) else value for name, value in fields.items()}
+
+
 def masked_slots(slots: Mapping[str, str]) -> dict[str, str]:
     """The slots as staff see them: the order number and product as given, everything else masked."""
     return {name: value if name in NOT_PERSONAL_SLOTS else mask(value) for name, value in slots.items()}
