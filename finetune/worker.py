@@ -118,6 +118,10 @@ def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: 
     if in_service and recipe.warm_start and compatible_adapter(registry.path(in_service), recipe):
         init_adapter = registry.path(in_service)
     learned = learned_keys(init_adapter)
+    if init_adapter is not None and not (init_adapter / TRAINED_ON).exists():
+        # An adapter from before runs recorded what they learned: the seed adapter learned the seed conversations
+        # at first start and every later run replayed them, so only the company's conversations count as new.
+        learned = {conversation_key(record) for record in dataset.split("train") if record.source == "seed"}
     selection = select_records(dataset.split("train"), learned, recipe)
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model_dir)
     counts = token_counts(tokenizer, [with_system(pack, r.messages, r.intent) for r in selection.records])

@@ -1,13 +1,16 @@
 """Training throughput: supportbot's LoRA trainer against a plain transformers.Trainer + peft run.
 
-Both train the same LoRA on the same seed conversations (same tokens, same loss mask, same batch size
-in conversations) for the same number of steps; tokens/s counts real (non-padding) tokens.
+Both train the same LoRA on the same seed conversations (same tokens, same loss mask, about the same real
+tokens per step) for the same number of steps; tokens/s counts real (non-padding) tokens. supportbot's runs
+with its defaults: packed rows, and bf16 autocast where the CPU measures it faster. The load average is printed
+before and after: the machine may be shared.
 
     .venv/bin/python tests/bench/bench_training.py --steps 12 --json var/bench-training.json
 """
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -64,7 +67,7 @@ def ours(base: Path, conversations: list, steps: int, tokens_per_batch: int, thr
         result = train_lora(base_model_dir=base, conversations=conversations, output_dir=Path(out) / "a", recipe=recipe)
         seconds = time.perf_counter() - started
     return {"seconds": round(seconds, 1), "real_tokens": result.trained_tokens,
-            "tokens_per_s": round(result.trained_tokens / seconds, 1)}  # fmt: skip
+            "tokens_per_s": round(result.trained_tokens / seconds, 1), "autocast": result.autocast}  # fmt: skip
 
 
 def main() -> None:
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     conversations = seed_dataset(load_pack(default_pack_path()))
+    print("load average before: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
     baseline = plain_trainer(args.base, conversations, args.steps, args.batch, args.threads)
     # Same number of real tokens per step on average: budget = batch x mean padded length.
     tokenizer_examples = load_examples(__import__("transformers").AutoTokenizer.from_pretrained(args.base),
@@ -88,7 +92,8 @@ def main() -> None:
     for name in ("plain_trainer", "supportbot"):
         row = rows[name]
         print(f"{name:<16}{row['seconds']:>10}{row['real_tokens']:>14}{row['tokens_per_s']:>12}")
-    print(f"speed-up: {rows['speedup']}x")
+    print(f"speed-up: {rows['speedup']}x (supportbot's autocast: {mine['autocast']})")
+    print("load average after: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
