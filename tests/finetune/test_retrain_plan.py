@@ -23,11 +23,13 @@ TEST_ADAPTER = Path(__file__).parents[2] / "var" / "test-data" / "adapters" / "d
 def add_reviewed(engine, count: int, start: int = 0, correction: str | None = None) -> None:
     with Session(engine) as session:
         for index in range(start, start + count):
+            # Letters, not digits: conversations differing only in numbers are near-duplicates the dataset drops.
+            code = "".join(chr(ord("a") + int(digit)) for digit in str(index))
             conversation, _ = crud.create_conversation(session=session, channel="import")
             crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer,
-                             text=f"My parcel number {index} has not arrived after {index % 9 + 3} days.")  # fmt: skip
+                             text=f"My parcel {code} has not arrived after {index % 9 + 3} days.")  # fmt: skip
             reply = crud.add_message(session=session, conversation_id=conversation.id, role=Role.bot,
-                                     text=f"Sorry about parcel {index}: I asked the carrier to trace it.")  # fmt: skip
+                                     text=f"Sorry about parcel {code}: I asked the carrier to trace it.")  # fmt: skip
             if correction:
                 crud.save_review(session=session, message_id=reply.id, rating="bad", corrected_text=correction,
                                  expected_version=0)  # fmt: skip
@@ -42,14 +44,29 @@ def settings(tmp_path: Path, base_model_dir: Path) -> Settings:
     return settings
 
 
-def serve_adapter(settings: Settings, learned: set[str]) -> Path:
-    """A real adapter in service (its rank and layers match the recipe, so retraining starts from it)."""
+def serve_adapter(settings: Settings, learned: set[str] | None) -> Path:
+    """A real adapter in service (its rank and layers match the recipe, so retraining starts from it), with what it
+    learned recorded (None: an adapter from before that was recorded)."""
     registry = AdapterRegistry(settings.adapters_dir)
     target = registry.path("domain-v1")
     shutil.copytree(TEST_ADAPTER, target)
-    (target / TRAINED_ON).write_text(json.dumps({"conversations": sorted(learned)}))
+    (target / TRAINED_ON).unlink(missing_ok=True)
+    if learned is not None:
+        (target / TRAINED_ON).write_text(json.dumps({"conversations": sorted(learned)}))
     registry.promote("domain-v1")
     return target
+
+
+def test_an_adapter_from_before_the_record_counts_its_seeds_as_learned(settings: Settings) -> None:
+    from bot.domain import load_pack
+
+    engine = make_engine(settings.resolved_database_url)
+    add_reviewed(engine, 10)
+    serve_adapter(settings, None)
+    prepared = prepare_run(settings, load_pack(settings.domain_pack), engine, {"replay_min": 5})
+    store = [r for r in prepared.dataset.split("train") if r.source == "store"]
+    assert sorted(r.id for r in prepared.selection.new) == sorted(r.id for r in store)
+    assert len(prepared.selection.replay) == 5 and {r.source for r in prepared.selection.replay} == {"seed"}
 
 
 def test_every_unlearned_conversation_is_selected_once_with_a_replay_sample(settings: Settings, base_model_dir) -> None:
@@ -83,9 +100,9 @@ def test_every_unlearned_conversation_is_selected_once_with_a_replay_sample(sett
     assert plan.tokens > 0 and plan.steps >= 1 and plan.time_bound_s >= second.recipe.min_minutes * 60
     # Far more new data: a longer estimate, and a time bound that grows with it (not a fixed cap).
     add_reviewed(engine, 120, start=1000)
-    third = prepare_run(settings, pack, engine, {"tokens_per_second": 20.0})
+    third = prepare_run(settings, pack, engine, {"tokens_per_second": 60.0})
     assert third.plan.estimated_s > plan.estimated_s
-    assert third.plan.time_bound_s == round(third.plan.estimated_s * third.recipe.time_bound_factor)
+    assert abs(third.plan.time_bound_s - third.plan.estimated_s * third.recipe.time_bound_factor) <= 2
 
 
 def first_keys(prepared) -> set[str]:
@@ -102,9 +119,7 @@ def test_a_conversation_corrected_again_is_new_again(settings: Settings) -> None
     serve_adapter(settings, first_keys(before))
     assert prepare_run(settings, pack, engine).selection.new == []
     with Session(engine) as session:
-        conversation_id = before.dataset.split("train")[-1].id
-        if before.dataset.split("train")[-1].source != "store":
-            conversation_id = next(r.id for r in before.dataset.split("train") if r.source == "store")
+        conversation_id = next(r.id for r in before.dataset.split("train") if r.source == "store")
         reply = [m for m in crud.list_messages(session=session, conversation_id=conversation_id) if m.role == Role.bot]
         crud.save_review(session=session, message_id=reply[0].id, rating="bad",
                          corrected_text="The carrier will call you tomorrow.", expected_version=0)  # fmt: skip
