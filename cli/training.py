@@ -31,7 +31,8 @@ def train(
     steps: Annotated[int | None, typer.Option(help="Override the recipe's maximum training steps.")] = None,
 ) -> None:
     """Retrain now: dataset from reviewed conversations, new adapter, evaluation, promotion if not worse."""
-    from finetune.worker import execute_run
+    from bot.domain import load_pack
+    from finetune.worker import execute_run, plan_summary, prepare_run
 
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url)
@@ -42,9 +43,12 @@ def train(
         except crud.RunAlreadyActive as error:
             console.print(f"[red]A retraining run is already going[/]: {error}")
             raise typer.Exit(1) from error
-    worker = threading.Thread(
-        target=execute_run, args=(run.id, settings, {"max_steps": steps} if steps else None), daemon=True
-    )
+    overrides = {"max_steps": steps} if steps else None
+    plan = asdict(prepare_run(settings, load_pack(settings.domain_pack), engine, overrides).plan)
+    console.print(f"Plan: {plan_summary(plan)}")
+    for note in plan["notes"]:
+        console.print(f"[yellow]{note}[/]")
+    worker = threading.Thread(target=execute_run, args=(run.id, settings, overrides), daemon=True)
     worker.start()
     with training_progress("{task.fields[stage]}", console) as progress:
         task = progress.add_task("run", total=None, stage="starting", loss="-")

@@ -130,7 +130,7 @@ def measure(hidden: int, intermediate: int, threads: int, budget_s: float = 0.4)
         torch.set_num_threads(previous_threads)
 
 
-def _model_shape(model_dir: Path) -> tuple[int, int]:
+def model_shape(model_dir: Path) -> tuple[int, int]:
     config = json.loads((model_dir / "config.json").read_text())
     hidden = int(config.get("hidden_size", 576))
     return hidden, int(config.get("intermediate_size", 4 * hidden))
@@ -169,7 +169,7 @@ def tune(
     if dtype_override:
         return Tuning(dtype=dtype_override, threads_bind=bind, cores=cores, cpu=cpu, bf16_flags=flags,
                       reason="SUPPORTBOT_VLLM_DTYPE set")  # fmt: skip
-    shape = _model_shape(model_dir)
+    shape = model_shape(model_dir)
     key = _cache_key(cpu, flags, cores, shape)
     try:
         cached = json.loads(cache_path.read_text())

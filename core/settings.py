@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     promote_loss_tolerance: float = 0.02
     promote_rouge_tolerance: float = 0.01
     promote_checks_tolerance: int = 0
+    # Where the company's own conversations decide, the seed conversations only guard against forgetting: a candidate
+    # may be this much worse on them (relative loss, absolute ROUGE-L) and still be promoted.
+    promote_seed_loss_tolerance: float = 0.10
+    promote_seed_rouge_tolerance: float = 0.05
     # Scheduled retraining: a daily time ("03:00", server local time) and/or a number of newly
     # reviewed-for-training conversations since the last run; empty/0 turns that trigger off.
     retrain_daily_at: str | None = None

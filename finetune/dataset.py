@@ -82,9 +82,13 @@ class Dataset:
         return [record for record in self.records if record.split == name]
 
     def held_out(self, limit: int) -> list[DatasetRecord]:
-        """Up to `limit` conversations to score models on: the evaluation split, or the validation split
-        where the evaluation one is empty (a small store)."""
-        return (self.split("evaluation") or self.split("validation"))[:limit]
+        """Conversations to score models on, from the evaluation split (the validation split where that is
+        empty): up to `limit` of the company's own, and up to `limit` seed ones, a third of that beside
+        company conversations, where they only guard against forgetting."""
+        pool = self.split("evaluation") or self.split("validation")
+        store = [record for record in pool if record.source == "store"][:limit]
+        seeds = [record for record in pool if record.source != "store"]
+        return store + seeds[: max(1, limit // 3) if store else limit]
 
     def save(self, folder: Path) -> Path:
         """Write `dataset.jsonl` and `card.json` into `folder` (staged, then renamed)."""

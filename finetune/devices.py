@@ -1,7 +1,9 @@
 """Where training computes: the device, the weights' dtype, and this process's place in a torchrun group."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def training_device(rank: int = 0):
@@ -24,6 +26,30 @@ def weights_dtype(name: str, device):
     return getattr(torch, name)
 
 
+def training_autocast(name: str, device, model_dir: Path) -> tuple[bool, str]:
+    """Whether the forward pass runs under bf16 autocast, and why.
+
+    On a CPU, `auto` decides as the model server's tuning does (core/cpu_tuning.py): bf16 only where the CPU
+    computes it in hardware and a short measurement of the model's own matrix shapes finds it faster.
+    On a GPU, the weights' dtype (weights_dtype) already decides.
+    """
+    if name == "off":
+        return False, "off in the recipe"
+    if name == "bfloat16":
+        return True, "bfloat16 in the recipe"
+    if device.type != "cpu":
+        return False, f"{device.type}: the weights' dtype decides"
+    from core.cpu_tuning import BF16_FLAGS, choose_dtype, cpu_flags, measure, model_shape
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpu_flags(cpuinfo.read_text() if cpuinfo.exists() else "")
+    measurement = None
+    if flags & set(BF16_FLAGS):
+        measurement = measure(*model_shape(model_dir), threads=len(os.sched_getaffinity(0)))
+    dtype, reason = choose_dtype(flags, measurement)
+    return dtype == "bfloat16", reason
+
+
 @dataclass
 class ProcessGroup:
     """This process's place among the training processes: one process, or a torchrun group."""
@@ -43,7 +69,8 @@ class ProcessGroup:
         return training_device(self.rank)
 
     def wrap(self, model, loss: Callable) -> Callable:
-        """`loss(model, ids, mask, labels)` as a module call; under DDP, so gradients are averaged across processes."""
+        """`loss(model, ids, mask, labels, positions)` as a module call; under DDP, so gradients are averaged
+        across processes."""
         import torch
 
         class AssistantLoss(torch.nn.Module):
@@ -51,8 +78,8 @@ class ProcessGroup:
                 super().__init__()
                 self.model = model
 
-            def forward(self, ids, mask, labels):
-                return loss(self.model, ids, mask, labels)
+            def forward(self, ids, mask, labels, positions=None):
+                return loss(self.model, ids, mask, labels, positions)
 
         module = AssistantLoss()
         if self.world == 1:

@@ -46,6 +46,8 @@ def train_lora_processes(
     on_eval: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_adapter: Path | None = None,
+    keys: Sequence[str] | None = None,
+    time_bound_s: float | None = None,
 ) -> TrainResult:
     """`train_lora` in `processes` data-parallel processes; `work_dir` keeps the checkpoint, so a later
     call resumes from it, as in one process. Raises TrainingCancelled or TrainingError like `train_lora`."""
@@ -61,6 +63,8 @@ def train_lora_processes(
         "recipe": asdict(recipe),
         "checkpoint_dir": str(work_dir),
         "init_adapter": str(init_adapter) if init_adapter else None,
+        "keys": list(keys) if keys is not None else None,
+        "time_bound_s": time_bound_s,
     }
     (work_dir / SPEC).write_text(json.dumps(spec))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -137,6 +141,8 @@ def _run(work_dir: Path) -> None:
             recipe=LoraRecipe(**spec["recipe"]),
             checkpoint_dir=Path(spec["checkpoint_dir"]),
             init_adapter=Path(spec["init_adapter"]) if spec["init_adapter"] else None,
+            keys=spec.get("keys"),
+            time_bound_s=spec.get("time_bound_s"),
             on_step=(lambda step, total, loss: emit(kind="step", step=step, total=total, loss=loss))
             if rank == 0
             else None,

@@ -1,7 +1,9 @@
 """Compares a candidate adapter with the one in service on held-out conversations.
 
 Metrics: assistant-turn loss and perplexity, ROUGE-L of generated replies against the references, and
-the domain pack's must-pass checks. Generation goes through the running vLLM server.
+the domain pack's must-pass checks. Loss and ROUGE-L are also reported per source (the company's own
+conversations, "store", and the domain pack's "seed" ones): the gate decides on the company's and uses the
+seeds as a guard against forgetting. Generation goes through the running vLLM server.
 """
 
 import logging
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,6 +54,10 @@ class GateConfig:
     """Absolute drop of ROUGE-L allowed."""
     checks_tolerance: int = 0
     """Fewer passed must-pass checks allowed."""
+    seed_loss_tolerance: float = 0.10
+    """Relative increase of loss on the seed conversations allowed when the company's conversations decide."""
+    seed_rouge_tolerance: float = 0.05
+    """Absolute drop of ROUGE-L on the seed conversations allowed when the company's conversations decide."""
 
 
 @dataclass
@@ -61,22 +68,38 @@ class ModelScores:
     loss: float | None = None
     perplexity: float | None = None
     rouge_l: float | None = None
+    turns: int = 0
+    """Assistant turns whose generated replies were scored with ROUGE-L."""
     checks_passed: int = 0
     checks_total: int = 0
     failed_checks: list[str] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
+    by_source: dict[str, dict] = field(default_factory=dict)
+    """Per source ("store", "seed"): conversations, turns, loss and ROUGE-L on that source's held-out part."""
 
 
 def assistant_loss(
     base_model_dir: Path, adapter_dir: Path | None, records: Sequence[DatasetRecord], pack: DomainPack, threads: int = 1
 ) -> float:
     """Mean loss on the assistant turns of `records`, for the base model or base + adapter."""
+    total, count = assistant_loss_sums(base_model_dir, adapter_dir, {"all": records}, pack, threads)["all"]
+    return total / max(count, 1)
+
+
+def assistant_loss_sums(
+    base_model_dir: Path,
+    adapter_dir: Path | None,
+    groups: dict[str, Sequence[DatasetRecord]],
+    pack: DomainPack,
+    threads: int = 1,
+) -> dict[str, tuple[float, int]]:
+    """Summed assistant-turn loss and its token count for each group of records, loading the model once."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from finetune.devices import training_device
     from finetune.seed import with_system
-    from finetune.sft import load_examples, mean_assistant_loss
+    from finetune.sft import assistant_loss_sum, load_examples
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -91,9 +114,48 @@ def assistant_loss(
         # A zero-initialised LoRA leaves the base model's outputs unchanged and gives the same code path.
         model = get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     model.to(training_device())
-    examples = load_examples(tokenizer, [with_system(pack, r.messages, r.intent) for r in records], 1024)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return mean_assistant_loss(model, examples, pad_id)
+    sums = {}
+    for name, records in groups.items():
+        examples = load_examples(tokenizer, [with_system(pack, r.messages, r.intent) for r in records], 1024)
+        sums[name] = assistant_loss_sum(model, examples, pad_id)
+    return sums
+
+
+def by_source(records: Sequence[DatasetRecord]) -> dict[str, list[DatasetRecord]]:
+    """Records grouped by source, the company's own ("store") first."""
+    groups: dict[str, list[DatasetRecord]] = {}
+    for record in sorted(records, key=lambda record: record.source != "store"):
+        groups.setdefault(record.source, []).append(record)
+    return groups
+
+
+def source_scores(*, records: Sequence[DatasetRecord], max_turns: int = 40, **generation: Any) -> ModelScores:
+    """`generation_scores` on each source's records, each with its own budget of `max_turns` turns, so a source
+    with many short conversations does not crowd out the other; the must-pass checks run once. The overall
+    ROUGE-L is the mean over all scored turns. `generation`: generation_scores's other arguments."""
+    groups = by_source(records)
+    scores = generation_scores(records=[], max_turns=0, **generation)
+    weighted, turns = 0.0, 0
+    for source, group in groups.items():
+        part = generation_scores(records=group, max_turns=max_turns, **{**generation, "max_checks": 0})
+        count = part.turns
+        scores.by_source[source] = {"conversations": len(group), "turns": count, "rouge_l": part.rouge_l}
+        scores.samples += [{**sample, "source": source} for sample in part.samples[: 5 // len(groups) + 1]]
+        if part.rouge_l is not None:
+            weighted, turns = weighted + part.rouge_l * count, turns + count
+    scores.rouge_l = round(weighted / turns, 4) if turns else None
+    scores.turns = turns
+    return scores
+
+
+def with_source_losses(scores: ModelScores, sums: dict[str, tuple[float, int]]) -> ModelScores:
+    """The overall and per-source losses from `assistant_loss_sums` over `by_source` groups."""
+    for source, (total, count) in sums.items():
+        scores.by_source.setdefault(source, {})["loss"] = round(total / max(count, 1), 4) if count else None
+    total = sum(total for total, _ in sums.values())
+    count = sum(count for _, count in sums.values())
+    return with_loss(scores, total / max(count, 1))
 
 
 def _generate(client: httpx.Client, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
@@ -158,6 +220,7 @@ def generation_scores(
         else:
             scores.failed_checks.append(check.id)
     scores.rouge_l = round(sum(rouges) / len(rouges), 4) if rouges else None
+    scores.turns = len(rouges)
     return scores
 
 
@@ -167,20 +230,45 @@ def with_loss(scores: ModelScores, loss: float) -> ModelScores:
     return scores
 
 
+def _worse(candidate: dict, in_service: dict, loss_tolerance: float, rouge_tolerance: float, where: str) -> list[str]:
+    """Why `candidate`'s loss or ROUGE-L (dicts with those keys) is worse than `in_service`'s beyond the tolerances."""
+    reasons = []
+    loss, theirs = candidate.get("loss"), in_service.get("loss")
+    if loss is not None and theirs is not None and loss > theirs * (1 + loss_tolerance):
+        reasons.append(f"{where}held-out loss {loss} is worse than {theirs}")
+    rouge, theirs = candidate.get("rouge_l"), in_service.get("rouge_l")
+    if rouge is not None and theirs is not None and rouge < theirs - rouge_tolerance:
+        reasons.append(f"{where}ROUGE-L {rouge} is worse than {theirs}")
+    return reasons
+
+
 def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateConfig) -> dict:
-    """Whether the candidate may replace the model in service, with the reasons."""
+    """Whether the candidate may replace the model in service, with the reasons.
+
+    When both were scored on the company's own conversations ("store"), those decide with the normal
+    tolerances, and the seed conversations only guard against forgetting: they block a candidate only when it
+    is worse there by more than the seed tolerances. Without company conversations, the overall scores decide.
+    """
     if in_service is None:
         return {"promote": True, "reasons": ["nothing in service"]}
-    reasons: list[str] = []
-    both_loss = candidate.loss is not None and in_service.loss is not None
-    if both_loss and candidate.loss > in_service.loss * (1 + config.loss_tolerance):
-        reasons.append(f"held-out loss {candidate.loss} is worse than {in_service.loss}")
-    both_rouge = candidate.rouge_l is not None and in_service.rouge_l is not None
-    if both_rouge and candidate.rouge_l < in_service.rouge_l - config.rouge_tolerance:
-        reasons.append(f"ROUGE-L {candidate.rouge_l} is worse than {in_service.rouge_l}")
+    store = "store" in candidate.by_source and "store" in in_service.by_source
+    if store:
+        decided_on = "company's conversations"
+        reasons = _worse(candidate.by_source["store"], in_service.by_source["store"], config.loss_tolerance,
+                         config.rouge_tolerance, "company's conversations: ")  # fmt: skip
+        if "seed" in candidate.by_source and "seed" in in_service.by_source:
+            reasons += _worse(candidate.by_source["seed"], in_service.by_source["seed"], config.seed_loss_tolerance,
+                              config.seed_rouge_tolerance, "forgetting on seed conversations: ")  # fmt: skip
+    else:
+        decided_on = "all held-out conversations"
+        reasons = _worse(asdict(candidate), asdict(in_service), config.loss_tolerance, config.rouge_tolerance, "")
     if candidate.checks_passed < in_service.checks_passed - config.checks_tolerance:
         reasons.append(f"passes {candidate.checks_passed} must-pass checks, in service {in_service.checks_passed}")
-    return {"promote": not reasons, "reasons": reasons or ["not worse on any metric"]}
+    if reasons:
+        return {"promote": False, "reasons": reasons, "decided_on": decided_on}
+    fine = ["not worse on the company's conversations; seed conversations within the forgetting tolerance"
+            if store else "not worse on any metric"]  # fmt: skip
+    return {"promote": True, "reasons": fine, "decided_on": decided_on}
 
 
 def report(candidate: ModelScores, in_service: ModelScores | None, decision: dict) -> dict:

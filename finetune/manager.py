@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -44,11 +45,31 @@ class TrainingManager:
         return count
 
     def start(self, trigger: str) -> TrainingRun:
-        """Queue a run and start its worker; raises crud.RunAlreadyActive if one is going."""
+        """Queue a run and start its worker; raises crud.RunAlreadyActive if one is going.
+
+        The run's progress holds its plan from the start (what it will learn, the estimated time and the time
+        bound), so whoever started it sees them before training begins; the worker plans again as it starts.
+        """
         with Session(self.engine) as session:
             run = crud.create_training_run(session=session, trigger=trigger)
+            plan = self.plan()
+            if plan is not None:
+                run = crud.update_training_run(session=session, run_id=run.id, progress={"plan": plan})
         self._spawn(run.id)
         return run
+
+    def plan(self) -> dict | None:
+        """What a run started now would train on and how long it may take; None if that cannot be worked out
+        here (the worker will tell, or fail with the reason)."""
+        from bot.domain import load_pack
+        from finetune.worker import prepare_run
+
+        try:
+            prepared = prepare_run(self.settings, load_pack(self.settings.domain_pack), self.engine)
+        except Exception:  # noqa: BLE001 - a plan is a preview: the run itself reports what went wrong
+            logger.exception("could not plan the retraining run")
+            return None
+        return asdict(prepared.plan)
 
     def resume(self, run_id: int) -> TrainingRun:
         """Queue a stopped run again and start its worker; raises crud.RunNotResumable otherwise."""

@@ -1,6 +1,8 @@
 """LoRA supervised fine-tuning of the base model on chat conversations, loss on assistant turns only.
 
-Batches group conversations of similar length under a token budget, so almost no padding is trained on.
+Conversations are packed into rows of up to a token budget with their positions restarting at each one, so no
+padding is trained on and no token attends across conversations (transformers builds a block-diagonal causal
+mask from the restarting positions). On a CPU with bf16 in hardware the forward pass runs under bf16 autocast.
 Under torchrun (see finetune/distributed.py) each process trains on its share of the batches, DDP averages
 the gradients, and rank 0 alone writes checkpoints and the adapter.
 """
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finetune.devices import ProcessGroup, weights_dtype
+from finetune.devices import ProcessGroup, training_autocast, weights_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,26 @@ class LoraRecipe:
     warmup_ratio: float = 0.1
     """Share of the steps spent warming the learning rate up linearly."""
     max_steps: int = 120
-    """Optimizer steps; training also stops at max_minutes, whichever comes first."""
+    """Upper bound on optimizer steps; a run plans `epochs` passes over its conversations, at most this many."""
+    epochs: float = 1.0
+    """Passes over the conversations a run trains on (its new conversations and their replay sample)."""
     max_minutes: float = 5.0
-    """Wall-clock bound so the first start stays within a few minutes on a 2-core CPU."""
+    """Ceiling of a run's time bound; the bound itself scales with the tokens to train (finetune/plan.py)."""
+    min_minutes: float = 1.0
+    """Floor of a run's time bound, so a run with little new data still gets going."""
+    time_bound_factor: float = 2.0
+    """A run's time bound is this many times its estimated training time, so a busier machine still finishes."""
+    tokens_per_second: float = 300.0
+    """Expected training speed, for the first time bound; later runs use the speed the last adapter measured."""
+    replay_ratio: float = 0.25
+    """Conversations already learned that are trained on again, per new one, so older knowledge is not forgotten."""
+    replay_min: int = 16
+    """At least this many already-learned conversations are replayed (when there are that many)."""
+    packing: bool = True
+    """Pack conversations into rows of tokens_per_batch tokens with per-conversation attention, instead of
+    padded batches of similar lengths."""
+    autocast: str = "auto"
+    """bfloat16, off, or auto: bf16 autocast on a CPU that computes bf16 in hardware and measures faster with it."""
     tokens_per_batch: int = 1024
     """Token budget of one batch, padding included; bounds memory and step time."""
     max_seq_len: int = 512
@@ -58,7 +77,9 @@ class LoraRecipe:
     seed: int = 0
     """Seed for batch order and LoRA initialisation."""
     threads: int = 2
-    """CPU threads for torch, kept bounded so training does not starve serving."""
+    """CPU threads for torch while the model server is answering customers, so training does not starve it."""
+    idle_threads: int = 0
+    """CPU threads while the model server is idle (0: every core this process may use)."""
     eval_every: int = 10
     """Steps between validation evaluations (when a validation split is given)."""
     patience: int = 3
@@ -80,8 +101,14 @@ class LoraRecipe:
             raise ValueError("rank and alpha must be positive")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
-        if self.learning_rate <= 0 or self.max_steps < 1 or self.max_minutes <= 0:
-            raise ValueError("learning_rate, max_steps and max_minutes must be positive")
+        if self.learning_rate <= 0 or self.max_steps < 1 or self.max_minutes <= 0 or self.epochs <= 0:
+            raise ValueError("learning_rate, max_steps, epochs and max_minutes must be positive")
+        if not 0 < self.min_minutes <= self.max_minutes or self.time_bound_factor < 1 or self.tokens_per_second <= 0:
+            raise ValueError("min_minutes must be in (0, max_minutes], time_bound_factor >= 1, tokens_per_second > 0")
+        if self.replay_ratio < 0 or self.replay_min < 0 or self.threads < 1 or self.idle_threads < 0:
+            raise ValueError("replay_ratio and replay_min must be >= 0, threads >= 1 and idle_threads >= 0")
+        if self.autocast not in ("auto", "bfloat16", "off"):
+            raise ValueError("autocast must be auto, bfloat16 or off")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("warmup_ratio must be in [0, 1)")
         if self.eval_every < 1 or self.patience < 1 or self.checkpoint_every < 1:
@@ -100,6 +127,8 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
+    key: str | None = None
+    """Which conversation this is (finetune/plan.py), so a run can record what it covered."""
 
 
 @dataclass
@@ -121,6 +150,14 @@ class TrainResult:
     processes: int = 1
     """Processes that trained it (data parallel under torchrun when above 1)."""
     device: str = "cpu"
+    tokens_per_s: float = 0.0
+    """Trained tokens per second of training time (what the next run's time bound is estimated from)."""
+    planned_steps: int = 0
+    covered: list[str] = field(default_factory=list)
+    """Keys of the conversations whose rows were trained on (all of them unless the time bound stopped the run)."""
+    autocast: str = "off"
+    """Why the forward pass ran in bf16 or not."""
+    packed: bool = False
 
 
 Conversation = Sequence[dict[str, str]]
@@ -179,6 +216,42 @@ def make_batches(examples: list[Example], tokens_per_batch: int, seed: int) -> l
     return batches
 
 
+def pack_rows(examples: list[Example], tokens_per_row: int, seed: int) -> list[list[Example]]:
+    """Conversations packed into rows of at most `tokens_per_row` tokens (first fit, longest first), shuffled."""
+    rows: list[list[Example]] = []
+    room: list[int] = []
+    for example in sorted(examples, key=lambda example: -len(example.input_ids)):
+        size = len(example.input_ids)
+        index = next((i for i, left in enumerate(room) if left >= size), None)
+        if index is None:
+            rows.append([example])
+            room.append(tokens_per_row - size)
+        else:
+            rows[index].append(example)
+            room[index] -= size
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def collate_packed(row: list[Example]):
+    """One packed row: ids, labels and positions that restart at each conversation.
+
+    Without an attention mask, transformers reads the restarts as sequence boundaries and masks attention
+    block-diagonally; the first token of each conversation is never a target, so no loss crosses a boundary.
+    """
+    import torch
+
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for example in row:
+        ids.extend(example.input_ids)
+        labels.extend([IGNORE_INDEX, *example.labels[1:]])
+        positions.extend(range(len(example.input_ids)))
+    as_row = [torch.tensor([values], dtype=torch.long) for values in (ids, labels, positions)]
+    return as_row[0], as_row[1], as_row[2]
+
+
 def collate(batch: list[Example], pad_id: int):
     import torch
 
@@ -194,16 +267,19 @@ def collate(batch: list[Example], pad_id: int):
     return ids, labels, mask
 
 
-def assistant_loss(model, ids, mask, labels):
+def assistant_loss(model, ids, mask, labels, positions=None):
     """Mean next-token loss over labelled positions only.
 
     Projecting just those hidden states onto the vocabulary skips most of the output layer's work
-    and memory, since system and customer tokens are never learned from.
+    and memory, since system and customer tokens are never learned from. A packed row comes with
+    `positions` and no `mask` (see collate_packed).
     """
     import torch.nn.functional as F
 
     base = model.get_base_model()
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    hidden = base.get_decoder()(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+    ).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     logits = base.get_output_embeddings()(hidden[keep])
@@ -222,12 +298,16 @@ class TrainingCancelled(Exception):
     """An admin cancelled the run; its last checkpoint is kept so it can be resumed."""
 
 
-def load_examples(tokenizer, conversations: Sequence[Conversation], max_seq_len: int) -> list[Example]:
-    return [
-        example
-        for conversation in conversations
-        if (example := tokenize_conversation(tokenizer, conversation, max_seq_len)) is not None
-    ]
+def load_examples(
+    tokenizer, conversations: Sequence[Conversation], max_seq_len: int, keys: Sequence[str] | None = None
+) -> list[Example]:
+    examples = []
+    for index, conversation in enumerate(conversations):
+        example = tokenize_conversation(tokenizer, conversation, max_seq_len)
+        if example is not None:
+            example.key = keys[index] if keys is not None else None
+            examples.append(example)
+    return examples
 
 
 def mean_assistant_loss(model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048) -> float:
@@ -293,8 +373,16 @@ def train_lora(
     on_eval: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_adapter: Path | None = None,
+    keys: Sequence[str] | None = None,
+    time_bound_s: float | None = None,
+    model_server_busy: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and write it to `output_dir` (atomically: staged, then renamed).
+
+    One run plans `recipe.epochs` passes over `conversations` (at most `recipe.max_steps` steps) and stops at
+    `time_bound_s` (default: `recipe.max_minutes`); `keys` name the conversations, and the result lists those
+    it covered. With `model_server_busy`, training uses `recipe.threads` while it is true and every core
+    (`recipe.idle_threads`) while it is not; without it, `recipe.threads`.
 
     With `validation`, the adapter is evaluated every `recipe.eval_every` steps, the best one is kept
     and training stops after `recipe.patience` evaluations without improvement. With `checkpoint_dir`,
@@ -309,9 +397,9 @@ def train_lora(
     group = ProcessGroup.current()
     device = group.device()
     torch.manual_seed(recipe.seed)
-    torch.set_num_threads(recipe.threads)
+    threads = Threads(recipe, model_server_busy)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    examples = load_examples(tokenizer, conversations, recipe.max_seq_len)
+    examples = load_examples(tokenizer, conversations, recipe.max_seq_len, keys)
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
     held_out = load_examples(tokenizer, validation, recipe.max_seq_len)
@@ -342,7 +430,13 @@ def train_lora(
         [p for p in model.parameters() if p.requires_grad], lr=recipe.learning_rate, weight_decay=recipe.weight_decay
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batches = make_batches(examples, recipe.tokens_per_batch, recipe.seed)
+    if recipe.packing:
+        batches = pack_rows(examples, recipe.tokens_per_batch, recipe.seed)
+    else:
+        batches = make_batches(examples, recipe.tokens_per_batch, recipe.seed)
+    total_steps = min(recipe.max_steps, max(1, math.ceil(len(batches) * recipe.epochs / group.world)))
+    bf16, autocast_reason = training_autocast(recipe.autocast, device, base_model_dir)
+    logger.info("%d rows for %d step(s); autocast: %s", len(batches), total_steps, autocast_reason)
 
     state = {
         "step": 0,
@@ -353,6 +447,7 @@ def train_lora(
         "stale": 0,
         "evals": [],
         "seconds": 0.0,
+        "covered": [],
     }
     best_weights: dict | None = None
     checkpoint = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
@@ -378,11 +473,13 @@ def train_lora(
     torch.manual_seed(recipe.seed + group.rank)  # dropout differs between processes, like their batches
     model.train()
     started = time.monotonic() - state["seconds"]
-    deadline = started + recipe.max_minutes * 60
-    while state["step"] < recipe.max_steps:
+    deadline = started + (time_bound_s if time_bound_s is not None else recipe.max_minutes * 60)
+    covered = set(state.get("covered", []))
+    first_step = state["step"]  # each call trains at least one step, however short its time bound
+    while state["step"] < total_steps:
         # Every process must take the same decisions, so a stop seen by any of them is a stop for all.
         cancelled, out_of_time = group.any(
-            should_stop is not None and should_stop(), time.monotonic() >= deadline
+            should_stop is not None and should_stop(), time.monotonic() >= deadline and state["step"] > first_step
         )  # fmt: skip
         if cancelled:
             save_checkpoint()
@@ -391,16 +488,23 @@ def train_lora(
         if out_of_time:
             break
         step = state["step"]
+        threads.adjust()
         batch = batches[(step * group.world + group.rank) % len(batches)]
-        ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
+        if recipe.packing:
+            ids, labels, positions = (tensor.to(device) for tensor in collate_packed(batch))
+            mask, real_tokens = None, ids.numel()
+        else:
+            ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
+            positions, real_tokens = None, int(mask.sum())
         for param_group in optimizer.param_groups:
-            param_group["lr"] = learning_rate_at(step, recipe.max_steps, recipe)
-        loss = compute_loss(ids, mask, labels)
+            param_group["lr"] = learning_rate_at(step, total_steps, recipe)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = compute_loss(ids, mask, labels, positions)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens = group.sum(loss.item(), float(mask.sum()))
+        step_loss, step_tokens = group.sum(loss.item(), float(real_tokens))
         step_loss /= group.world
         if not math.isfinite(step_loss):
             raise TrainingError(f"loss became {step_loss} at step {step}; the adapter was not saved")
@@ -408,9 +512,11 @@ def train_lora(
         state["trained_tokens"] += int(step_tokens)
         state["step"] = step + 1
         state["seconds"] = time.monotonic() - started
+        covered.update(example.key for example in batch if example.key is not None)
+        state["covered"] = sorted(covered)
         if on_step is not None:
-            on_step(state["step"], recipe.max_steps, state["losses"][-1])
-        if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == recipe.max_steps):
+            on_step(state["step"], total_steps, state["losses"][-1])
+        if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == total_steps):
             total, count = group.sum(*assistant_loss_sum(model, held_out_share, pad_id))
             validation_loss = total / max(count, 1)
             state["evals"].append([state["step"], round(validation_loss, 4)])
@@ -434,6 +540,8 @@ def train_lora(
     if best_weights is not None:
         model.load_state_dict(best_weights, strict=False)
     losses = state["losses"]
+    if group.world > 1:  # each process covered its own rows: the adapter learned all of them
+        covered = set(_gathered(sorted(covered)))
     result = TrainResult(
         adapter_dir=str(output_dir),
         steps=state["step"],
@@ -448,6 +556,11 @@ def train_lora(
         started_from=warm_from,
         processes=group.world,
         device=str(device),
+        tokens_per_s=round(state["trained_tokens"] / max(state["seconds"], 1e-6), 1),
+        planned_steps=total_steps,
+        covered=sorted(covered),
+        autocast=autocast_reason,
+        packed=recipe.packing,
     )
     if group.rank == 0:
         staging = output_dir.with_name(output_dir.name + ".partial")
@@ -467,3 +580,47 @@ def train_lora(
         )
     group.barrier()
     return result
+
+
+def _gathered(values: list[str]) -> list[str]:
+    """Every process's `values`, concatenated."""
+    import torch.distributed as dist
+
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, values)
+    return [value for share in everyone for value in share]
+
+
+class Threads:
+    """Torch's CPU threads for the next step: every core while the model server is idle, few while it answers.
+
+    The worker runs at a low priority too, so a busy model server also wins the cores training still uses.
+    """
+
+    CHECK_EVERY_S = 5.0
+
+    def __init__(self, recipe: LoraRecipe, model_server_busy: Callable[[], bool] | None) -> None:
+        import os
+
+        self.busy_threads = recipe.threads
+        self.idle_threads = recipe.idle_threads or len(os.sched_getaffinity(0))
+        self.model_server_busy = model_server_busy
+        self._checked = -math.inf
+        self._set(self.busy_threads)
+
+    def _set(self, count: int) -> None:
+        import torch
+
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+            logger.info("training on %d thread(s)", count)
+
+    def adjust(self) -> None:
+        if self.model_server_busy is None or time.monotonic() - self._checked < self.CHECK_EVERY_S:
+            return
+        self._checked = time.monotonic()
+        try:
+            busy = self.model_server_busy()
+        except Exception:  # noqa: BLE001 - an unreachable model server counts as busy: never starve customers
+            busy = True
+        self._set(self.busy_threads if busy else self.idle_threads)

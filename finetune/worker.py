@@ -9,11 +9,11 @@ import os
 import sys
 import time
 import traceback
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import httpx
 import yaml
 from sqlmodel import Session
 
@@ -26,13 +26,36 @@ from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
 from core.settings import Settings, get_settings
 from finetune.classifiers import retrain_classifier
-from finetune.dataset import Dataset, DatasetRecipe, SourceConversation, SourceTurn, build_dataset
+from finetune.dataset import Dataset, DatasetRecipe, SourceConversation
 from finetune.distributed import train_lora_processes, training_processes
-from finetune.evaluate import GateConfig, ModelScores, assistant_loss, gate, generation_scores, report, with_loss
+from finetune.evaluate import (
+    GateConfig,
+    ModelScores,
+    assistant_loss_sums,
+    by_source,
+    gate,
+    report,
+    source_scores,
+    with_source_losses,
+)
+from finetune.plan import (
+    TRAINED_ON,
+    RunPlan,
+    Selection,
+    conversation_key,
+    learned_keys,
+    make_plan,
+    measured_speed,
+    record_learned,
+    select_records,
+    source_conversations,
+    token_counts,
+    training_dataset,
+)
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
 from finetune.registry import AdapterRegistry, promote
 from finetune.seed import with_system
-from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
+from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, train_lora
 
 logger = logging.getLogger(__name__)
 
@@ -65,28 +88,70 @@ def load_preference_recipe(base_model_dir: Path, overrides: dict | None = None) 
     return PreferenceRecipe(**{**section, **(overrides or {})})
 
 
-def training_dataset(sources: list[SourceConversation], recipe: DatasetRecipe) -> Dataset:
-    """The dataset a run trains and evaluates on: personal data masked in every text it keeps."""
-    return build_dataset(sources, recipe, mask=mask_pii)
+@dataclass
+class PreparedRun:
+    """A run's dataset, what it will train on, and its plan."""
+
+    sources: list[SourceConversation]
+    dataset: Dataset
+    recipe: LoraRecipe
+    selection: Selection
+    plan: RunPlan
+    in_service: str | None
+    init_adapter: Path | None
+    """The adapter training starts from (the one in service, when warm start applies)."""
+    learned: set[str]
 
 
-def source_conversations(session: Session, pack: DomainPack) -> list[SourceConversation]:
-    """Reviewed conversations marked for training, plus the pack's seed conversations."""
-    sources = []
-    for item in crud.training_conversations(session=session):
-        intents = Counter(turn["intent"] for turn in item["turns"] if turn["role"] == "user" and turn["intent"])
-        sources.append(
-            SourceConversation(
-                id=item["id"],
-                source="store",
-                turns=[SourceTurn(**turn) for turn in item["turns"]],
-                intent=intents.most_common(1)[0][0] if intents else None,
-            )
-        )
-    for seed in pack.seed_conversations():
-        turns = [SourceTurn(role=m.role, content=m.content) for m in seed.messages]
-        sources.append(SourceConversation(id=seed.id, source="seed", turns=turns, intent=seed.intent))
-    return sources
+def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: dict | None = None) -> PreparedRun:
+    """Build the dataset and choose what to train on: every conversation the adapter training starts from has not
+    learned, plus a replay sample; the plan says how many tokens that is and how long the run may take."""
+    from transformers import AutoTokenizer
+
+    with Session(engine) as session:
+        sources = source_conversations(session, pack)
+    dataset = training_dataset(sources, DatasetRecipe())
+    recipe = load_recipe(settings.base_model_dir, recipe_overrides)
+    registry = AdapterRegistry(settings.adapters_dir)
+    in_service = registry.active()
+    init_adapter = None
+    if in_service and recipe.warm_start and compatible_adapter(registry.path(in_service), recipe):
+        init_adapter = registry.path(in_service)
+    learned = learned_keys(init_adapter)
+    if init_adapter is not None and not (init_adapter / TRAINED_ON).exists():
+        # An adapter from before runs recorded what they learned: the seed adapter learned the seed conversations
+        # at first start and every later run replayed them, so only the company's conversations count as new.
+        learned = {conversation_key(record) for record in dataset.split("train") if record.source == "seed"}
+    selection = select_records(dataset.split("train"), learned, recipe)
+    tokenizer = AutoTokenizer.from_pretrained(settings.base_model_dir)
+    counts = token_counts(tokenizer, [with_system(pack, r.messages, r.intent) for r in selection.records])
+    speed = measured_speed(registry.path(name) for name in reversed(registry.versions()))
+    plan = make_plan(selection, counts, recipe, speed)
+    return PreparedRun(sources, dataset, recipe, selection, plan, in_service, init_adapter, learned)
+
+
+def plan_summary(plan: dict) -> str:
+    """One line about a plan, for logs and the CLI."""
+    return (
+        f"{plan['new_conversations']} new conversation(s) + {plan['replay_conversations']} replayed, "
+        f"{plan['tokens']} tokens in {plan['steps']} step(s): about {plan['estimated_s'] / 60:.1f} min "
+        f"at {plan['tokens_per_second']:g} tokens/s, time bound {plan['time_bound_s'] / 60:.1f} min"
+    )
+
+
+def model_server_busy(settings: Settings):
+    """Whether any vLLM replica is generating or has requests waiting (read from its Prometheus metrics)."""
+
+    def busy() -> bool:
+        for url in settings.vllm_replica_urls:
+            text = httpx.get(f"{url.rstrip('/')}/metrics", timeout=2).text
+            for line in text.splitlines():
+                waiting = line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))
+                if waiting and float(line.rsplit(" ", 1)[-1]) > 0:
+                    return True
+        return False
+
+    return busy
 
 
 class RunReporter:
@@ -116,9 +181,12 @@ class RunReporter:
         self.progress["stage"] = name
         self.update(progress=dict(self.progress))
 
-    def step(self, step: int, total: int, loss: float, started: float) -> None:
+    def step(self, step: int, total: int, loss: float, started: float, bound_s: float | None = None) -> None:
         elapsed = time.monotonic() - started
-        self.progress.update(step=step, total=total, loss=round(loss, 4), eta_s=round(elapsed / step * (total - step)))
+        eta = elapsed / step * (total - step)  # packed rows are all about one size, so steps take about as long
+        if bound_s is not None:
+            eta = min(eta, max(0.0, bound_s - elapsed))
+        self.progress.update(step=step, total=total, loss=round(loss, 4), eta_s=round(eta))
         self.progress["curve"] = [*self.progress["curve"], [step, round(loss, 4)]]
         if time.monotonic() - self._last_write > 1.0 or step == total:
             self._last_write = time.monotonic()
@@ -162,10 +230,11 @@ def execute_run(
     try:
         pack = load_pack(settings.domain_pack)
         reporter.stage("dataset")
-        with Session(engine) as session:
-            sources = source_conversations(session, pack)
+        prepared = prepare_run(settings, pack, engine, recipe_overrides)
+        sources, dataset, recipe, plan = prepared.sources, prepared.dataset, prepared.recipe, prepared.plan
+        reporter.progress["plan"] = asdict(plan)
+        logger.info("run %d plan: %s", run_id, plan_summary(asdict(plan)))
         dataset_recipe = DatasetRecipe()
-        dataset = training_dataset(sources, dataset_recipe)
         dataset_dir = settings.data_dir / "datasets" / dataset.content_hash[:16]
         if not dataset_dir.exists():
             dataset.save(dataset_dir)
@@ -188,25 +257,27 @@ def execute_run(
         if not output_dir.exists():
             if not sft_dir.exists():
                 reporter.stage("training")
-                recipe = load_recipe(settings.base_model_dir, recipe_overrides)
                 processes = training_processes(recipe)
                 reporter.progress["processes"] = processes
                 started = time.monotonic()
+                selected = prepared.selection.records
                 sft = dict(
                     base_model_dir=settings.base_model_dir,
-                    conversations=[with_system(pack, r.messages, r.intent) for r in dataset.split("train")],
+                    conversations=[with_system(pack, r.messages, r.intent) for r in selected],
+                    keys=[conversation_key(r) for r in selected],
                     validation=[with_system(pack, r.messages, r.intent) for r in dataset.split("validation")],
                     output_dir=sft_dir,
                     recipe=recipe,
-                    on_step=lambda step, total, loss: reporter.step(step, total, loss, started),
+                    on_step=lambda step, total, loss: reporter.step(step, total, loss, started, plan.time_bound_s),
                     on_eval=reporter.validation,
                     should_stop=reporter.cancel_requested,
-                    init_adapter=registry.path(in_service) if in_service and recipe.warm_start else None,
+                    init_adapter=prepared.init_adapter,
+                    time_bound_s=plan.time_bound_s,
                 )
                 if processes > 1:
                     train_lora_processes(processes=processes, work_dir=run_dir, **sft)
                 else:
-                    train_lora(checkpoint_dir=run_dir, **sft)
+                    train_lora(checkpoint_dir=run_dir, model_server_busy=model_server_busy(settings), **sft)
             if use_preference:
                 reporter.stage("preference")
                 started = time.monotonic()
@@ -221,6 +292,10 @@ def execute_run(
                     should_stop=reporter.cancel_requested,
                 )
 
+        if not (output_dir / TRAINED_ON).exists():
+            covered = record_learned(output_dir, sft_dir, prepared.learned)
+            reporter.progress["learned"] = {"new": plan.new_conversations, "covered": covered,
+                                            "replayed": plan.replay_conversations}  # fmt: skip
         reporter.stage("classifier")
         with Session(engine) as session:
             relabels = crud.relabelled_examples(session=session)
@@ -267,9 +342,9 @@ def model_scores(settings: Settings, pack: DomainPack, evaluation: list, model: 
     if model != settings.served_model_name:
         adapter_dir = AdapterRegistry(settings.adapters_dir).path(model)
         load_adapter_into_vllm(vllm_url, model, adapter_dir)
-    generated = generation_scores(vllm_url=vllm_url, model=model, records=evaluation, pack=pack,
-                                  **_eval_limits(settings))  # fmt: skip
-    return with_loss(generated, assistant_loss(settings.base_model_dir, adapter_dir, evaluation, pack))
+    generated = source_scores(vllm_url=vllm_url, model=model, records=evaluation, pack=pack, **_eval_limits(settings))
+    sums = assistant_loss_sums(settings.base_model_dir, adapter_dir, by_source(evaluation), pack)
+    return with_source_losses(generated, sums)
 
 
 def evaluate_candidate(
@@ -291,10 +366,10 @@ def evaluate_candidate(
     load_adapter_into_vllm(vllm_url, candidate, registry.path(candidate))
     with ThreadPoolExecutor(1, thread_name_prefix="candidate-replies") as pool:
         # vLLM generates while this process computes the loss, so both cores are busy.
-        replies = pool.submit(generation_scores, vllm_url=vllm_url, model=candidate, records=evaluation, pack=pack,
+        replies = pool.submit(source_scores, vllm_url=vllm_url, model=candidate, records=evaluation, pack=pack,
                               **_eval_limits(settings))  # fmt: skip
-        candidate_loss = assistant_loss(settings.base_model_dir, registry.path(candidate), evaluation, pack)
-        candidate_scores = with_loss(replies.result(), candidate_loss)
+        sums = assistant_loss_sums(settings.base_model_dir, registry.path(candidate), by_source(evaluation), pack)
+        candidate_scores = with_source_losses(replies.result(), sums)
     service = None
     if in_service is not None and service_scores is not None:
         try:
@@ -307,6 +382,8 @@ def evaluate_candidate(
         loss_tolerance=settings.promote_loss_tolerance,
         rouge_tolerance=settings.promote_rouge_tolerance,
         checks_tolerance=settings.promote_checks_tolerance,
+        seed_loss_tolerance=settings.promote_seed_loss_tolerance,
+        seed_rouge_tolerance=settings.promote_seed_rouge_tolerance,
     )
     outcome = report(candidate_scores, service, gate(candidate_scores, service, config))
     outcome["evaluation_conversations"] = len(evaluation)

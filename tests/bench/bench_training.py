@@ -1,13 +1,20 @@
 """Training throughput: supportbot's LoRA trainer against a plain transformers.Trainer + peft run.
 
-Both train the same LoRA on the same seed conversations (same tokens, same loss mask, same batch size
-in conversations) for the same number of steps; tokens/s counts real (non-padding) tokens.
+Both train the same LoRA on the same seed conversations (same tokens, same loss mask, about the same real
+tokens per step) for the same number of steps; tokens/s counts real (non-padding) tokens. supportbot's runs
+with its defaults: packed rows, and bf16 autocast where the CPU measures it faster. The load average is printed
+before and after: the machine may be shared.
 
     .venv/bin/python tests/bench/bench_training.py --steps 12 --json var/bench-training.json
+
+On a shared machine, `--alternate` takes one step of each in turn in one process, so the load hits both alike:
+the plain step is what Trainer does each step (padded batch, full-vocabulary loss, fp32), supportbot's is
+train_lora's (packed row, loss on assistant tokens only, bf16 autocast when the CPU measures it faster).
 """
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -64,7 +71,51 @@ def ours(base: Path, conversations: list, steps: int, tokens_per_batch: int, thr
         result = train_lora(base_model_dir=base, conversations=conversations, output_dir=Path(out) / "a", recipe=recipe)
         seconds = time.perf_counter() - started
     return {"seconds": round(seconds, 1), "real_tokens": result.trained_tokens,
-            "tokens_per_s": round(result.trained_tokens / seconds, 1)}  # fmt: skip
+            "tokens_per_s": round(result.trained_tokens / seconds, 1), "autocast": result.autocast}  # fmt: skip
+
+
+def alternating(base: Path, conversations: list, steps: int, batch: int, threads: int) -> dict:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.devices import training_autocast
+    from finetune.sft import assistant_loss, collate, collate_packed, pack_rows
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    examples = load_examples(tokenizer, conversations, 512)
+    random.Random(0).shuffle(examples)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    mean_len = sum(len(e.input_ids) for e in examples) / len(examples)
+    padded = [examples[i : i + batch] for i in range(0, len(examples), batch)]
+    rows = pack_rows(examples, int(batch * mean_len * 1.15), seed=0)
+    bf16, reason = training_autocast("auto", torch.device("cpu"), base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=LoraRecipe().target_modules))  # fmt: skip
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+    totals = {"plain_trainer": [0.0, 0], "supportbot": [0.0, 0]}
+    for step in range(steps):
+        started = time.perf_counter()
+        ids, labels, mask = collate(padded[step % len(padded)], pad)
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        totals["plain_trainer"][0] += time.perf_counter() - started
+        totals["plain_trainer"][1] += int(mask.sum())
+        started = time.perf_counter()
+        ids, labels, positions = collate_packed(rows[step % len(rows)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = assistant_loss(model, ids, None, labels, positions)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        totals["supportbot"][0] += time.perf_counter() - started
+        totals["supportbot"][1] += ids.numel()
+    rows_out = {name: {"seconds": round(seconds, 1), "real_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}
+                for name, (seconds, tokens) in totals.items()}  # fmt: skip
+    rows_out["supportbot"]["autocast"] = reason
+    return rows_out
 
 
 def main() -> None:
@@ -73,22 +124,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4, help="conversations per step for the plain Trainer")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--alternate", action="store_true", help="one step of each in turn, in one process")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     conversations = seed_dataset(load_pack(default_pack_path()))
-    baseline = plain_trainer(args.base, conversations, args.steps, args.batch, args.threads)
-    # Same number of real tokens per step on average: budget = batch x mean padded length.
-    tokenizer_examples = load_examples(__import__("transformers").AutoTokenizer.from_pretrained(args.base),
-                                       conversations, 512)  # fmt: skip
-    mean_len = sum(len(e.input_ids) for e in tokenizer_examples) / len(tokenizer_examples)
-    mine = ours(args.base, conversations, args.steps, int(args.batch * mean_len * 1.15), args.threads)
+    print("load average before: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
+    if args.alternate:
+        rows = alternating(args.base, conversations, args.steps, args.batch, args.threads)
+        baseline, mine = rows["plain_trainer"], rows["supportbot"]
+    else:
+        baseline = plain_trainer(args.base, conversations, args.steps, args.batch, args.threads)
+        # Same number of real tokens per step on average: budget = batch x mean padded length.
+        tokenizer_examples = load_examples(__import__("transformers").AutoTokenizer.from_pretrained(args.base),
+                                           conversations, 512)  # fmt: skip
+        mean_len = sum(len(e.input_ids) for e in tokenizer_examples) / len(tokenizer_examples)
+        mine = ours(args.base, conversations, args.steps, int(args.batch * mean_len * 1.15), args.threads)
     rows = {"plain_trainer": baseline, "supportbot": mine,
             "speedup": round(mine["tokens_per_s"] / baseline["tokens_per_s"], 2)}  # fmt: skip
     print(f"{'trainer':<16}{'seconds':>10}{'real tokens':>14}{'tokens/s':>12}")
     for name in ("plain_trainer", "supportbot"):
         row = rows[name]
         print(f"{name:<16}{row['seconds']:>10}{row['real_tokens']:>14}{row['tokens_per_s']:>12}")
-    print(f"speed-up: {rows['speedup']}x")
+    print(f"speed-up: {rows['speedup']}x (supportbot's autocast: {mine['autocast']})")
+    print("load average after: " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

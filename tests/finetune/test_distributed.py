@@ -21,8 +21,8 @@ CONVERSATIONS = [
 def test_two_processes_train_one_adapter_resume_after_cancel_and_report_progress(
     base_model_dir: Path, tmp_path: Path
 ) -> None:
-    recipe = LoraRecipe(max_steps=8, tokens_per_batch=256, max_seq_len=128, eval_every=4, checkpoint_every=4,
-                        rank=4, threads=1, processes=2)  # fmt: skip
+    recipe = LoraRecipe(max_steps=8, epochs=8.0, tokens_per_batch=256, max_seq_len=128, eval_every=4,
+                        checkpoint_every=4, rank=4, threads=1, processes=2)  # fmt: skip
     steps: list[int] = []
     evals: list[int] = []
     common = dict(processes=2, base_model_dir=base_model_dir, conversations=CONVERSATIONS,

@@ -11,6 +11,7 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
 from finetune.dataset import Dataset
+from finetune.plan import learned_keys
 from finetune.registry import AdapterRegistry
 from finetune.worker import execute_run, run_folder
 from tests.utils.conversation import bot_reply, open_conversation, send
@@ -78,6 +79,15 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     store_replies = [m["content"] for r in dataset.records if r.source == "store" for m in r.messages]
     assert CORRECTION in store_replies and "You have 90 days, no questions asked!" not in store_replies
     assert run.progress["curve"] and run.progress["validation"]
+    # The plan counted the reviewed conversations as new (the test adapter predates the record of what adapters
+    # learned: its seeds count as learned), and the candidate records what it learned: the seeds it started from
+    # and what its two steps covered; the conversations it did not reach stay new for the next run.
+    plan, learned = run.progress["plan"], learned_keys(registry.path(run.adapter))
+    assert set(plan["new_by_source"]) == {"store"} and plan["replay_conversations"] >= 1
+    assert plan["time_bound_s"] >= 60
+    covered = run.progress["learned"]["covered"]
+    assert 0 < covered < plan["new_conversations"] + plan["replay_conversations"]
+    assert any(key.startswith("seed:") for key in learned) and len(learned) >= covered
     assert run.progress["preference"]["step"] == 2
     preference = run.report["preference"]
     assert preference["method"] == "dpo" and preference["pairs"] >= 1 and preference["steps"] == 2
@@ -87,6 +97,7 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
     for side in ("candidate", "in_service"):
         assert report[side]["loss"] > 0 and report[side]["rouge_l"] is not None
         assert report[side]["checks_total"] == 2
+        assert report[side]["by_source"]["seed"]["turns"] >= 1 and report[side]["by_source"]["seed"]["loss"] > 0
     assert report["decision"]["reasons"]
 
     # The gate's decision is carried out: its verdict on two steps of training is tested in test_promotion_gate.py;

@@ -18,7 +18,10 @@ CONVERSATIONS = [
 
 
 def test_cancelled_training_resumes_and_writes_a_loadable_adapter(base_model_dir: Path, tmp_path: Path) -> None:
-    recipe = LoraRecipe(max_steps=4, tokens_per_batch=512, max_seq_len=128, eval_every=2, checkpoint_every=2, rank=4)
+    # epochs: a pass over these short conversations packs into fewer rows than the four steps the test needs.
+    recipe = LoraRecipe(
+        max_steps=4, epochs=4.0, tokens_per_batch=512, max_seq_len=128, eval_every=2, checkpoint_every=2, rank=4
+    )
     steps_seen: list[int] = []
     with pytest.raises(TrainingCancelled):
         train_lora(
@@ -49,7 +52,7 @@ def test_retraining_starts_from_the_adapter_in_service_when_it_fits_the_recipe(
 ) -> None:
     from safetensors.torch import load_file
 
-    recipe = LoraRecipe(max_steps=2, tokens_per_batch=512, max_seq_len=128, rank=4, alpha=8)
+    recipe = LoraRecipe(max_steps=2, epochs=2.0, tokens_per_batch=512, max_seq_len=128, rank=4, alpha=8)
     first = train_lora(base_model_dir=base_model_dir, conversations=CONVERSATIONS, output_dir=tmp_path / "v1",
                        recipe=recipe)  # fmt: skip
     assert first.started_from is None

@@ -157,9 +157,14 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
         progress={"stage": "done", "step": 60, "total": 60, "loss": 1.71, "eta_s": 0,
                   "curve": curve(range(1, 61, 3)), "validation": [[20, 1.95], [40, 1.81], [60, 1.76]]},
         report={
-            "candidate": scores("domain-v2", 1.7612, 0.412, 6, []),
-            "in_service": scores("domain-v1", 1.8934, 0.377, 5, ["refund-window"]),
-            "decision": {"promote": True, "reasons": ["not worse on any metric"]},
+            "candidate": {**scores("domain-v2", 1.7612, 0.412, 6, []), "by_source": {
+                "store": {"conversations": 3, "turns": 9, "loss": 1.61, "rouge_l": 0.44},
+                "seed": {"conversations": 1, "turns": 3, "loss": 2.02, "rouge_l": 0.33}}},
+            "in_service": {**scores("domain-v1", 1.8934, 0.377, 5, ["refund-window"]), "by_source": {
+                "store": {"conversations": 3, "turns": 9, "loss": 1.8, "rouge_l": 0.37},
+                "seed": {"conversations": 1, "turns": 3, "loss": 2.0, "rouge_l": 0.4}}},
+            "decision": {"promote": True, "reasons": ["not worse on any metric"],
+                         "decided_on": "company's conversations"},
             "evaluation_conversations": 4,
             "gate": {"loss_tolerance": 0.02, "rouge_tolerance": 0.01, "checks_tolerance": 0},
         },
@@ -169,7 +174,20 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
         progress={"stage": "training", "step": 6, "total": 40, "loss": 2.1, "eta_s": 200,
                   "curve": curve(range(1, 7)), "validation": []},
     )  # fmt: skip
-    running_progress = {"stage": "training", "step": 10, "total": 40, "loss": 1.9, "eta_s": 95,
+    plan = {
+        "new_conversations": 120,
+        "replay_conversations": 30,
+        "new_by_source": {"store": 120},
+        "tokens": 61000,
+        "steps": 60,
+        "tokens_per_second": 305.0,
+        "estimated_s": 200,
+        "time_bound_s": 400,
+        "fits": True,
+        "speed_from": "domain-v2",
+        "notes": [],
+    }
+    running_progress = {"stage": "training", "step": 10, "total": 40, "loss": 1.9, "eta_s": 95, "plan": plan,
                         "curve": curve(range(1, 11)), "validation": [[5, 2.2], [10, 2.05]]}  # fmt: skip
     running = add_run(engine, RunStatus.running, adapter="domain-v3", started_at=utcnow(), progress=running_progress)
 
@@ -187,6 +205,9 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
     live = page.locator(f"section.live-run[data-run='{running}']")
     expect(live.locator("[data-field=steps]")).to_have_text("10 / 40")
     expect(live.locator("[data-field=eta]")).to_have_text("1 min 35 s")
+    # What the run learns and its time bound were decided before it started.
+    expect(live.locator("[data-field=plan]")).to_contain_text("Learns 120 new conversations (company's 120) once")
+    expect(live.locator("[data-field=plan]")).to_contain_text("time bound 6 min 40 s")
     expect(live.locator("svg.loss-plot")).to_have_attribute("data-points", "10")
     assert plot_points(page, "section.live-run") == 10
     expect(live.locator("svg.loss-plot circle.validation")).to_have_count(2)
@@ -235,6 +256,14 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
     expect(report.locator("tr[data-metric=rouge_l] td")).to_have_text(["0.412 better", "0.377"])
     expect(report.locator("tr[data-metric=checks] td")).to_have_text(["6 / 6 better", "5 / 6"])
     expect(report.locator("tr[data-metric=failed_checks] td")).to_have_text(["none", "refund-window"])
+    # Per source: the company's own conversations decide, the seed ones guard against forgetting.
+    sources = page.locator("table.by-source")
+    expect(sources.locator("tr[data-source=store] td")).to_have_text(
+        ["1.6100 better", "1.8000", "0.440 better", "0.370"]
+    )
+    expect(sources.locator("tr[data-source=seed] th")).to_contain_text("forgetting guard")
+    expect(sources.locator("tr[data-source=seed] td")).to_have_text(["2.0200 worse", "2.0000", "0.330 worse", "0.400"])
+    expect(page.get_by_text("Decided on the company's conversations")).to_be_visible()
     expect(page.locator(".decision")).to_contain_text("Passed the gate: promoted")
     expect(page.locator(".decision")).to_contain_text("not worse on any metric")
     expect(page.locator("table.samples tbody tr td")).to_have_text(

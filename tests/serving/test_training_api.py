@@ -1,5 +1,5 @@
-"""Starting retraining from the admin API: the run is queued for a worker (202), listed, audited, refused
-while one is active (409), cancelled, and startable again; staff who are not admins cannot start one."""
+"""Starting retraining from the admin API: the run is queued for a worker (202) with its plan, listed, audited,
+refused while one is active (409), cancelled, and startable again; staff who are not admins cannot start one."""
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -28,6 +28,11 @@ def test_an_admin_starts_cancels_and_restarts_a_run(stand_in_settings: Settings)
         assert started.status_code == 202, started.text
         run = started.json()
         assert run["status"] == "queued" and run["trigger"] == "manual" and not run["promoted"]
+        # The plan comes back before any worker has claimed the run: with no adapter in service every seed
+        # conversation of the train split is new, and the time bound is worked out from their tokens.
+        plan = run["progress"]["plan"]
+        assert set(plan["new_by_source"]) == {"seed"} and plan["new_conversations"] > 100
+        assert plan["tokens"] > 100 * plan["new_conversations"] and 0 < plan["estimated_s"] < plan["time_bound_s"]
         assert client.get(f"/api/admin/runs/{run['id']}").json()["status"] == "queued"
         assert [listed["id"] for listed in client.get("/api/admin/runs").json()] == [run["id"]]
         with Session(engine) as session:
