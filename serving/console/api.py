@@ -120,7 +120,9 @@ def reply(
     conversation_id: str, body: MessageCreate, signed: CurrentStaff, session: SessionDep, services: ServicesDep
 ) -> views.StaffMessage:
     """Answer the customer; their widget shows the reply under the staff member's name."""
-    message = actions.reply(session, signed, conversation_id, body.text, services.settings.max_message_chars)
+    message = actions.reply(
+        session, signed, conversation_id, body.text, services.settings.max_message_chars, services.desk
+    )
     return views.StaffMessage.model_validate(message, from_attributes=True)
 
 

@@ -287,7 +287,7 @@ def reply(
     limit = services.settings.max_message_chars
     return _act(
         request, signed, session, services, conversation_id, "sent", "#reply-form",
-        lambda: actions.reply(session, signed, conversation_id, text, limit),
+        lambda: actions.reply(session, signed, conversation_id, text, limit, services.desk),
     )  # fmt: skip
 
 
