@@ -19,6 +19,7 @@ from conversations.models import ConversationStatus, StaffRole, utcnow
 from core.settings import Settings
 from tests.utils.browser import Server
 from tests.utils.ports import free_port
+from tests.utils.reports import DAY_ONE, DAY_TWO, seed_report_world
 from tests.utils.staff import PASSWORD, make_staff, seed_conversation
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -121,3 +122,45 @@ def test_assign_note_and_answer_with_a_canned_reply(server: Server, browser) -> 
     with httpx.Client(base_url=server.url, timeout=30) as customer:
         transcript = customer.get(f"/api/conversations/{late}", headers={"Authorization": f"Bearer {token}"}).text
     assert "Sorry about the lamp!" in transcript and "Second broken lamp" not in transcript
+
+
+def test_the_reports_page_draws_charts_filters_by_date_and_downloads_csv(server: Server, browser) -> None:
+    expect = playwright.expect
+    expect.set_options(timeout=WAIT_MS)
+    make_staff(server.engine, "rita@example.com", "Rita Reports")
+    seed_report_world(server.engine)
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.set_default_timeout(WAIT_MS)
+    sign_in(page, server.url, "rita@example.com")
+
+    page.get_by_role("link", name="Reports").click()
+    range_form = page.locator("#report-range")
+    range_form.get_by_label("From").fill(DAY_ONE.isoformat())
+    range_form.get_by_label("To").fill(DAY_TWO.isoformat())
+    range_form.get_by_role("button", name="Show").click()
+    expect(page.locator("[data-kpi=conversations]")).to_have_text("7")
+    expect(page.locator("[data-kpi=resolved]")).to_have_text("57%")
+    expect(page.locator("[data-kpi=first-response]")).to_have_text("10 min 0 s")
+    expect(page.locator("#handoff-reasons")).to_contain_text("language de is not served")
+    expect(page.locator("#content-gaps")).to_contain_text("Do you sell gift cards?")
+    # Every chart is an SVG drawn on the server that the browser could load and lay out.
+    images = page.locator("figure.chart img")
+    expect(images).to_have_count(7)
+    for index in range(7):
+        image = images.nth(index)
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+
+    # One day only: the numbers follow the filter.
+    range_form.get_by_label("To").fill(DAY_ONE.isoformat())
+    range_form.get_by_role("button", name="Show").click()
+    expect(page.locator("[data-kpi=conversations]")).to_have_text("4")
+    expect(page.locator("#content-gaps")).not_to_contain_text("gift cards")
+
+    with page.expect_download() as downloading:
+        page.get_by_role("link", name="Download CSV (per day)").click()
+    download = downloading.value
+    assert download.suggested_filename == f"supportbot-daily-{DAY_ONE}-{DAY_ONE}.csv"
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines[0].startswith("date,conversations,handed_off,resolved_by_bot,csat_average")
+    assert lines[1].startswith(f"{DAY_ONE},4,2,2,3.5,2,1,1,600.0")
