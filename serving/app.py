@@ -19,7 +19,7 @@ from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.bounds import NoSniff, RequestLimits
 from serving.console import api as staff_api
-from serving.console import desk_api, desk_pages, reports
+from serving.console import data_rights, desk_api, desk_pages, reports
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
 from serving.demo_shop import MOUNT_PATH, create_demo_shop
@@ -125,6 +125,8 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
     app.include_router(desk_pages.router)
     app.include_router(reports.router)
     app.include_router(reports.api)
+    app.include_router(data_rights.router)
+    app.include_router(data_rights.api)
     app.include_router(staff_api.router)
     app.include_router(desk_api.router)
     if settings.mode == "local":
