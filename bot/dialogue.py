@@ -25,7 +25,7 @@ from bot.grounding import Candidate, GroundingChecker, choose_sentences, content
 from bot.guard import LeakGuard, secret_reasons
 from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
-from bot.language import LanguageDetection
+from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
@@ -250,7 +250,7 @@ class DialogueManager:
         """What a handoff says: in the customer's language when the bot does not serve it; outside business hours,
         when teammates answer again and a request for an e-mail address; else the pack's handoff message."""
         if route.language is not None:
-            served = ", ".join(self.pack.languages)
+            served = " or ".join(language_name(code) for code in self.pack.languages)
             return self.pack.language_messages.get(route.language) or NOT_SERVED_REPLY.format(languages=served)
         hours = self.pack.business_hours
         if hours is not None and not hours.is_open(self.clock()):

@@ -4,6 +4,7 @@ Only the languages a pack serves or has a message in are told apart, and only a 
 or mixed message ("ok", "LL-12345") is "not known", never a guess that would turn a customer away.
 """
 
+import re
 import threading
 from collections.abc import Iterable
 
@@ -12,6 +13,10 @@ from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBui
 # How far ahead the best language must be of the next (Lingua's relative distance); 0.25 leaves "talk to a
 # person" and "Where is my parcel" undecided rather than Italian or Dutch.
 MIN_RELATIVE_DISTANCE = 0.25
+# Fewer words than this say too little: "ok" reads as Dutch and "data access request" as Italian. With 4, none
+# of the demo pack's 589 English intent examples is mistaken, and short questions in six languages are found.
+MIN_WORDS = 4
+_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 class UnknownLanguage(ValueError):
@@ -46,7 +51,12 @@ class LanguageDetection:
 
     def detect(self, text: str) -> str | None:
         """The ISO 639-1 code of the language `text` is clearly written in, or None."""
-        if len(self._languages) < 2 or not any(character.isalpha() for character in text):
+        if len(self._languages) < 2 or len(_WORD.findall(text)) < MIN_WORDS:
             return None
         found = self._built().detect_language_of(text)
         return found.iso_code_639_1.name.lower() if found is not None else None
+
+
+def language_name(code: str) -> str:
+    """The language's English name ("en" is "English"), for replies that name the languages served."""
+    return lingua_language(code).name.title()

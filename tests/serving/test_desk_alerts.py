@@ -4,14 +4,20 @@ the database across a restart."""
 
 import hashlib
 import hmac
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from bot.domain import default_pack_path
 from conversations import crud
 from conversations.models import StaffRole
 from serving.app import create_app
+from tests.bot.test_dialogue import KeywordClassifier
 from tests.conftest import stand_in_settings_at
 from tests.utils.conversation import open_conversation, send
 from tests.utils.desk import SmtpServer, WebhookReceiver, wait_for
@@ -118,3 +124,46 @@ def test_the_signature_is_hmac_sha256_of_the_exact_body() -> None:
     body = b'{"event": "handoff"}'
     assert sign(SECRET, body) == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert sign(SECRET, body + b" ") != sign(SECRET, body)
+
+
+def closed_pack(folder: Path) -> Path:
+    """The demo pack with today and the days around it as holidays: its team is away whenever the test runs."""
+    pack = folder / "closed-pack"
+    shutil.copytree(default_pack_path(), pack)
+    data = yaml.safe_load((pack / "pack.yaml").read_text())
+    today = datetime.now(UTC).date()
+    data["business_hours"]["holidays"] = [today + timedelta(days=offset) for offset in range(-2, 3)]
+    (pack / "pack.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    return pack
+
+
+def test_outside_hours_the_customer_leaves_an_email_and_gets_the_teams_answer_there(
+    stand_in_vllm: FakeVLLM, base_model_dir: Path, tmp_path: Path
+) -> None:
+    with SmtpServer() as smtp:
+        settings = desk_settings(tmp_path, stand_in_vllm, base_model_dir, smtp.port, domain_pack=closed_pack(tmp_path))
+        with TestClient(create_app(settings)) as http:
+            services = http.app.state.services
+            services.dialogue.classifier.switch(KeywordClassifier())  # "a human" is the human_agent intent
+            ada = make_staff(services.engine, "ada@example.com", "Ada Admin", StaffRole.admin)
+            cid, customer = open_conversation(http)
+            [reply] = [
+                data for name, data in send(http, cid, customer, "I want a human please") if name == "bot_message"
+            ]
+            assert reply["decision"] == "handoff"
+            assert "away right now" in reply["text"] and "e-mail address" in reply["text"]
+            assert re.search(r"will answer you here \w+ \d+ \w+ at 09:00 E[SD]T", reply["text"]), reply["text"]
+            alert = wait_for(lambda: smtp.to("ada@example.com"), what="the staff alert")[0]
+            assert "outside business hours" in alert.get_content()
+
+            send(http, cid, customer, "Sure, my e-mail is grace@example.com")
+            ticket = http.get(f"/api/staff/conversations/{cid}/assignment", cookies=ada.cookies).json()
+            assert ticket["outside_hours"] is True and ticket["customer_email"] == "grace@example.com"
+
+            http.post(f"/api/staff/conversations/{cid}/claim", cookies=ada.cookies, headers=ada.headers)
+            answer = "Hi Grace, Ada here: your replacement lamp ships tomorrow."
+            http.post(f"/api/staff/conversations/{cid}/messages", json={"text": answer}, cookies=ada.cookies,
+                      headers=ada.headers)  # fmt: skip
+            [mail] = wait_for(lambda: smtp.to("grace@example.com"), what="the answer e-mailed to the customer")
+            assert str(mail["Subject"]).strip() == "Lumen & Loom: an answer to your question"
+            assert answer in mail.get_content() and "Ada Admin answered you" in mail.get_content()
