@@ -528,7 +528,7 @@ class DeskTicket(SQLModel, table=True):
 
 # What staff send to assign a conversation: a teammate, a team, or neither (back to the unassigned queue).
 class DeskAssign(SQLModel):
-    assignee_id: int | None = Field(default=None, ge=1)
+    assignee_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     team: str | None = Field(default=None, max_length=64)
 
 

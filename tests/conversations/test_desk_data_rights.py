@@ -18,14 +18,6 @@ ORDER = "LL-555111"
 COMPLAINT = f"Hello, my e-mail is {EMAIL.lower()} and order {ORDER} arrived with a cracked shade."
 
 
-@pytest.fixture
-def engine(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'rights.db'}")
-    upgrade_db(engine)
-    yield engine
-    engine.dispose()
-
-
 def seed_customer(session: Session, datasets: Path) -> tuple[str, str, str]:
     """Grace's two conversations, touched by every part of the product, and another customer's one."""
     staff = crud.create_staff(session=session, email="sam@example.com", display_name="Sam", password_hash="x",

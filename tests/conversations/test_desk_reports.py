@@ -6,17 +6,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from conversations.db import make_engine, upgrade_db
 from conversations.reports import InvalidRange, build_report
 from tests.utils.reports import DAY_ONE, DAY_TWO, seed_report_world
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'reports.db'}")
-    upgrade_db(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_the_report_counts_what_happened_each_day(engine) -> None:

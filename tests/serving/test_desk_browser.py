@@ -17,6 +17,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.models import ConversationStatus, StaffRole, utcnow
 from core.settings import Settings
+from tests.conftest import ROOT
 from tests.utils.browser import Server
 from tests.utils.ports import free_port
 from tests.utils.reports import DAY_ONE, DAY_TWO, seed_report_world
@@ -25,6 +26,8 @@ from tests.utils.staff import PASSWORD, make_staff, seed_conversation
 playwright = pytest.importorskip("playwright.sync_api")
 
 WAIT_MS = 15_000
+# The README's picture of the reports page: delete it and run this file to take it again.
+SCREENSHOT = ROOT / "docs" / "console-reports.png"
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,9 @@ def test_the_reports_page_draws_charts_filters_by_date_and_downloads_csv(server:
         image = images.nth(index)
         image.scroll_into_view_if_needed()
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+
+    if not SCREENSHOT.exists():
+        page.screenshot(path=str(SCREENSHOT), full_page=False)
 
     # One day only: the numbers follow the filter.
     range_form.get_by_label("To").fill(DAY_ONE.isoformat())
