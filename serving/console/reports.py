@@ -56,10 +56,12 @@ To = Annotated[str | None, Query(alias="to", max_length=10)]
 def _chart(kind: type, title: str, labels: list[str], **options: object):
     chart = kind(
         js=[], style=STYLE, width=720, height=320, title=title, x_labels=labels, show_x_labels=True,
-        x_label_rotation=30 if len(labels) > 10 else 0, show_minor_x_labels=False, legend_at_bottom=True,
-        truncate_label=-1, print_values=False, **options,
+        x_label_rotation=30 if len(labels) > 10 else 0, legend_at_bottom=True, truncate_label=-1,
+        print_values=False, **options,
     )  # fmt: skip
     if len(labels) > 14:
+        # A month of days: every few days labelled, so the dates stay readable.
+        chart.show_minor_x_labels = False
         chart.x_labels_major = labels[:: max(len(labels) // 10, 1)]
     return chart
 
