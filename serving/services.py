@@ -153,6 +153,8 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         first_sentence_within_s=settings.first_sentence_within_s or None,
         actions=actions,
     )
+    # Lingua loads its language models on first use: here at start (about a second), not on a customer's turn.
+    dialogue.languages.detect("Where is my order? It has not arrived yet.")
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
     )
