@@ -19,7 +19,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from bot.actions import ActionRunner
 from bot.articles import split_sentences
-from bot.context import Prompt, TokenCounter, Turn, fit_recent_turns, grounded_system_text, retrieval_query
+from bot.context import (
+    Prompt,
+    TokenCounter,
+    Turn,
+    conversation_note,
+    fit_recent_turns,
+    grounded_system_text,
+    retrieval_query,
+)
 from bot.domain import DomainPack
 from bot.grounding import Candidate, GroundingChecker, choose_sentences, content_stems, rank_sentences
 from bot.guard import LeakGuard, secret_reasons
@@ -29,7 +37,7 @@ from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
-from bot.slots import SlotExtractor, render_slots
+from bot.slots import SlotExtractor, masked_fields, masked_slots, render_slots
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +123,7 @@ class TurnResult:
             "dropped_turns": self.dropped_turns,
             "summary_used": self.summary_used,
             "leak_blocked": self.leak_blocked,
-            "slots": dict(self.state.slots),
+            "slots": masked_slots(self.state.slots),  # staff read traces: personal details masked
             "stages_ms": self.stages_ms,
             "passages": [
                 {
@@ -217,6 +225,8 @@ class DialogueManager:
 
     @staticmethod
     def _next_state(state: DialogueState, route: Route, text: str) -> DialogueState:
+        # A change waiting for a yes lasts one turn (bot/actions.py): the actions set it again when they ask.
+        state = replace(state, pending_action=None)
         if route.decision is Decision.silent:
             return state
         negative_streak = state.negative_streak + 1 if is_negative(text) else 0
@@ -260,17 +270,14 @@ class DialogueManager:
     def build_prompt(
         self, turns: Sequence[Turn], state: DialogueState, summary: str, passages: Sequence[Hit]
     ) -> Prompt:
-        evidence = [(hit.passage.title, hit.passage.text) for hit in passages]
-        details = render_slots(state.slots)
-        prompt = fit_recent_turns(
-            system=grounded_system_text(self.pack, evidence, details=details), turns=turns,
-            budget=self.prompt_budget, counter=self.counter,
-        )  # fmt: skip
-        if prompt.dropped_turns and summary:
-            # Older turns were evicted: bring back what they said through the running summary.
+        system = grounded_system_text(self.pack, [(hit.passage.title, hit.passage.text) for hit in passages])
+        prompt = fit_recent_turns(system=system, turns=turns, budget=self.prompt_budget, counter=self.counter)
+        if prompt.dropped_turns:
+            # Older turns were evicted: bring back what they said through the details gathered and the running
+            # summary (while every turn fits, the turns say it themselves).
             prompt = fit_recent_turns(
-                system=grounded_system_text(self.pack, evidence, details=details, summary=summary), turns=turns,
-                budget=self.prompt_budget, counter=self.counter,
+                system=system, turns=turns, budget=self.prompt_budget, counter=self.counter,
+                note=conversation_note(details=render_slots(state.slots), summary=summary),
             )  # fmt: skip
         return prompt
 
@@ -315,7 +322,7 @@ class DialogueManager:
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
         result.language = route.language or self.languages.detect(text)
-        handled = await self.actions.handle(route, next_state, state) if self.actions is not None else None
+        handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
             # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
             result.route, result.state, result.text = handled.route, handled.state, handled.reply
@@ -324,7 +331,7 @@ class DialogueManager:
                 result.text = handled.reply.replace(self.pack.handoff_message, self.handoff_reply(handled.route))
             result.action = handled.trace or None  # None: the turn only asked for an input
             if handled.facts:
-                result.check = {"verdict": "from the action result", "fields": handled.facts}
+                result.check = {"verdict": "from the action result", "fields": masked_fields(handled.facts)}
             result.stages_ms["action"] = handled.trace.get("ms", 0.0)
             result.stages_ms["total"] = _ms(started)
             for word in _words(result.text):
@@ -369,7 +376,8 @@ class DialogueManager:
         prompt = self.build_prompt(turns, next_state, summary, prompted)
         result.stages_ms["prompt"] = _ms(prompt_started)
         result.prompt_tokens, result.dropped_turns = prompt.tokens, prompt.dropped_turns
-        result.summary_used = "Summary of the earlier conversation" in prompt.messages[0]["content"]
+        # build_prompt brings the summary back exactly when turns had to be dropped.
+        result.summary_used = bool(summary and prompt.dropped_turns)
         result.model = self.models.current()
         said_by_customer = " ".join(turn.text for turn in turns if turn.role == "customer")
         checker = GroundingChecker(
@@ -457,6 +465,11 @@ class DialogueManager:
                         break
         finally:
             await stream.aclose()
+        if result.completion_tokens is None and written:
+            # Cut off before the server's usage report (the check stopped it, or it was late): count what arrived.
+            reply = {"role": "assistant", "content": written}
+            empty = {"role": "assistant", "content": ""}
+            result.completion_tokens = max(1, self.counter.count_message(reply) - self.counter.count_message(empty))
         if late:
             reason = f"no checked sentence within {self.first_sentence_within_s:g} s"
             failures.append({"sentence": written.strip(), "reasons": [reason]})

@@ -37,6 +37,10 @@ class DialogueState:
     negative_streak: int = 0
     pending_intent: str | None = None
     identity_failures: int = 0  # order look-ups refused for a wrong order number / e-mail pair (bot/actions.py)
+    verified_email: str | None = None  # the e-mail the embedding site vouched for with a signed identity
+    # A change the bot asked the customer to confirm (bot/actions.py): action name, inputs, idempotency key. It lasts
+    # one turn: the next message is a yes, a no, or something else that drops it.
+    pending_action: dict | None = None
 
 
 @dataclass(frozen=True)

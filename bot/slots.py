@@ -19,6 +19,9 @@ SLOT_LABELS = {
     "order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product",
     "customer_name": "customer's name",
 }  # fmt: skip
+# Slots that identify no one: every other one (e-mail, phone, a new address, a pack's own) is personal, and staff see
+# it masked wherever a trace or a conversation's details are shown.
+NOT_PERSONAL_SLOTS = frozenset({"order_number", "product"})
 
 
 def catalogue_pattern(products: Sequence[str]) -> re.Pattern[str]:
@@ -57,3 +60,25 @@ class SlotExtractor:
 
 def render_slots(slots: Mapping[str, str]) -> str:
     return "; ".join(f"{SLOT_LABELS.get(name, name.replace('_', ' '))}: {value}" for name, value in slots.items())
+
+
+def mask(value: str) -> str:
+    """Personal data as staff see it: "jane@example.com" is "j***@example.com"; masking twice changes nothing."""
+    local, at, domain = value.partition("@")
+    if at:
+        return f"{local[:1]}***@{domain}"
+    return f"{value[:1]}***{value[-2:]}" if len(value) > 4 else "***"
+
+
+# Result fields of an action that hold personal data, by name: shipping_address, email, phone, customer_name...
+_PERSONAL_FIELD = re.compile(r"address|e-?mail|phone|name", re.IGNORECASE)
+
+
+def masked_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """An action result's fields as staff see them in the trace: personal ones (by name) masked."""
+    return {name: mask(value) if _PERSONAL_FIELD.search(name) else value for name, value in fields.items()}
+
+
+def masked_slots(slots: Mapping[str, str]) -> dict[str, str]:
+    """The slots as staff see them: the order number and product as given, everything else masked."""
+    return {name: value if name in NOT_PERSONAL_SLOTS else mask(value) for name, value in slots.items()}

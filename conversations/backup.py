@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ import tarfile
 import tempfile
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import inspect
@@ -153,7 +154,27 @@ def create_backup(settings: Settings, destination: Path, tools: PgTools | None =
             tar.add(root, arcname=ROOT)
         os.replace(partial, archive)
     logger.info("backup written to %s (%d files)", archive, len(files))
+    pruned = prune_backups(destination, keep_days=settings.backup_days)
+    if pruned:
+        logger.info("deleted %d backup archive(s) older than %d days from %s", len(pruned), settings.backup_days,
+                    destination)  # fmt: skip
     return archive
+
+
+_ARCHIVE_TIME = re.compile(r"^supportbot-backup-(\d{8}T\d{6})\d*Z\.tar\.gz$")
+
+
+def prune_backups(folder: Path, *, keep_days: int, now: datetime | None = None) -> list[Path]:
+    """Delete the archives `create_backup` wrote into `folder` more than `keep_days` days before `now` (their time
+    is read from their name, which copying does not change); any other file is left alone."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    pruned = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        found = _ARCHIVE_TIME.match(path.name)
+        if found and path.is_file() and datetime.strptime(found[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < cutoff:
+            path.unlink()
+            pruned.append(path)
+    return pruned
 
 
 def sign(manifest: bytes, secret_key: str) -> str:

@@ -84,6 +84,11 @@ class Conversation(ConversationBase, table=True):
     pending_intent: str | None = Field(default=None, max_length=64)
     # Wrong order-number/e-mail pairs tried in this conversation (guessing is limited).
     identity_failures: int = 0
+    # The customer as the embedding site vouched for them with a signed identity (serving/identity.py).
+    verified_user_id: str | None = Field(default=None, max_length=128)
+    verified_email: str | None = Field(default=None, max_length=254)
+    # A change to an order the bot asked the customer to confirm (bot/actions.py); null when none waits.
+    pending_action: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # Rolling LLM summary of evicted turns, covering messages up to summarized_upto.
     summary: str = ""
     summarized_upto: int | None = None
@@ -232,6 +237,36 @@ class Assignment(SQLModel, table=True):
     conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
     staff_id: int = Field(foreign_key="staffaccount.id", index=True)
     claimed_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every shape of an action call shares: who, what, when and how it ended, personal data masked.
+class ActionCallBase(SQLModel):
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    action: str = Field(max_length=64, index=True)
+    changes: bool = Field(default=False, index=True)
+    # "signed <user id>" when the embedding site vouched for the customer, else "e-mail" (the order's e-mail given).
+    identity: str = Field(default="e-mail", max_length=160)
+    inputs: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outcome: str = Field(max_length=64, index=True)
+    failed: bool = Field(default=False, index=True)
+    status_code: int | None = None
+    attempts: int = 0
+    ms: float = 0.0
+    # The system's reason for refusing a change, or what went wrong.
+    reason: str | None = Field(default=None, max_length=300)
+    idempotency_key: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# An action call as staff and admins see it.
+class ActionCallPublic(ActionCallBase):
+    id: int
+
+
+# One call the bot made to the company's systems (actions.yaml), or a change the customer declined.
+class ActionCall(ActionCallBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
 
 
 # Fields every audit entry shape shares.

@@ -5,7 +5,8 @@ with the settings' period and mode or others given on the command line. Anonymis
 in everything stored and voids the customer token. Derived copies go with the conversations: built training
 datasets that hold an expired conversation are deleted (the next run rebuilds them), and the evaluation
 samples quoted in reports of runs older than the period are dropped. Backup archives are point-in-time
-copies outside the store: keep them for less than the retention period (deploy/README.md).
+copies outside the store: `supportbot backup` deletes its archives older than `backup_keep_days`, which the
+settings keep shorter than the retention period.
 """
 
 import json
@@ -138,6 +139,7 @@ def _anonymise(session: Session, batch: Sequence[Conversation]) -> int:
         conversation.token_hash = ANONYMISED_TOKEN_HASH
         conversation.summary = mask_pii(conversation.summary)
         conversation.slots = mask_pii_in(conversation.slots)  # type: ignore[assignment]
+        conversation.verified_user_id = conversation.verified_email = conversation.pending_action = None
         if conversation.attention_reason:
             conversation.attention_reason = mask_pii(conversation.attention_reason)
         session.add(conversation)

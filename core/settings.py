@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Each request goes only to a replica whose /v1/models lists the adapter it asks for.
     vllm_urls: list[str] = []
     vllm_refresh_s: float = Field(default=10.0, gt=0)
+    # How often the app looks for a newly promoted adapter or classifier, and for replicas that lost the adapter.
+    promotion_check_s: float = Field(default=5.0, gt=0)
 
     # First adapter, trained on the domain pack's seed conversations at first start.
     seed_adapter_steps: int = 120
@@ -101,6 +103,10 @@ class Settings(BaseSettings):
     retention_mode: Literal["anonymise", "delete"] = "anonymise"
     # How often the app applies the retention policy itself (hours); 0 leaves it to `supportbot store retention`.
     retention_every_hours: float = Field(default=6.0, ge=0)
+    # `supportbot backup` deletes the archives it wrote into the same folder that are older than this (days): a
+    # backup is a copy of conversations, so it must not outlive the retention period (checked at start). Unset:
+    # 30 days, or a day less than the retention period when that is shorter (see `backup_days`).
+    backup_keep_days: int | None = Field(default=None, ge=1)
     # Customer web widget: the sites allowed to call the API from a browser (JSON list; any site in
     # local mode), and how many messages one conversation and one client address may send a minute.
     widget_allowed_origins: list[str] = []
@@ -152,6 +158,9 @@ class Settings(BaseSettings):
     action_secrets: dict[str, str] = {}
     demo_shop_key: str = "demo-shop-local-only"
     action_identity_attempts: int = Field(default=3, ge=1)
+    # Signed widget identity (README "Signed customer identity"): the secret the embedding site signs its
+    # logged-in customer's id, e-mail and expiry with (HMAC-SHA256). Unset: signed identities are refused.
+    widget_identity_secret: str | None = Field(default=None, min_length=16)
 
     # Operations: log lines as text or one JSON object each (empty: json in production, text locally);
     # Prometheus metrics at /metrics. With metrics_token set, scrapers send it as "Authorization: Bearer";
@@ -205,6 +214,15 @@ class Settings(BaseSettings):
             raise ValueError("SUPPORTBOT_SECRET_KEY must be set to a real secret outside local mode")
         return self
 
+    @model_validator(mode="after")
+    def _backups_within_retention(self) -> "Settings":
+        if self.backup_keep_days is not None and self.backup_keep_days >= self.retention_days:
+            raise ValueError(
+                f"SUPPORTBOT_BACKUP_KEEP_DAYS ({self.backup_keep_days}) must be shorter than SUPPORTBOT_RETENTION_DAYS "
+                f"({self.retention_days}): a backup would keep conversations the retention policy has removed"
+            )
+        return self
+
     def as_env(self) -> dict[str, str]:
         """These settings as SUPPORTBOT_* variables, for child processes (training workers)."""
         env = {}
@@ -213,6 +231,11 @@ class Settings(BaseSettings):
                 text = value if isinstance(value, str) else json.dumps(value)
                 env[f"SUPPORTBOT_{name.upper()}"] = text
         return env
+
+    @property
+    def backup_days(self) -> int:
+        """How long `supportbot backup` keeps its archives."""
+        return self.backup_keep_days or max(1, min(30, self.retention_days - 1))
 
     @property
     def resolved_database_url(self) -> str:

@@ -153,6 +153,8 @@ class ChatService:
                 negative_streak=conversation.negative_streak,
                 pending_intent=conversation.pending_intent,
                 identity_failures=conversation.identity_failures,
+                verified_email=conversation.verified_email,
+                pending_action=conversation.pending_action,
             )
             return turns, state, conversation.summary, conversation.summarized_upto
 
@@ -227,7 +229,7 @@ class ChatService:
                 confidence=prediction.confidence if prediction else None,
             )
             handed_off = result.route.decision is Decision.handoff
-            crud.save_dialogue_state(
+            conversation = crud.save_dialogue_state(
                 session=session,
                 conversation_id=conversation_id,
                 status=ConversationStatus(result.state.status),
@@ -236,6 +238,7 @@ class ChatService:
                 negative_streak=result.state.negative_streak,
                 pending_intent=result.state.pending_intent,
                 identity_failures=result.state.identity_failures,
+                pending_action=result.state.pending_action,
                 attention_reason=f"handoff: {result.route.reason}" if handed_off else None,
             )
             if self.desk is not None:
@@ -265,6 +268,16 @@ class ChatService:
                 decision=result.route.decision.value,
                 trace=result.trace(),
             )
+            action = result.action
+            if action is not None and (action.get("attempts") or action.get("outcome") == "declined"):
+                # Every call (and every change the customer declined) is kept for the audit and the failures list.
+                signed = action.get("identity") == "signed" and conversation.verified_user_id
+                identity = f"signed {conversation.verified_user_id}" if signed else "e-mail"
+                crud.add_action_call(
+                    session=session, conversation_id=conversation_id, message_id=message.id, trace=action,
+                    identity=identity,
+                )  # fmt: skip
+                session.commit()
             return MessagePublic.model_validate(message)
 
     def schedule_summary(

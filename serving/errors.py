@@ -18,6 +18,7 @@ from conversations import crud
 from conversations.db import store_busy, store_full
 from conversations.text import InvalidText
 from finetune.registry import AdapterNotFound
+from serving.identity import IdentityExpired, IdentityRefused
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     crud.RunAlreadyActive: (409, "A retraining run is already going ({error})."),
     crud.RunNotResumable: (409, "{error}"),
     AdapterNotFound: (404, "No adapter version {error}."),
+    IdentityRefused: (403, "The signed identity was refused."),
+    IdentityExpired: (403, "The signed identity has expired; reload the page for a fresh one."),
     AdapterLoadFailed: (503, "{error}"),
 }
 

@@ -57,7 +57,6 @@ class PromotionWatcher:
         llm: VLLMChatModel,
         dialogue: DialogueManager,
         classifier_name: str | None,
-        interval_s: float = 5.0,
         merged: MergedServing | None = None,
     ) -> None:
         self.settings = settings
@@ -65,7 +64,7 @@ class PromotionWatcher:
         self.llm = llm
         self.dialogue = dialogue
         self.classifier_name = classifier_name
-        self.interval_s = interval_s
+        self.interval_s = settings.promotion_check_s
         self.merged = merged
         self._checking = asyncio.Lock()
         self.classifiers = classifier_registry(settings.classifiers_dir)

@@ -4,6 +4,7 @@ Functions are keyword-only and take the session first; they raise typed errors (
 One module per concern; everything is re-exported here, so `from conversations import crud; crud.x` reads alike.
 """
 
+from conversations.crud.actions import add_action_call, list_action_calls
 from conversations.crud.conversations import (
     add_message,
     create_conversation,
@@ -146,6 +147,8 @@ from conversations.crud.widget import (
 
 __all__ = [
     "StoreError",
+    "add_action_call",
+    "list_action_calls",
     "ConversationNotFound",
     "ConversationAccessDenied",
     "MessageNotFound",

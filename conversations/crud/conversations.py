@@ -22,10 +22,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_conversation(*, session: Session, channel: str = "api") -> tuple[Conversation, str]:
-    """Open a conversation; returns it with the token that alone can read and write it."""
+def create_conversation(
+    *, session: Session, channel: str = "api", verified_user_id: str | None = None, verified_email: str | None = None
+) -> tuple[Conversation, str]:
+    """Open a conversation, for a customer the embedding site vouched for when `verified_*` are given; returns it
+    with the token that alone can read and write it."""
     token = secrets.token_urlsafe(32)
-    conversation = Conversation(channel=channel, token_hash=hash_token(token))
+    conversation = Conversation(
+        channel=channel, token_hash=hash_token(token), verified_user_id=verified_user_id, verified_email=verified_email
+    )
     session.add(conversation)
     session.commit()
     session.refresh(conversation)
@@ -87,6 +92,7 @@ def save_dialogue_state(
     pending_intent: str | None,
     attention_reason: str | None = None,
     identity_failures: int = 0,
+    pending_action: dict | None = None,
 ) -> Conversation:
     """Store what the dialogue manager remembers after a turn; a reason also flags it for staff."""
     conversation = get_conversation(session=session, conversation_id=conversation_id)
@@ -96,6 +102,7 @@ def save_dialogue_state(
     conversation.negative_streak = negative_streak
     conversation.pending_intent = pending_intent
     conversation.identity_failures = identity_failures
+    conversation.pending_action = pending_action
     if attention_reason:
         conversation.needs_attention = True
         conversation.attention_reason = attention_reason[:200]

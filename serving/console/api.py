@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from conversations import crud
 from conversations.models import (
+    ActionCallPublic,
     AuditLogPublic,
     ConversationReviewCreate,
     ConversationReviewPublic,
@@ -203,6 +204,24 @@ def update_account(
     """Deactivate (signs the account out at once), reactivate, or change the role of an account."""
     account = actions.update_account(session, signed, staff_id, active=body.active, role=body.role)
     return StaffAccountPublic.model_validate(account)
+
+
+@router.get("/action-calls")
+def read_action_calls(
+    signed: CurrentStaff,
+    session: SessionDep,
+    failed: bool | None = None,
+    changes: bool | None = None,
+    conversation_id: str | None = None,
+    offset: Cursor = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ActionCallPublic]:
+    """The bot's calls to the company's systems, newest first, personal data masked: `failed=true` lists the
+    failures, `changes=true` the audit of orders changed (or declined) for customers."""
+    calls = crud.list_action_calls(
+        session=session, failed=failed, changes=changes, conversation_id=conversation_id, offset=offset, limit=limit
+    )
+    return [ActionCallPublic.model_validate(call) for call in calls]
 
 
 @router.get("/audit")

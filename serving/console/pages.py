@@ -439,6 +439,20 @@ def update_staff(
 
 
 AUDIT_PAGE = 100
+ACTION_VIEWS = {"failed": {"failed": True}, "changes": {"changes": True}, "all": {}}
+
+
+@router.get("/actions")
+def action_calls(
+    signed: CurrentStaff, request: Request, session: SessionDep, show: str = "failed", offset: Cursor = 0
+) -> HTMLResponse:
+    """The bot's calls to the order system: failures (the default), changes made for customers (the audit), or all."""
+    show, offset = (show if show in ACTION_VIEWS else "failed"), max(offset, 0)
+    found = crud.list_action_calls(session=session, **ACTION_VIEWS[show], offset=offset, limit=AUDIT_PAGE + 1)
+    return render(
+        request, "actions.html", signed, section="actions", calls=found[:AUDIT_PAGE], has_more=len(found) > AUDIT_PAGE,
+        offset=offset, limit=AUDIT_PAGE, show=show, views=list(ACTION_VIEWS),
+    )  # fmt: skip
 
 
 @router.get("/audit")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from bot.slots import masked_slots
 from conversations import crud
 from conversations.filters import ConversationFilter, InvalidFilter
 from conversations.models import (
@@ -224,7 +225,7 @@ def staff_conversation(session: Session, conversation: Conversation) -> StaffCon
         needs_attention=conversation.needs_attention, attention_reason=conversation.attention_reason,
         created_at=conversation.created_at, updated_at=conversation.updated_at,
         owner_id=owner.id if owner else None, owner=owner.display_name if owner else None,
-        slots=dict(conversation.slots or {}),
+        slots=masked_slots(conversation.slots or {}),
     )  # fmt: skip
 
 
@@ -242,6 +243,9 @@ def staff_messages(session: Session, conversation_id: str, after_id: int = 0) ->
     for message in messages:
         assert message.id is not None
         view = StaffMessage.model_validate(message, from_attributes=True)
+        if view.trace and view.trace.get("slots"):
+            # Traces stored before slots were masked in them still show the customer's details: mask them here.
+            view.trace = {**view.trace, "slots": masked_slots(view.trace["slots"])}
         view.feedback = feedback.get(message.id)
         if message.id in reviews:
             view.review = ReviewPublic.model_validate(reviews[message.id], from_attributes=True)

@@ -22,9 +22,17 @@ from conversations.models import (
 )
 from serving.chat import ChatService, clean_text
 from serving.deps import CustomerToken, OpenLimited, SendLimited, ServicesDep, in_session
+from serving.identity import SignedIdentity, verify
 from serving.logging import set_conversation_id
 
 router = APIRouter(prefix="/api/conversations", tags=["customer"])
+
+
+class OpenConversation(ConversationCreate):
+    """What a client sends to open a conversation: its channel and, from a site's logged-in page, the customer's
+    signed identity (serving/identity.py)."""
+
+    identity: SignedIdentity | None = None
 
 
 class ConversationOpened(BaseModel):
@@ -32,6 +40,8 @@ class ConversationOpened(BaseModel):
 
     conversation: ConversationPublic
     token: str
+    verified: bool = False
+    """Whether the conversation belongs to a customer the site vouched for (their orders need no e-mail)."""
 
 
 class Transcript(BaseModel):
@@ -43,14 +53,22 @@ class Transcript(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def open_conversation(
-    services: ServicesDep, _: OpenLimited, body: ConversationCreate | None = None
+    services: ServicesDep, _: OpenLimited, body: OpenConversation | None = None
 ) -> ConversationOpened:
-    """One short write: opening never waits on the model or on other customers' replies."""
-    channel = (body or ConversationCreate()).channel
+    """One short write: opening never waits on the model or on other customers' replies.
+
+    A signed identity that does not verify is refused (403) and opens nothing."""
+    request = body or OpenConversation()
+    identity = verify(request.identity, services.settings.widget_identity_secret) if request.identity else None
 
     def create(session: Session) -> ConversationOpened:
-        conversation, token = crud.create_conversation(session=session, channel=channel)
-        return ConversationOpened(conversation=ConversationPublic.model_validate(conversation), token=token)
+        conversation, token = crud.create_conversation(
+            session=session, channel=request.channel, verified_user_id=identity.user_id if identity else None,
+            verified_email=identity.email if identity else None,
+        )  # fmt: skip
+        return ConversationOpened(
+            conversation=ConversationPublic.model_validate(conversation), token=token, verified=identity is not None
+        )
 
     return await in_session(services, create)
 

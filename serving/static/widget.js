@@ -5,6 +5,8 @@
  * Embedding attributes on the script tag (all optional; README "What a customer sees" lists them):
  *   data-title, data-greeting, data-position="right|left", data-color, data-text-color,
  *   data-lang, data-strings='{"send": "Senden", ...}', data-open="true", data-api="https://<app>".
+ * A logged-in customer, signed by the site's server (README "Signed customer identity"):
+ *   data-user-id, data-user-email, data-user-expires (Unix seconds), data-user-hash.
  *
  * Safety: every piece of message text is put on the page with textContent / text nodes, never as HTML.
  */
@@ -86,7 +88,19 @@
   const data = script.dataset
   const apiBase = (data.api || new URL(script.src, location.href).origin).replace(/\/+$/, '')
   const strings = { ...DEFAULT_STRINGS, ...onlyStrings(parseJson(data.strings)) }
-  const storageKey = `supportbot:${apiBase}`
+  const identity = signedIdentity()
+  // Each signed-in customer resumes only their own conversation on a shared browser.
+  const storageKey = identity ? `supportbot:${apiBase}:${identity.user_id}` : `supportbot:${apiBase}`
+
+  function signedIdentity() {
+    if (!data.userId || !data.userEmail || !data.userHash || !data.userExpires) return null
+    const expires = Number(data.userExpires)
+    if (!Number.isInteger(expires)) {
+      console.warn('supportbot widget: data-user-expires is not a Unix time in seconds; ignoring the identity')
+      return null
+    }
+    return { user_id: data.userId, email: data.userEmail, expires, hash: data.userHash }
+  }
 
   function parseJson(text) {
     try {
@@ -561,7 +575,16 @@
 
   async function ensureConversation() {
     if (state.conversation) return
-    const body = await requestJson('/api/conversations', { method: 'POST', body: { channel: 'web' }, auth: false })
+    let body
+    try {
+      const opening = identity ? { channel: 'web', identity } : { channel: 'web' }
+      body = await requestJson('/api/conversations', { method: 'POST', body: opening, auth: false })
+    } catch (error) {
+      if (!identity || error.status !== 403) throw error
+      // A refused or expired signature: chat anyway, as a customer who proves who they are by e-mail.
+      console.warn(`supportbot widget: the signed identity was not accepted (${error.code})`)
+      body = await requestJson('/api/conversations', { method: 'POST', body: { channel: 'web' }, auth: false })
+    }
     remember({ id: body.conversation.id, token: body.token })
     state.cursor = 0
     applyStatus(body.conversation.status, null)

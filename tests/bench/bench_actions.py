@@ -5,6 +5,10 @@ with the promoted intent classifier and a model that writes an invented status i
 that reaches the model shows up as invented). Prints the right-status rate, other orders' data shown, invented
 statuses, API-down handled, and the time an action adds (its HTTP call, p50/p95).
 
+Then, against a fresh shop, customers cancel orders and change delivery addresses and answer the confirmation
+(yes, no, or with someone else's e-mail); the shop's own record is read after each: changes made as asked, changes
+made without a yes (must be 0), refusals passed on with the shop's reason.
+
     .venv/bin/python tests/bench/bench_actions.py --data-dir var/test-data
 """
 
@@ -15,16 +19,19 @@ import random
 import re
 import statistics
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
-from bot.actions import ActionRunner, load_actions
+import httpx
+
+from bot.actions import DECLINED_REPLY, NOT_FOUND_REPLY, ActionRunner, load_actions
 from bot.context import ChatTemplateCounter, Turn
 from bot.dialogue import DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, RuleRouter
 from core.settings import Settings
-from serving.demo_shop import Order, seeded_orders
+from serving.demo_shop import CANCEL_WITHIN, OPENS_AT, Order, seeded_orders
 from serving.promotions import load_promoted_classifier, routing_config
 from tests.utils.shop import KEY, Served, demo_shop
 
@@ -43,6 +50,13 @@ ASK = [
 ]
 GIVE_EMAIL = ["{e}", "It's {e}", "my email is {e}", "sure: {e}", "The e-mail on the order is {e}"]
 BOTH = ["Where is my order {n}? My e-mail is {e}", "Status of {n} please, email {e}", "{n} / {e} - has it shipped?"]
+CANCEL = ["Please cancel my order {n}, my e-mail is {e}", "cancel order {n} please, email {e}",
+          "I want to cancel {n}. The e-mail on it is {e}", "Can you cancel order {n}? {e}"]  # fmt: skip
+ADDRESS = ["Please change the delivery address of order {n} to {a}. My e-mail is {e}",
+           "Can you change the shipping address for {n} to {a}? e-mail {e}",
+           "wrong address on order {n}, it should be {a} - my email is {e}"]  # fmt: skip
+YES, NO = ["yes", "yes please", "ok, go ahead", "Yes, do it"], ["no", "no thanks", "nope"]
+NEW_ADDRESSES = ["12 Oak Avenue, Columbus, OH 43215", "7 Birch Road, Dayton, OH 45402", "400 Lake St, Toledo, OH 43604"]
 STATUS_WORDS = re.compile(r"\b(shipped|delivered|cancell?ed|being prepared|has not shipped)\b", re.IGNORECASE)
 
 
@@ -102,6 +116,30 @@ async def talk(dialogue: DialogueManager, messages: list[str]) -> list[TurnResul
     return results
 
 
+def change_conversations(orders: dict[str, Order], seed: int) -> list[dict]:
+    """Cancellations and address changes answered yes, no, or asked with another customer's e-mail."""
+    rng = random.Random(seed + 1)
+    listed = list(orders.values())
+    # Every order still processing (the only ones a change may succeed for), the rest drawn from the others.
+    processing = [order for order in listed if order.status == "processing"]
+    picked = processing * 2 + rng.sample([order for order in listed if order.status != "processing"], 26)
+    rng.shuffle(picked)
+    script = []
+    for index, order in enumerate(picked):
+        kind = ["cancel", "cancel", "address", "no", "wrong e-mail"][index % 5]
+        email = (
+            order.customer_email
+            if kind != "wrong e-mail"
+            else rng.choice([o for o in listed if o is not order]).customer_email
+        )
+        address = rng.choice(NEW_ADDRESSES)
+        wording = ADDRESS if kind == "address" or (kind == "no" and index % 2) else CANCEL
+        first = rng.choice(wording).format(n=order.order_number, e=email, a=address)
+        answer = rng.choice(NO) if kind == "no" else rng.choice(YES)
+        script.append({"kind": kind, "order": order, "address": address, "messages": [first, answer]})
+    return script
+
+
 def expected_reply(template: str, order: Order) -> str:
     return template.format(**order.model_dump())
 
@@ -135,6 +173,7 @@ async def run(args: argparse.Namespace) -> dict:
         results_by_conversation = []
         for item in [c for c in script if c["kind"] != "api down"]:
             results_by_conversation.append((item, await talk(dialogue, item["messages"])))
+    changes = await run_changes(args, dialogue, runner, orders)
     # The shop is stopped now: the last conversations find it down.
     for item in [c for c in script if c["kind"] == "api down"]:
         results_by_conversation.append((item, await talk(dialogue, item["messages"])))
@@ -180,8 +219,70 @@ async def run(args: argparse.Namespace) -> dict:
         "model_calls": model.calls,
         "action_ms_p50": round(statistics.median(ordered), 1) if ordered else None,
         "action_ms_p95": round(ordered[int(0.95 * (len(ordered) - 1))], 1) if ordered else None,
+        **changes,
         "examples_leaked": leaks[:3],
         "examples_invented": invented[:3],
+    }
+
+
+async def run_changes(
+    args: argparse.Namespace, dialogue: DialogueManager, runner: ActionRunner, orders: dict[str, Order]
+) -> dict:
+    """The change conversations against a fresh shop, checked against what the shop itself then holds."""
+    script = change_conversations(orders, args.seed)
+    right: dict[str, list[bool]] = {}
+    unasked_changes, made, refusals_with_reason, refusals, change_ms = 0, 0, 0, 0, []
+    with Served(demo_shop()) as shop, httpx.Client(base_url=f"{shop.url}/demo-shop") as client:
+        runner.base_url = f"{shop.url}/demo-shop"
+        headers = {"Authorization": f"Bearer {KEY}"}
+        for item in script:
+            order, kind = item["order"], item["kind"]
+            before = client.get(f"/orders/{order.order_number}", headers=headers).json()
+            results = await talk(dialogue, item["messages"])
+            after = client.get(f"/orders/{order.order_number}", headers=headers).json()
+            changed = after != before
+            last = results[-1]
+            asked = results[0].route.reason.endswith("needs confirmation")
+            change_ms += [r.action["ms"] for r in results if r.action and r.action.get("attempts")]
+            if kind in ("no", "wrong e-mail"):
+                unasked_changes += changed
+                expected = DECLINED_REPLY if kind == "no" else NOT_FOUND_REPLY
+                ok = asked and not changed and last.text == expected
+            else:
+                # What the shop's rules allow: cancelling within 2 hours of ordering, either before shipping.
+                recent = datetime.fromisoformat(before["placed_at"]) >= OPENS_AT - CANCEL_WITHIN
+                allowed = before["status"] == "processing" and (kind == "address" or recent)
+                if kind == "cancel":
+                    done = after["status"] == "cancelled" and (last.text or "").startswith("Done:")
+                else:
+                    done = after["shipping_address"] == item["address"] and (last.text or "").startswith("Done:")
+                refused = last.action is not None and last.action["outcome"] == "refused"
+                if refused:
+                    refusals += 1
+                    refusals_with_reason += bool(last.action.get("reason")) and last.action["reason"] in (
+                        last.text or ""
+                    )
+                made += changed
+                ok = asked and ((done and allowed) or (refused and not allowed and not changed))
+            right.setdefault(kind, []).append(ok)
+            if not ok and args.verbose:
+                print(f"MISS {kind}: {item['messages']} -> {[(r.route.reason, r.text) for r in results]}")
+
+    def share(kind: str) -> float:
+        return round(100 * sum(right.get(kind, [])) / max(1, len(right.get(kind, []))), 1)
+
+    ordered = sorted(change_ms)
+    return {
+        "change_conversations": len(script),
+        "change_by_kind": {kind: len(values) for kind, values in right.items()},
+        "cancel_right_pct": share("cancel"),
+        "address_change_right_pct": share("address"),
+        "declined_unchanged_pct": share("no"),
+        "wrong_email_change_refused_pct": share("wrong e-mail"),
+        "changes_made": made,
+        "changes_without_a_yes": unasked_changes,
+        "refusals_with_the_shops_reason": f"{refusals_with_reason}/{refusals}",
+        "change_ms_p50": round(statistics.median(ordered), 1) if ordered else None,
     }
 
 

@@ -5,7 +5,10 @@ process speaking vLLM's API, tests/utils/fake_vllm.py, that streams a grounded a
 
 - model-killed: the model server is SIGKILLed while customers' replies stream, then started again;
 - app-killed: the app is SIGKILLed while replies stream, then started again (crash recovery answers and flags);
-- disk-full: the SQLite database sits on a small tmpfs that fills up, then is grown (needs root to mount).
+- disk-full: the SQLite database sits on a small tmpfs that fills up, then is grown (needs root to mount);
+- training-killed: a retraining worker is SIGKILLed mid-training (after its first checkpoint); the next start marks
+  the run interrupted, the adapter in service is untouched and no half-written version appears, and the resumed run
+  continues from the checkpoint and writes an adapter that loads.
 
 For each it prints customer messages sent and acknowledged, messages lost (acknowledged but not stored, or left
 without any reply after recovery), 5xx answers (500 and 503 apart), and the recovery time.
@@ -309,13 +312,120 @@ def disk_full(args: argparse.Namespace, folder: Path) -> dict | None:
         subprocess.run(["umount", str(disk)], check=False)
 
 
+def _file_hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def training_killed(args: argparse.Namespace, folder: Path) -> dict:
+    from peft import PeftModel
+    from sqlmodel import Session
+    from transformers import AutoModelForCausalLM
+
+    from conversations import crud
+    from conversations.db import init_db, make_engine
+    from conversations.models import RunStatus
+    from core.settings import Settings
+    from finetune.manager import TrainingManager
+    from finetune.registry import AdapterRegistry
+    from finetune.sft import load_checkpoint
+    from finetune.worker import run_folder
+
+    model_port = free_port()
+    settings = Settings(
+        data_dir=folder, database_url=f"sqlite:///{folder / 'app.db'}", base_model=args.base_model,
+        vllm_urls=[f"http://127.0.0.1:{model_port}"],
+    )  # fmt: skip
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    registry = AdapterRegistry(settings.adapters_dir)
+    # The adapter in service: a copy of the one the test data holds, if any (retraining then starts from it).
+    source = AdapterRegistry(args.base_model.parent.parent / "adapters")
+    in_service = source.active()
+    if in_service is not None:
+        shutil.copytree(source.path(in_service), registry.path("domain-v1"))
+        registry.promote("domain-v1")
+    before = {name: _file_hashes(registry.path(name)) for name in registry.versions()}
+
+    with stand_in(model_port, 0.0):
+        manager = TrainingManager(settings, engine)
+        started = time.monotonic()
+        run = manager.start("fault-bench")
+        worker = manager._workers[run.id]
+        checkpoint = None
+        while worker.poll() is None:
+            with Session(engine) as session:
+                current = crud.get_training_run(session=session, run_id=run.id)
+            found = next(iter(run_folder(settings, current).rglob("checkpoint.pt")), None)
+            if found is not None:
+                checkpoint = found
+                break
+            time.sleep(0.5)
+        if checkpoint is None:
+            print(json.dumps({"fault": "training-killed", "error": "the run ended before its first checkpoint"}))
+            return {}
+        time.sleep(args.kill_after)  # mid-way between checkpoints, or while one is written
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        killed_at = time.monotonic() - started
+        with Session(engine) as session:
+            step_at_kill = crud.get_training_run(session=session, run_id=run.id).progress.get("step")
+
+        # What the next start of the app finds.
+        restarted = TrainingManager(settings, engine)
+        marked = restarted.mark_lost_runs()
+        with Session(engine) as session:
+            status_after_kill = crud.get_training_run(session=session, run_id=run.id).status
+        untouched = {name: _file_hashes(registry.path(name)) for name in registry.versions()} == before
+        checkpoint_loads = True
+        try:
+            resumed_from = load_checkpoint(checkpoint)["step"]
+        except Exception as error:  # noqa: BLE001 - a damaged checkpoint is what this measures
+            checkpoint_loads, resumed_from = False, repr(error)
+
+        resumed = time.monotonic()
+        restarted.resume(run.id)
+        restarted._workers[run.id].wait()
+        with Session(engine) as session:
+            final = crud.get_training_run(session=session, run_id=run.id)
+        adapter_loads = False
+        if final.adapter and registry.path(final.adapter).is_dir():
+            base = AutoModelForCausalLM.from_pretrained(settings.base_model_dir)
+            PeftModel.from_pretrained(base, registry.path(final.adapter))
+            adapter_loads = True
+        row = {
+            "fault": "training-killed",
+            "killed_after_s": round(killed_at, 1),
+            "step_at_kill": step_at_kill,
+            "runs_marked_interrupted": marked,
+            "status_after_kill": str(status_after_kill),
+            "versions_untouched_by_kill": untouched,
+            "checkpoint_loads": checkpoint_loads,
+            "resumed_from_step": resumed_from,
+            "status_after_resume": str(final.status),
+            "error": final.error,
+            "resume_to_finish_s": round(time.monotonic() - resumed, 1),
+            "new_adapter": final.adapter,
+            "new_adapter_loads": adapter_loads,
+            "in_service_unchanged": _file_hashes(registry.path("domain-v1")) == before.get("domain-v1")
+            if in_service else None,
+            "ok": status_after_kill == RunStatus.interrupted and untouched and checkpoint_loads
+            and final.status == RunStatus.finished and adapter_loads,
+        }  # fmt: skip
+    engine.dispose()
+    print(json.dumps(row))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=8, help="customers sending at once in the kill faults")
     parser.add_argument("--delay", type=float, default=0.25, help="seconds between the stand-in's words")
     parser.add_argument("--kill-after", type=float, default=4.0, help="seconds after the first customer to kill")
     parser.add_argument("--disk-kib", type=int, default=2048, help="size of the small tmpfs for disk-full")
-    parser.add_argument("--faults", default="model-killed,app-killed,disk-full")
+    parser.add_argument("--faults", default="model-killed,app-killed,disk-full,training-killed")
     parser.add_argument(
         "--base-model", type=Path, default=ROOT / "var" / "test-data" / "models" / "smollm2-135m-instruct"
     )
@@ -324,7 +434,10 @@ def main() -> None:
     if args.serve_stand_in:
         serve_stand_in(args.serve_stand_in, args.delay)
         return
-    faults = {"model-killed": model_killed, "app-killed": app_killed, "disk-full": disk_full}
+    faults = {
+        "model-killed": model_killed, "app-killed": app_killed, "disk-full": disk_full,
+        "training-killed": training_killed,
+    }  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="supportbot-faults-"))
     try:
         for name in args.faults.split(","):

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
-from bot.actions import NOT_FOUND_REPLY, ActionRunner, load_actions, mask
+from bot.actions import DECLINED_REPLY, NOT_FOUND_REPLY, ActionRunner, load_actions, mask
 from bot.context import ChatTemplateCounter, Turn
 from bot.dialogue import DialogueManager, Swappable, TurnResult
 from bot.domain import DomainPackError, default_pack_path, load_pack
@@ -45,13 +46,19 @@ def counter(base_model_dir) -> ChatTemplateCounter:
 OPEN_HOURS = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 
+class ActionClassifier(KeywordClassifier):
+    """The keyword classifier, with the intents of the order changes first ("cancel my order")."""
+
+    RULES = {"cancel": "cancel_order", "address": "change_address", **KeywordClassifier.RULES}
+
+
 def dialogue(counter: ChatTemplateCounter, base_url: str, *, key: str = KEY, model: ScriptedModel | None = None):
     runner = ActionRunner(
         load_actions(PACK), base_url=base_url, secrets={"demo_shop_key": key}, handoff_message=PACK.handoff_message
     )
     return DialogueManager(
         pack=PACK, llm=model or ScriptedModel(), counter=counter, models=Swappable("domain-v1"),
-        classifier=Swappable(KeywordClassifier()), router=RuleRouter(PACK, RoutingConfig()), context_tokens=900,
+        classifier=Swappable(ActionClassifier()), router=RuleRouter(PACK, RoutingConfig()), context_tokens=900,
         reply_tokens=100, summary_model="base", knowledge=Swappable(knowledge()), actions=runner,
         clock=lambda: OPEN_HOURS,  # the handoffs here happen while the team is in (tests/bot/test_desk_hours.py)
     )  # fmt: skip
@@ -97,6 +104,10 @@ def test_a_verified_customer_gets_the_status_and_tracking_number(counter, shop: 
     assert trace["outcome"] == "ok" and trace["attempts"] == 1 and trace["ms"] > 0
     assert trace["inputs"] == {"order_number": "LL-104233", "email": mask(SHIPPED.customer_email.upper())}
     assert SHIPPED.customer_email.upper() not in str(trace)
+    # The slots the trace lists are masked the same way: staff never read the customer's e-mail there.
+    assert answered.trace()["slots"] == {"order_number": "LL-104233", "email": mask(SHIPPED.customer_email.upper())}
+    assert SHIPPED.customer_email.upper() not in str(answered.trace())
+    assert answered.state.slots["email"] == SHIPPED.customer_email.upper()  # the bot itself keeps the real one
     assert answered.check["verdict"] == "from the action result"
     assert answered.check["fields"]["status"] == "shipped"
     assert answered.state.pending_intent is None and answered.state.status == "bot"
@@ -226,7 +237,13 @@ GOOD = (default_pack_path() / "actions.yaml").read_text(encoding="utf-8")
         (("timeout_s: 2", "timeout_s: 0"), "request.timeout_s: Input should be greater than 0"),
         (("method: GET", "method: FETCH"), "request.method: Input should be 'GET'"),
         (("changes: false", "changes: maybe"), "changes: Input should be a valid boolean"),
-        (("changes: false", "changes: true"), "changes: true) are not supported yet"),
+        (("changes: false", "changes: true"), "an action that changes something (changes: true) needs `confirm`"),
+        (("  refused: \"I couldn't cancel", "  refusal: \"I couldn't cancel"),
+         "refusal: Extra inputs are not permitted"),
+        (("confirm: I'll cancel order {order_number}.", "confirm: I'll cancel order {order}."),
+         "confirm uses ['order'], which are not inputs"),
+        (('shipping_address: "{new_address}"', 'shipping_address: "{address}"'),
+         "request.body uses ['address'], which are not inputs"),
         (("cancelled on {cancelled_on}", "cancelled by {customer_name}"),
          "reply template 'cancelled' uses ['customer_name'], which are not in result_fields"),
         (("  verify:", "  verfiy:"), "verfiy: Extra inputs are not permitted"),
@@ -248,3 +265,115 @@ def test_invalid_yaml_and_a_missing_secret_are_refused(tmp_path: Path) -> None:
         load_actions(pack_with(tmp_path, GOOD + "\n  - [unclosed"))
     with pytest.raises(DomainPackError, match=r"needs secret\(s\) \['demo_shop_key'\].*SUPPORTBOT_ACTION_SECRETS"):
         ActionRunner(load_actions(PACK), base_url="http://127.0.0.1:1", secrets={}, handoff_message="bye")
+
+
+def test_a_customer_the_site_vouched_for_is_not_asked_for_the_email(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    verified = DialogueState(verified_email=SHIPPED.customer_email)
+    own, other = chat(
+        manager, [f"Where is my order {SHIPPED.order_number}?", f"and order {PROCESSING.order_number}?"], verified
+    )
+    assert own.route.reason == "action order_status" and SHIPPED.tracking_number in own.text
+    assert own.action["identity"] == "signed" and own.action["inputs"]["email"] == mask(SHIPPED.customer_email)
+    assert "email" not in own.state.slots  # the vouched-for e-mail is not turned into something the customer said
+    assert other.text == NOT_FOUND_REPLY and other.state.identity_failures == 1  # not theirs: refused all the same
+    # An e-mail the customer types is checked like any other.
+    [typed] = chat(
+        manager, [f"Where is my order {PROCESSING.order_number}? My e-mail is {PROCESSING.customer_email}"], verified
+    )
+    assert typed.action["identity"] == "given" and PROCESSING.placed_on in typed.text
+
+
+# Processing orders of the demo shop: placed this morning (cancellable for 2 hours of the shop's clock) or days ago.
+RECENT, RECENT_2, RECENT_3 = ORDERS["LL-104352"], ORDERS["LL-104436"], ORDERS["LL-104520"]
+OLD = ORDERS["LL-104268"]
+NEW_ADDRESS = "12 Oak Avenue, Columbus, OH 43215"
+
+
+def shop_order(shop: Served, number: str) -> dict:
+    response = httpx.get(f"{shop.url}/demo-shop/orders/{number}", headers={"Authorization": f"Bearer {KEY}"})
+    return response.json()
+
+
+def test_a_cancellation_is_stated_confirmed_then_made_once(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    [asked] = chat(manager, [f"Please cancel my order {RECENT.order_number}, e-mail {RECENT.customer_email}"])
+    assert asked.route.decision is Decision.ask_details and asked.route.missing_slots == ("confirmation",)
+    assert (
+        asked.text
+        == f"I'll cancel order {RECENT.order_number}. This can't be undone. Shall I go ahead? Please answer yes or no."
+    )
+    assert asked.action is None and asked.state.pending_action["name"] == "cancel_order"
+    assert shop_order(shop, RECENT.order_number)["status"] == "processing"  # nothing happens before the yes
+    [done] = chat(manager, ["yes"], asked.state)
+
+    assert done.route.decision is Decision.answer and done.text.startswith(
+        f"Done: order {RECENT.order_number} is cancelled"
+    )
+    assert shop_order(shop, RECENT.order_number)["status"] == "cancelled"
+    trace = done.action
+    assert trace["changes"] is True and trace["confirmed"] is True and trace["outcome"] == "ok"
+    assert trace["idempotency_key"] == asked.state.pending_action["key"]
+    assert trace["inputs"]["email"] == mask(RECENT.customer_email) and done.state.pending_action is None
+    # The same yes handled again (a retried request) replays the shop's answer under the same key: one cancellation.
+    [again] = chat(manager, ["yes"], asked.state)
+    assert again.text == done.text and again.action["idempotency_key"] == trace["idempotency_key"]
+    # A second yes with nothing waiting changes nothing.
+    [extra] = chat(manager, ["yes"], done.state)
+    assert extra.action is None
+
+
+def test_a_no_or_another_message_changes_nothing(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    first = f"cancel order {RECENT_2.order_number} please, my e-mail is {RECENT_2.customer_email}"
+    _, declined = chat(manager, [first, "no thanks"])
+    assert declined.text == DECLINED_REPLY and declined.action["outcome"] == "declined"
+    assert declined.action["attempts"] == 0 and declined.state.pending_action is None
+    _, moved_on = chat(manager, [first, "How long do refunds take?"])
+    assert moved_on.state.pending_action is None and (moved_on.action is None)
+    assert shop_order(shop, RECENT_2.order_number)["status"] == "processing"
+
+
+def test_the_shop_refusing_a_change_is_reported_in_its_own_words(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    _, shipped = chat(manager, [f"cancel order {SHIPPED.order_number}, e-mail {SHIPPED.customer_email}", "yes please"])
+    assert shipped.text == (
+        f"I couldn't cancel order {SHIPPED.order_number}: our order system says order {SHIPPED.order_number} has "
+        "already shipped, so it can no longer be cancelled."
+    )
+    assert shipped.action["outcome"] == "refused" and shipped.action["status_code"] == 409
+    _, late = chat(manager, [f"cancel order {OLD.order_number}, e-mail {OLD.customer_email}", "yes"])
+    assert (
+        f"within 2 hours of ordering, and order {OLD.order_number} was placed on {OLD.placed_on} at 09:00" in late.text
+    )
+    assert shop_order(shop, OLD.order_number)["status"] == "processing"
+    _, wrong = chat(manager, [f"cancel order {RECENT_3.order_number}, e-mail {OLD.customer_email}", "yes"])
+    assert wrong.text == NOT_FOUND_REPLY and wrong.state.identity_failures == 1  # not their order: same refusal
+    assert shop_order(shop, RECENT_3.order_number)["status"] == "processing"
+
+
+def test_the_delivery_address_changes_before_shipping_only(counter, shop) -> None:
+    manager = dialogue(counter, f"{shop.url}/demo-shop")
+    asked, done = chat(
+        manager,
+        [
+            f"Please change the delivery address of order {OLD.order_number} to {NEW_ADDRESS}. "
+            f"I'm {OLD.customer_email}",
+            "ok",
+        ],
+    )
+    assert asked.text.startswith(f"I'll change the delivery address of order {OLD.order_number} to {NEW_ADDRESS}.")
+    assert done.text == f"Done: order {OLD.order_number} will now be delivered to {NEW_ADDRESS}."
+    assert shop_order(shop, OLD.order_number)["shipping_address"] == NEW_ADDRESS
+    # Staff see the new address masked in the call's inputs, the slots and the result's fields (the reply itself
+    # states it, as sent); the order's status stays readable.
+    trace = done.trace()
+    assert all(NEW_ADDRESS not in str(trace[part]) for part in ("action", "slots", "check"))
+    assert trace["check"]["fields"]["status"] == "processing"
+    asked_first, _, refused = chat(
+        manager,
+        [f"change the address of order {SHIPPED.order_number}", f"{SHIPPED.customer_email}, {NEW_ADDRESS}", "yes"],
+    )
+    assert asked_first.route.decision is Decision.ask_details
+    assert refused.text.endswith("has already shipped, so its address can no longer be changed.")
+    assert shop_order(shop, SHIPPED.order_number)["shipping_address"] == SHIPPED.shipping_address

@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 from langchain_core.messages import BaseMessage
 
-from bot.context import ChatTemplateCounter, Turn
+from bot.context import NOTE_HEADING, SUMMARY_LABEL, ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
 from bot.guard import secret_reasons
@@ -112,8 +112,13 @@ def test_sixty_turns_stay_in_budget_and_keep_the_order_number_and_product(counte
                 summary = asyncio.run(dialogue.update_summary(summary, pending))
                 summarized_upto = max(turn.id for turn in pending)
     assert result.dropped_turns > 40, "the conversation must be long enough to evict old turns"
-    assert "order number: LL-104233" in reply_prompt[0].content
-    assert "product: desk lamp" in reply_prompt[0].content
+    # What the customer said, and the model's summary of it, sit on the customer's side of the prompt, never in
+    # the system message (a customer could otherwise write instructions into it).
+    note = reply_prompt[1]
+    assert note.type == "human" and note.content.startswith(NOTE_HEADING)
+    assert "order number: LL-104233" in note.content and "product: desk lamp" in note.content
+    assert SUMMARY_LABEL in note.content and summary and summary.strip() in note.content
+    assert "LL-104233" not in reply_prompt[0].content and SUMMARY_LABEL not in reply_prompt[0].content
     assert result.summary_used
 
 
@@ -165,6 +170,9 @@ def test_a_reply_that_contradicts_the_help_content_is_replaced_by_its_own_words(
     assert trace["check"]["failures"][0]["sentence"] == "Exchanges are allowed within 30 days of delivery."
     assert trace["replaced"].startswith("Sure! Exchanges are allowed")
     assert trace["passages"][0]["slug"] == "returns" and trace["passages"][0]["text"]
+    # The model was stopped before its usage report: what it wrote until then is still counted.
+    written = counter.count_message({"role": "assistant", "content": trace["replaced"]})
+    assert 0 < result.completion_tokens <= written
     # The prompt carried the retrieved passages, not every policy of the pack.
     system = model.prompts[0][0].content
     assert "We do not offer direct exchanges" in system and "privacy@lumenandloom" not in system

@@ -25,7 +25,6 @@ from finetune.intents import (
     ClassifierRecipe,
     examples_from_pack,
     held_out_examples,
-    intent_texts_from_pack,
     train_intent_classifier,
 )
 from finetune.registry import classifier_registry
@@ -36,11 +35,25 @@ MIN_HELD_OUT_ACCURACY = 0.75
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    path = tmp_path_factory.mktemp("classifiers") / "intent-v1"
-    pack = load_pack(default_pack_path())
-    meta = train_intent_classifier(examples_from_pack(pack), output_dir=path, intent_texts=intent_texts_from_pack(pack))
-    return path, meta
+def cli_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The pack's classifier trained once for this module, the way an admin does it (`supportbot intents train`
+    on a fresh data folder): the folder and what the command printed."""
+    data_dir = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SUPPORTBOT_DATA_DIR", str(data_dir))
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(app, ["intents", "train"])
+        finally:
+            get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return data_dir, result.output
+
+
+@pytest.fixture(scope="module")
+def trained(cli_training: tuple[Path, str]) -> tuple[Path, dict]:
+    path = cli_training[0] / "classifiers" / "intent-v1"
+    return path, json.loads((path / CLASSIFIER_FILE).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -227,23 +240,22 @@ def test_bad_recipe_values_are_refused(bad: dict) -> None:
         ClassifierRecipe(**bad)
 
 
-def test_cli_trains_promotes_and_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUPPORTBOT_DATA_DIR", str(tmp_path))
+def test_cli_trains_promotes_and_evaluates(cli_training: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir, output = cli_training
+    monkeypatch.setenv("SUPPORTBOT_DATA_DIR", str(data_dir))
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(app, ["intents", "train"])
-        assert result.exit_code == 0, result.output
-        assert "Promoted" in result.output and "accuracy" in result.output
-        registry = classifier_registry(tmp_path / "classifiers")
+        assert "Promoted" in output and "accuracy" in output
+        registry = classifier_registry(data_dir / "classifiers")
         assert registry.active() == "intent-v1"
 
-        report = tmp_path / "report.json"
+        report = data_dir / "report.json"
         result = CliRunner().invoke(app, ["intents", "evaluate", "--report", str(report)])
         assert result.exit_code == 0, result.output
         saved = json.loads(report.read_text())
         assert saved["classifier"] == "intent-v1" and saved["accuracy"] >= MIN_HELD_OUT_ACCURACY
 
-        data = tmp_path / "messages.csv"
+        data = data_dir / "messages.csv"
         data.write_text('text,category\n"where is my order",order_status\n"hello there",greeting\n')
         result = CliRunner().invoke(app, ["intents", "evaluate", "--data", str(data), "--report", str(report)])
         assert result.exit_code == 0, result.output

@@ -19,7 +19,9 @@ def old_and_new(session: Session) -> tuple[tuple[str, str], tuple[str, str]]:
     """(id, token) of a conversation idle for 400 days and of one idle for 10 days, both with personal data."""
     made = []
     for days in (400, 10):
-        conversation, token = crud.create_conversation(session=session)
+        conversation, token = crud.create_conversation(
+            session=session, verified_user_id="c-7", verified_email="jane@example.com"
+        )
         customer_message = crud.add_message(
             session=session, conversation_id=conversation.id, role=Role.customer, text=PERSONAL
         )
@@ -38,6 +40,7 @@ def old_and_new(session: Session) -> tuple[tuple[str, str], tuple[str, str]]:
             misses=0,
             negative_streak=0,
             pending_intent=None,
+            pending_action={"name": "cancel_order", "inputs": {"email": "jane@example.com"}, "key": "k"},
         )
         crud.save_review(
             session=session,
@@ -70,6 +73,7 @@ def test_anonymise_masks_old_conversations_only(session: Session, old_and_new) -
         "ok",
     ]
     assert old.slots == {"email": "[email]"}
+    assert (old.verified_user_id, old.verified_email, old.pending_action) == (None, None, None)
     assert crud.list_messages(session=session, conversation_id=old_id)[1].trace == {"slots": {"email": "[email]"}}
     assert crud.list_reviews(session=session, conversation_id=old_id)[0].corrected_text == "We will write to [email]"
     assert crud.get_csat(session=session, conversation_id=old_id).comment == "call [phone]"  # type: ignore[union-attr]
@@ -77,6 +81,7 @@ def test_anonymise_masks_old_conversations_only(session: Session, old_and_new) -
         crud.open_conversation(session=session, conversation_id=old_id, token=old_token)
 
     assert crud.list_messages(session=session, conversation_id=new_id)[0].text == PERSONAL
+    assert crud.get_conversation(session=session, conversation_id=new_id).verified_email == "jane@example.com"
     assert crud.open_conversation(session=session, conversation_id=new_id, token=new_token).slots == {
         "email": "jane@example.com"
     }

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,21 @@ def test_archives_are_private_and_signed_with_the_secret_key(settings: Settings,
         restore_backup(other_installation, archive, tools())
     assert snapshot(settings) == current
     restore_backup(settings, archive, tools())
+
+
+def test_archives_older_than_the_backup_period_are_deleted_and_nothing_else(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    now = datetime.now(UTC)
+    old = folder / f"supportbot-backup-{now - timedelta(days=31):%Y%m%dT%H%M%S%fZ}.tar.gz"
+    recent = folder / f"supportbot-backup-{now - timedelta(days=29):%Y%m%dT%H%M%S%fZ}.tar.gz"
+    unrelated = folder / "supportbot-backup-notes.txt"
+    for path in (old, recent, unrelated):
+        path.write_bytes(b"x")
+    archive = create_backup(settings.model_copy(update={"backup_keep_days": 30}), folder, tools())
+    assert sorted(folder.iterdir()) == sorted([archive, recent, unrelated])
+
+
+def test_a_backup_period_as_long_as_the_retention_period_is_refused() -> None:
+    with pytest.raises(ValueError, match="BACKUP_KEEP_DAYS .* must be shorter than SUPPORTBOT_RETENTION_DAYS"):
+        Settings(retention_days=30, backup_keep_days=30)

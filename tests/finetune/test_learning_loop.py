@@ -89,6 +89,10 @@ def test_retrain_evaluate_promote_and_roll_back(live_app, client: httpx.Client, 
         assert report[side]["checks_total"] == 2
     assert report["decision"]["reasons"]
 
+    # The gate's decision is carried out: its verdict on two steps of training is tested in test_promotion_gate.py;
+    # here what matters is that the run does what the decision says, whichever way it went.
+    assert run.promoted is bool(report["decision"]["promote"])
+    assert registry.active() == (run.adapter if run.promoted else in_service)
     # Promoted by the gate or by hand, the new adapter answers customers without a restart.
     if not run.promoted:
         registry.promote(run.adapter)

@@ -22,6 +22,8 @@ QUESTIONS = [
     "How much does shipping cost and how long does it take?",
 ]
 
+TALK_EVERY_S = 5.0
+
 
 @dataclass
 class Sent:
@@ -135,8 +137,11 @@ def switch_with_replies_in_flight(live_app, client: httpx.Client, admin: Staff, 
     stop = threading.Event()
 
     def keep_talking() -> None:
+        # A customer every few seconds, not back to back: a saturated 2-core machine would take many minutes to
+        # start the new server, and a steady trickle proves no reply fails just as well.
         while not stop.is_set():
             during.append(send_one(live_app.url, QUESTIONS[len(during) % len(QUESTIONS)]))
+            stop.wait(TALK_EVERY_S)
 
     talker = threading.Thread(target=keep_talking)
     talker.start()

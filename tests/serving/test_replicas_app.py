@@ -6,6 +6,7 @@ The replicas are stand-ins speaking vLLM's endpoints (tests/utils/fake_vllm.py);
 """
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,16 +56,23 @@ def app(fakes: list[FakeVLLM], tmp_path: Path, base_model_dir: Path) -> Iterator
         database_url=f"sqlite:///{tmp_path / 'app.db'}",
         vllm_urls=[fake.url for fake in fakes],
         vllm_refresh_s=0.05,
+        # The tests run the promotion check themselves: the background one would load the adapter into the second
+        # replica at a moment of its own choosing.
+        promotion_check_s=3600,
     )
-    # Only the first replica has the promoted adapter when the app starts (the second just restarted).
     fakes[0].adapters["domain-v1"] = str(tmp_path / "adapters" / "domain-v1")
     with TestClient(create_app(settings)) as client:
+        # The check at start-up loads the adapter into the second replica too; that replica then restarts and
+        # forgets it, so only the first one serves it until the next check (the tests run it themselves).
+        deadline = time.monotonic() + 30
+        while ("load", "domain-v1") not in fakes[1].requests:
+            assert time.monotonic() < deadline, "the check at start-up did not load the adapter into every replica"
+            time.sleep(0.05)
+        fakes[1].adapters.clear()
+        client.portal.call(client.app.state.services.llm.replicas.refresh)  # type: ignore[attr-defined]
         yield client
 
 
-# Known since the merges of 2026-11-30 (merged-model routing with LoRA fallback, grounded passage fallback): a turn
-# can be answered without the stand-in replica these tests count. Not yet diagnosed; see the closing note.
-NOT_DIAGNOSED = "a turn answered without the counted stand-in replica since the 2026-11-30 merges (not yet diagnosed)"
 # Policy questions the help content answers, so every turn goes to the model (an order question would start the
 # order lookup instead).
 QUESTIONS = ("How long do I have to return a lamp?", "How much does express shipping cost?", "Do you take Apple Pay?")
@@ -76,7 +84,6 @@ def converse(client: TestClient, turns: int) -> list[dict]:
     return [bot_reply(send(client, conversation_id, headers, question)) for question in questions]
 
 
-@pytest.mark.xfail(reason=NOT_DIAGNOSED, strict=False)
 def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: TestClient, fakes, tmp_path) -> None:
     services = app.app.state.services  # type: ignore[attr-defined]
     first, second = fakes
@@ -118,7 +125,6 @@ def test_turns_go_to_replicas_with_the_adapter_and_promotion_reaches_all(app: Te
     assert metric(app, "supportbot_llm_tokens_total", direction="completion") >= 3 * 10
 
 
-@pytest.mark.xfail(reason=NOT_DIAGNOSED, strict=False)
 def test_no_replica_with_the_adapter_means_the_apology_and_a_fallback_count(app: TestClient, fakes) -> None:
     fallbacks = metric(app, "supportbot_fallbacks_total", reason="model_unavailable")
     fakes[0].stop()

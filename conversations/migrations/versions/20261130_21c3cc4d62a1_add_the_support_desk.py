@@ -1,7 +1,7 @@
 """add the support desk: tickets, notes, canned replies, webhooks, alert deliveries, staff teams
 
 Revision ID: 21c3cc4d62a1
-Revises: 8c1f5e2a9b3d
+Revises: a18e2b4c6d02
 Create Date: 2026-11-30 11:07:02.315630
 """
 
@@ -12,7 +12,7 @@ import sqlmodel  # noqa: F401  (columns render as sqlmodel.sql.sqltypes.AutoStri
 from alembic import op
 
 revision: str = "21c3cc4d62a1"
-down_revision: str | Sequence[str] | None = "8c1f5e2a9b3d"
+down_revision: str | Sequence[str] | None = "a18e2b4c6d02"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
