@@ -10,8 +10,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -32,6 +33,7 @@ from bot.grounding import Candidate, GroundingChecker, choose_sentences, content
 from bot.guard import LeakGuard, secret_reasons
 from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
+from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
@@ -54,6 +56,11 @@ NOT_SURE_REPLY = (
     "pass this conversation on."
 )
 SMALL_TALK_FALLBACK = "I'm happy to help. What would you like to know?"
+# For a language the pack serves but has no message in: the same words in English.
+NOT_SERVED_REPLY = (
+    "Sorry, I can only help in {languages}. I'm passing this conversation to a member of our support team, "
+    "who will answer you here."
+)
 # Below this, the best passage sentence does not answer the question (word overlap + encoder cosine of the
 # sentence under its article's title, see bot/grounding.rank_sentences): the help content does not cover it,
 # whatever retrieval returned. Chosen on the development questions: the best uncovered ones ("recycle old
@@ -100,6 +107,8 @@ class TurnResult:
     check: dict | None = None  # the grounding check's verdict and the failing sentences
     replaced: str | None = None  # what the model wrote, when the check replaced it
     action: dict | None = None  # the action called for the turn: inputs (personal data masked), outcome, time
+    language: str | None = None  # the customer message's language, when it was clear
+    outside_hours: bool = False  # handed off while the team is away (the reply says when they answer)
 
     def trace(self) -> dict:
         """What staff see next to the reply: why the bot said what it said."""
@@ -130,6 +139,8 @@ class TurnResult:
             "check": self.check,
             "replaced": self.replaced,
             "action": self.action,
+            "language": self.language,
+            "outside_hours": self.outside_hours,
         }
 
 
@@ -167,6 +178,7 @@ class DialogueManager:
         passages: int = 3,
         first_sentence_within_s: float | None = None,
         actions: ActionRunner | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.pack = pack
         self.llm = llm
@@ -182,6 +194,8 @@ class DialogueManager:
         self.passages = passages
         self.first_sentence_within_s = first_sentence_within_s
         self.actions = actions
+        self.clock = clock
+        self.languages = LanguageDetection([*pack.languages, *pack.language_messages])
 
     def plan(
         self, text: str, state: DialogueState, query: str | None = None
@@ -202,6 +216,10 @@ class DialogueManager:
         seen = replace(state, slots=slots)
         covered = any(hit.relevant for hit in hits)
         route = self.router.route(text=text, prediction=prediction, state=seen, covered=covered)
+        if route.decision is not Decision.silent:
+            language = self.languages.detect(text)
+            if language is not None and language not in self.pack.languages:
+                route = Route(Decision.handoff, None, f"language {language} is not served", language=language)
         stages["route"] = _ms(started)
         return route, prediction, self._next_state(seen, route, text), stages, hits
 
@@ -225,7 +243,7 @@ class DialogueManager:
         if route.decision is Decision.rephrase:
             return self.pack.rephrase_message
         if route.decision is Decision.handoff:
-            return self.pack.handoff_message
+            return self.handoff_reply(route)
         if route.decision is Decision.refuse:
             return REFUSAL
         if route.decision is Decision.out_of_scope:
@@ -233,6 +251,21 @@ class DialogueManager:
         if route.decision is Decision.ask_details and route.intent:
             return self.pack.intent(route.intent).ask
         return None
+
+    def outside_hours(self) -> bool:
+        hours = self.pack.business_hours
+        return hours is not None and not hours.is_open(self.clock())
+
+    def handoff_reply(self, route: Route) -> str:
+        """What a handoff says: in the customer's language when the bot does not serve it; outside business hours,
+        when teammates answer again and a request for an e-mail address; else the pack's handoff message."""
+        if route.language is not None:
+            served = " or ".join(language_name(code) for code in self.pack.languages)
+            return self.pack.language_messages.get(route.language) or NOT_SERVED_REPLY.format(languages=served)
+        hours = self.pack.business_hours
+        if hours is not None and not hours.is_open(self.clock()):
+            return self.pack.outside_hours_message.format(next_open=hours.describe_next_open(self.clock()))
+        return self.pack.handoff_message
 
     def build_prompt(
         self, turns: Sequence[Turn], state: DialogueState, summary: str, passages: Sequence[Hit]
@@ -288,16 +321,20 @@ class DialogueManager:
         query = retrieval_query(turns)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
+        result.language = route.language or self.languages.detect(text)
         handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
             # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
             result.route, result.state, result.text = handled.route, handled.state, handled.reply
+            if handled.route.decision is Decision.handoff and self.outside_hours():
+                result.outside_hours = True
+                result.text = handled.reply.replace(self.pack.handoff_message, self.handoff_reply(handled.route))
             result.action = handled.trace or None  # None: the turn only asked for an input
             if handled.facts:
                 result.check = {"verdict": "from the action result", "fields": masked_fields(handled.facts)}
             result.stages_ms["action"] = handled.trace.get("ms", 0.0)
             result.stages_ms["total"] = _ms(started)
-            for word in _words(handled.reply):
+            for word in _words(result.text):
                 yield word
             yield result
             return
@@ -322,6 +359,8 @@ class DialogueManager:
                 result.check = {"verdict": "not covered by the help content", "best_sentence_score": best}
         if fixed is not None:
             result.text = fixed
+            handoff = route.decision is Decision.handoff and route.language is None
+            result.outside_hours = handoff and self.outside_hours()
             result.stages_ms["total"] = _ms(started)
             for word in _words(fixed):
                 yield word

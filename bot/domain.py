@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 from bot.articles import Article, ArticleError, plain_text, read_article
+from bot.hours import BusinessHours
+from bot.language import UnknownLanguage, lingua_language
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,28 @@ class PackInfo(BaseModel):
     # What the company sells, as customers name it ("desk lamp", "duvet cover"): a product mentioned
     # in a message becomes the conversation's `product` slot, so it survives context eviction.
     products: list[Text] = []
+    # When teammates answer (bot/hours.py); without it every handoff says handoff_message.
+    business_hours: BusinessHours | None = None
+    # Said instead of handoff_message outside business hours; {next_open} becomes "tomorrow at 09:00 EST".
+    outside_hours_message: Text = (
+        "I'm passing this conversation to our support team. They are away right now and will answer you here "
+        "{next_open}. If you leave your e-mail address, we will also send their answer there."
+    )
+    # The languages the bot answers in (ISO 639-1 codes). A customer writing clearly in another one is told so
+    # in their language (language_messages, by code; English otherwise) and handed to a teammate.
+    languages: list[str] = ["en"]
+    language_messages: dict[str, Text] = {}
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> Self:
+        for code in [*self.languages, *self.language_messages]:
+            try:
+                lingua_language(code)
+            except UnknownLanguage as error:
+                raise ValueError(str(error)) from None
+        if "{next_open}" not in self.outside_hours_message:
+            raise ValueError("outside_hours_message must say when teammates answer again: put {next_open} in it")
+        return self
 
 
 class DomainPack(PackInfo):

@@ -51,6 +51,8 @@ class Route:
     intent: str | None
     reason: str
     missing_slots: tuple[str, ...] = ()
+    # A handoff because the customer writes in a language the pack does not serve: that language's code.
+    language: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,14 @@ DEFAULT_PATTERNS: dict[str, str] = {
     "order_number": r"(?<![\w-])(?:[A-Z]{2,4}-?\d{4,10}|#\d{5,10})(?![\w-])",
     "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
     "phone": r"(?<!\w)\+?\d[\d ()-]{7,}\d(?!\w)",
+    # "My name is Ada Lovelace": canned replies greet the customer by it ({customer_name}).
+    "customer_name": r"\bmy name is\s+((?-i:[A-ZÀ-ÖØ-Þ])[^\W\d_]*(?:[ '-](?-i:[A-ZÀ-ÖØ-Þ])[^\W\d_]*)?)",
 }
 
-SLOT_LABELS = {"order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product"}
+SLOT_LABELS = {
+    "order_number": "order number", "email": "e-mail", "phone": "phone number", "product": "product",
+    "customer_name": "customer's name",
+}  # fmt: skip
 # Slots that identify no one: every other one (e-mail, phone, a new address, a pack's own) is personal, and staff see
 # it masked wherever a trace or a conversation's details are shown.
 NOT_PERSONAL_SLOTS = frozenset({"order_number", "product"})

@@ -195,3 +195,32 @@ def retention(
         f"{result.conversations} {done}, {result.messages} {messages}; {result.datasets} training dataset(s) "
         f"holding them deleted, samples dropped from {result.reports} old retraining report(s)"
     )
+
+
+@store_app.command()
+def erase(
+    email: Annotated[str, typer.Option(help="The customer's e-mail address.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase without asking (scripts; re-applying after a restore).")
+    ] = False,
+) -> None:
+    """Erase everything stored about a customer (as the console's Customer data page does); audited."""
+    from conversations import crud
+    from conversations.data_rights import InvalidEmail, erase_customer, find_customer
+
+    settings = get_settings()
+    with _store_session() as session:
+        try:
+            found = find_customer(session=session, email=email)
+        except InvalidEmail as error:
+            console.print(f"[red]{error}[/]")
+            raise typer.Exit(2) from None
+        if found and not yes and not typer.confirm(f"Erase {len(found)} conversation(s) holding {email}?"):
+            raise typer.Exit(1)
+        result = erase_customer(session=session, email=email, datasets_dir=settings.data_dir / "datasets")
+        crud.record_audit(session=session, actor_id=None, action="data.erase", target="customer",
+                          details={"conversations": result.conversations, "messages": result.messages})  # fmt: skip
+    console.print(
+        f"Erased {result.conversations} conversation(s) and {result.messages} message(s); {result.datasets} training "
+        f"dataset(s) deleted, samples dropped from {result.reports} retraining report(s)"
+    )

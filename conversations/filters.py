@@ -54,6 +54,10 @@ class ConversationFilter(BaseModel):
     tag: str | None = Field(default=None, min_length=1, max_length=64)
     # Words anywhere in the messages' text, case-insensitive.
     search: str | None = Field(default=None, min_length=1, max_length=200)
+    # The desk's queues: waiting for a human with nobody and no team assigned; assigned to this teammate; to a team.
+    unassigned: bool | None = None
+    assignee_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    team: str | None = Field(default=None, min_length=1, max_length=64)
     # Bounded by the largest id PostgreSQL's `integer` holds: no page can start beyond it.
     offset: int = Field(default=0, ge=0, le=2**31 - 1)
     # None: no limit (exports); listing pages are bounded.
@@ -83,7 +87,7 @@ class ConversationFilter(BaseModel):
                 raise ValueError(f"not a date (YYYY-MM-DD): {error}") from None
         return value
 
-    @field_validator("tag")
+    @field_validator("tag", "team")
     @classmethod
     def _normalise_tag(cls, value: str | None) -> str | None:
         return value.strip().lower() if value is not None else None

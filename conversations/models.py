@@ -195,6 +195,10 @@ class StaffAccountBase(SQLModel):
     email: str = Field(max_length=254)
     display_name: str = Field(min_length=1, max_length=120)
     role: StaffRole = StaffRole.staff
+    # The team the account answers for ("billing", "returns"); conversations can be assigned to a team.
+    team: str | None = Field(default=None, max_length=64)
+    # On-duty staff get the e-mail alerts and take part in round-robin assignment.
+    on_duty: bool = True
 
 
 # What an admin sends to create a staff account.
@@ -531,3 +535,155 @@ class RateCount(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     window_start: int = Field(sa_column=Column(BigInteger, primary_key=True))
     hits: int = 0
+
+
+# --- The support desk: assignment, notes, canned replies, alerts (webhooks and e-mail deliveries). ---
+
+
+# Who should answer a conversation waiting for a human, and the timers the inbox shows; one row per
+# conversation that was ever handed to people (the takeover itself stays in Assignment).
+class DeskTicket(SQLModel, table=True):
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
+    # A teammate, a team (a name staff accounts carry), both, or neither (the unassigned queue).
+    assignee_id: int | None = Field(default=None, foreign_key="staffaccount.id", index=True)
+    team: str | None = Field(default=None, max_length=64, index=True)
+    assigned_at: datetime | None = None
+    # Since when the customer has waited for a human (the handoff), the first staff reply, and the close.
+    waiting_since: datetime = Field(default_factory=utcnow, index=True)
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    # Why it went to a human ("handoff: ...") and whether it happened outside business hours.
+    reason: str | None = Field(default=None, max_length=200)
+    outside_hours: bool = False
+    # Where staff replies are also e-mailed (asked for outside business hours); None: only in the widget.
+    customer_email: str | None = Field(default=None, max_length=254)
+    # The language detected in the customer's messages (ISO 639-1), when there was enough text.
+    language: str | None = Field(default=None, max_length=8)
+
+
+# What staff send to assign a conversation: a teammate, a team, or neither (back to the unassigned queue).
+class DeskAssign(SQLModel):
+    assignee_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    team: str | None = Field(default=None, max_length=64)
+
+
+# Fields every internal note shape shares.
+class NoteBase(SQLModel):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+# What staff send to add an internal note.
+class NoteCreate(NoteBase):
+    text: PlainText = Field(min_length=1, max_length=4000)
+
+
+# An internal note as the console shows it; never part of anything a customer reads.
+class NotePublic(NoteBase):
+    id: int
+    conversation_id: str
+    staff_id: int | None
+    author: str
+    created_at: datetime
+
+
+# Stored internal note on a conversation, for teammates only.
+class Note(NoteBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    staff_id: int | None = Field(default=None, foreign_key="staffaccount.id")
+    author: str = Field(default="", max_length=120)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every canned reply shape shares: a short title to pick it by and the text with {placeholders}.
+class CannedReplyBase(SQLModel):
+    title: str = Field(min_length=1, max_length=120)
+    text: str = Field(min_length=1, max_length=4000)
+
+
+# What staff send to save a canned reply.
+class CannedReplyCreate(CannedReplyBase):
+    text: PlainText = Field(min_length=1, max_length=4000)
+
+
+# A canned reply as the console shows it.
+class CannedReplyPublic(CannedReplyBase):
+    id: int
+    updated_at: datetime
+
+
+# Stored canned reply; titles are unique.
+class CannedReply(CannedReplyBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(max_length=120, unique=True, index=True)
+    created_by: int | None = Field(default=None, foreign_key="staffaccount.id")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# Fields every webhook shape shares.
+class WebhookBase(SQLModel):
+    name: str = Field(min_length=1, max_length=120)
+    url: str = Field(min_length=1, max_length=1000)
+    active: bool = True
+
+
+# What an admin sends to add a webhook; the secret signs every delivery (HMAC-SHA256).
+class WebhookCreate(WebhookBase):
+    secret: str = Field(min_length=16, max_length=200)
+    active: StrictBool = True
+
+
+# A webhook as admins see it; the secret is never shown again.
+class WebhookPublic(WebhookBase):
+    id: int
+    created_at: datetime
+
+
+# Stored webhook: every alert event is POSTed to it as JSON (Slack and Teams take these through a relay).
+class Webhook(WebhookBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    secret: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    """Where one alert delivery stands."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+
+
+# An alert delivery as admins see it in the delivery log.
+class AlertDeliveryPublic(SQLModel):
+    id: int
+    kind: str
+    target: str
+    event: str
+    conversation_id: str | None
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+
+
+# One e-mail or webhook call waiting to go out, or its outcome: stored before it is tried, so a restart
+# loses none, and kept as the delivery log.
+class AlertDelivery(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # "email" or "webhook"
+    # An e-mail address, or the webhook's id as text.
+    target: str = Field(max_length=1000)
+    event: str = Field(max_length=64, index=True)
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", index=True, max_length=32)
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: DeliveryStatus = Field(default=DeliveryStatus.pending, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    # A sender working on it holds it until then; past it, another sender (after a crash) may take it.
+    locked_until: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    sent_at: datetime | None = None

@@ -179,6 +179,31 @@ class Settings(BaseSettings):
     # threads about ten times its share of a core, and training takes what customers leave idle.
     training_nice: int = Field(default=10, ge=0, le=19)
 
+    # The support desk. Alerts (a handoff, a new message from a customer waiting for a human) are e-mailed to
+    # on-duty staff through this SMTP server (no host: no e-mail) and POSTed to the webhooks admins add in the
+    # console. Each delivery is stored before it is tried and retried alert_retry_attempts times, waiting
+    # alert_retry_base_s, then twice as long each time; senders look for due deliveries every alert_poll_s.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    # "starttls" upgrades a plain connection (port 587), "tls" connects over TLS (port 465), "none" for a local relay.
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    alert_email_from: str = "supportbot@localhost"
+    # The console's address as staff reach it, for links in alert e-mails (empty: http://host:port).
+    console_url: str | None = None
+    alert_retry_attempts: int = Field(default=6, ge=1)
+    alert_retry_base_s: float = Field(default=30.0, gt=0)
+    alert_poll_s: float = Field(default=5.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Assignment: new handoffs go to the on-duty teammates in turn (round-robin) or wait in the unassigned queue;
+    # a conversation nobody answered within desk_reassign_after_minutes goes to the next teammate (0: never).
+    # The inbox highlights conversations past the first-response and resolution targets.
+    desk_round_robin: bool = False
+    desk_reassign_after_minutes: float = Field(default=0.0, ge=0)
+    desk_first_response_minutes: float = Field(default=15.0, gt=0)
+    desk_resolution_hours: float = Field(default=24.0, gt=0)
+
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses_only(cls, proxies: list[str]) -> list[str]:
@@ -262,6 +287,10 @@ class Settings(BaseSettings):
     def resolved_action_secrets(self) -> dict[str, str]:
         local = {"demo_shop_key": self.demo_shop_key} if self.mode == "local" else {}
         return {**local, **self.action_secrets}
+
+    @property
+    def resolved_console_url(self) -> str:
+        return (self.console_url or f"http://{self.host}:{self.port}").rstrip("/") + "/console"
 
     @property
     def resolved_log_format(self) -> str:

@@ -19,6 +19,7 @@ from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.bounds import NoSniff, RequestLimits
 from serving.console import api as staff_api
+from serving.console import data_rights, desk_api, desk_pages, reports
 from serving.console import knowledge as console_knowledge
 from serving.console import pages as console_pages
 from serving.demo_shop import MOUNT_PATH, create_demo_shop
@@ -77,11 +78,13 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
         retaining = asyncio.create_task(retention_loop(settings, services.engine))
         following = asyncio.create_task(services.watcher.run())
         syncing = asyncio.create_task(services.knowledge.run())
+        alerting = asyncio.create_task(services.alerts.run())
         recovering = asyncio.create_task(
             services.chat.recover_abandoned(settings.unanswered_after_s, settings.recovery_every_s)
         )
         yield
         recovering.cancel()
+        alerting.cancel()
         syncing.cancel()
         following.cancel()
         watching.cancel()
@@ -119,7 +122,13 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
     app.add_exception_handler(RateLimited, rate_limited_response)
     app.include_router(console_pages.router)
     app.include_router(console_knowledge.router)
+    app.include_router(desk_pages.router)
+    app.include_router(reports.router)
+    app.include_router(reports.api)
+    app.include_router(data_rights.router)
+    app.include_router(data_rights.api)
     app.include_router(staff_api.router)
+    app.include_router(desk_api.router)
     if settings.mode == "local":
         # The pretend shop's order API that the demo pack's actions call over HTTP (serving/demo_shop.py).
         app.mount(MOUNT_PATH, create_demo_shop(settings.demo_shop_key))

@@ -25,6 +25,7 @@ from conversations import crud
 from conversations.models import ConversationPublic, ConversationStatus, MessagePublic, Role, utcnow
 from conversations.text import InvalidText, plain_text
 from serving import metrics
+from serving.desk import Desk
 from serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,19 @@ class ChatService:
     background: set[asyncio.Task] = field(default_factory=set)
     # Conversations whose turn runs in this process now: the recovery sweep never answers them.
     in_flight: set[str] = field(default_factory=set)
+    # Tickets and alerts for conversations handed to people (serving/desk.py); None in tests of the bare chat.
+    desk: Desk | None = None
 
     def store_customer_message(self, conversation_id: str, token: str, text: str) -> MessagePublic:
-        """Commit the customer's message before the model is called, so a failed reply never loses it."""
+        """Commit the customer's message before the model is called, so a failed reply never loses it; a customer
+        waiting for a human who writes again is an alert for whoever has the conversation."""
         with Session(self.engine) as session:
             crud.open_conversation(session=session, conversation_id=conversation_id, token=token)
             message = crud.add_message(session=session, conversation_id=conversation_id, role=Role.customer, text=text)
-            return MessagePublic.model_validate(message)
+            stored = MessagePublic.model_validate(message)
+            if self.desk is not None:
+                self.desk.customer_wrote(session, conversation_id, text)
+            return stored
 
     async def turn(self, conversation_id: str, customer: MessagePublic) -> AsyncIterator[ChatEvent]:
         """The bot's answer to the stored customer message, as events; the last one is `done`."""
@@ -234,6 +241,14 @@ class ChatService:
                 pending_action=result.state.pending_action,
                 attention_reason=f"handoff: {result.route.reason}" if handed_off else None,
             )
+            if self.desk is not None:
+                if handed_off:
+                    asked = crud.get_message(session=session, conversation_id=conversation_id, message_id=customer_id)
+                    self.desk.handed_off(
+                        session, conversation_id, reason=result.route.reason, customer_text=asked.text,
+                        outside_hours=result.outside_hours, language=result.language,
+                    )  # fmt: skip
+                self.desk.remember_email(session, conversation_id, result.state.slots)
             if result.text is None:
                 return None
             stages = result.stages_ms

@@ -20,6 +20,7 @@ from finetune.manager import TrainingManager
 from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry
 from serving.chat import ChatService
+from serving.desk import AlertSender, Desk
 from serving.knowledge import KnowledgeSync
 from serving.limits import RateLimiter, limits_of
 from serving.live import ConversationWatcher
@@ -45,6 +46,9 @@ class Services:
     knowledge: KnowledgeSync
     # Rate limits counted in the database, shared with every other replica.
     limiter: RateLimiter
+    # The support desk: tickets, assignment and the alerts it queues, and the loop that sends them.
+    desk: Desk
+    alerts: AlertSender
     # With a managed vLLM: the dtype and cores it runs with, and the promoted version's merged server.
     tuning: Tuning | None = None
     merged: MergedServing | None = None
@@ -149,9 +153,12 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         first_sentence_within_s=settings.first_sentence_within_s or None,
         actions=actions,
     )
+    # Lingua loads its language models on first use: here at start (about a second), not on a customer's turn.
+    dialogue.languages.detect("Where is my order? It has not arrived yet.")
     logger.info(
         "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
     )
+    desk = Desk(engine=engine, settings=settings, pack=pack)
     merged = None
     if settings.manages_vllm:
         tuning = tuning or vllm_tuning(settings)
@@ -165,10 +172,12 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         dialogue=dialogue,
         training=TrainingManager(settings, engine),
         promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name, merged=merged),
-        chat=ChatService(engine=engine, dialogue=dialogue, pack=pack),
+        chat=ChatService(engine=engine, dialogue=dialogue, pack=pack, desk=desk),
         watcher=ConversationWatcher(engine),
         knowledge=knowledge,
         limiter=RateLimiter(engine, limits_of(settings)),
+        desk=desk,
+        alerts=AlertSender(engine, settings, desk),
         tuning=tuning,
         merged=merged,
     )

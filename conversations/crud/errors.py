@@ -106,3 +106,21 @@ class InvalidLabel(StoreError, ValueError):
     """A tag name or intent that is empty or longer than 64 characters."""
 
     code = "invalid_label"
+
+
+class CannedReplyNotFound(StoreError):
+    """No canned reply has this id."""
+
+    code = "canned_reply_not_found"
+
+
+class TitleTaken(StoreError):
+    """Another canned reply already has this title."""
+
+    code = "title_taken"
+
+
+class WebhookNotFound(StoreError):
+    """No webhook has this id."""
+
+    code = "webhook_not_found"

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from conversations.models import (
     ConversationReview,
     ConversationStatus,
     ConversationTag,
+    DeskTicket,
     Message,
     Role,
     StaffAccount,
@@ -133,6 +135,12 @@ class InboxDetails:
     tags: list[str] = field(default_factory=list)
     reviewed: bool = False
     use_for_training: bool = False
+    # The desk: who should answer, and since when the customer waits for a human (None: never handed off).
+    assignee: str | None = None
+    team: str | None = None
+    waiting_since: datetime | None = None
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
 
 
 def inbox_details(*, session: Session, conversation_ids: Sequence[str]) -> dict[str, InboxDetails]:
@@ -162,4 +170,13 @@ def inbox_details(*, session: Session, conversation_ids: Sequence[str]) -> dict[
     for mark in session.exec(select(ConversationReview).where(col(ConversationReview.conversation_id).in_(ids))).all():
         details[mark.conversation_id].reviewed = mark.reviewed
         details[mark.conversation_id].use_for_training = mark.use_for_training
+    tickets = (
+        select(DeskTicket, StaffAccount.display_name)
+        .outerjoin(StaffAccount, col(StaffAccount.id) == col(DeskTicket.assignee_id))
+        .where(col(DeskTicket.conversation_id).in_(ids))
+    )
+    for ticket, assignee in session.exec(tickets).all():
+        row = details[ticket.conversation_id]
+        row.assignee, row.team, row.waiting_since = assignee, ticket.team, ticket.waiting_since
+        row.first_response_at, row.resolved_at = ticket.first_response_at, ticket.resolved_at
     return details

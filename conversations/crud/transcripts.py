@@ -15,6 +15,7 @@ from conversations.models import (
     ConversationStatus,
     ConversationTag,
     CsatRating,
+    DeskTicket,
     Feedback,
     IntentRelabel,
     Message,
@@ -79,6 +80,17 @@ def _conversation_conditions(filters: ConversationFilter) -> list[ColumnElement[
             .where(col(ConversationTag.conversation_id) == conversation_id)
             .where(col(ConversationTag.tag_id) == col(Tag.id), col(Tag.name) == filters.tag)
         )
+    assigned = select(DeskTicket.conversation_id)
+    if filters.unassigned is not None:
+        waiting = col(Conversation.status) == ConversationStatus.pending_human
+        taken = col(Conversation.id).in_(
+            assigned.where(or_(col(DeskTicket.assignee_id).is_not(None), col(DeskTicket.team).is_not(None)))
+        )
+        conditions.append(and_(waiting, not_(taken)) if filters.unassigned else or_(not_(waiting), taken))
+    if filters.assignee_id is not None:
+        conditions.append(col(Conversation.id).in_(assigned.where(col(DeskTicket.assignee_id) == filters.assignee_id)))
+    if filters.team is not None:
+        conditions.append(col(Conversation.id).in_(assigned.where(col(DeskTicket.team) == filters.team)))
     if filters.search is not None:
         pattern = f"%{_escape_like(filters.search)}%"
         # ILIKE on PostgreSQL, lower() LIKE lower() on SQLite.

@@ -18,6 +18,7 @@ from conversations.models import (
 )
 from serving.auth import SignedIn, account_problem, hash_password
 from serving.chat import clean_text
+from serving.desk import Desk
 from serving.errors import ApiError
 
 
@@ -49,12 +50,17 @@ def claim(session: Session, signed: SignedIn, conversation_id: str, force: bool 
     return conversation
 
 
-def reply(session: Session, signed: SignedIn, conversation_id: str, text: str, max_chars: int) -> Message:
-    """Answer the customer as the staff member; their widget shows it under the staff member's name."""
+def reply(
+    session: Session, signed: SignedIn, conversation_id: str, text: str, max_chars: int, desk: Desk | None = None
+) -> Message:
+    """Answer the customer as the staff member; their widget shows it under the staff member's name, and the
+    desk stops the first-response timer and e-mails the answer to a customer who left an address."""
     text = clean_text(text, max_chars)
     message = crud.post_staff_message(
         session=session, conversation_id=conversation_id, staff_id=_id(signed.staff), text=text
     )
+    if desk is not None:
+        desk.staff_replied(session, conversation_id, signed.staff.display_name, text)
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="takeover.reply", target=_target(conversation_id),
         details={"message_id": message.id, "chars": len(text)},
@@ -77,6 +83,7 @@ def resolve(session: Session, signed: SignedIn, conversation_id: str) -> Convers
     conversation = crud.resolve_conversation(
         session=session, conversation_id=conversation_id, staff_id=_id(signed.staff)
     )
+    crud.record_resolution(session=session, conversation_id=conversation_id)
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action="takeover.resolve", target=_target(conversation_id),
         details={"from_status": str(before)},

@@ -90,14 +90,16 @@ def list_conversations(
     signed: CurrentStaff,
     request: Request,
     session: SessionDep,
+    services: ServicesDep,
     offset: Cursor = 0,
     limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE_SIZE)] = views.PAGE_SIZE,
 ) -> views.InboxPage:
     """The inbox, waiting-for-a-human first. Filters: status, created_from, created_to, intent, rating
     (review good/bad), feedback (customer up/down), handed_off, low_confidence (a threshold), reviewed,
-    use_for_training, tag, search (words in any message), channel."""
-    filters = views.inbox_filter(dict(request.query_params), offset=offset, limit=limit)
-    return views.inbox_page(session, filters)
+    use_for_training, tag, search (words in any message), channel, queue (unassigned or mine), team.
+    Each row carries the desk's first-response and resolution timers and whether they are overdue."""
+    filters = views.inbox_filter(dict(request.query_params), offset=offset, limit=limit, staff_id=signed.staff.id)
+    return views.inbox_page(session, filters, views.DeskTargets.of(services.settings))
 
 
 @router.get("/conversations/{conversation_id}")
@@ -121,7 +123,9 @@ def reply(
     conversation_id: str, body: MessageCreate, signed: CurrentStaff, session: SessionDep, services: ServicesDep
 ) -> views.StaffMessage:
     """Answer the customer; their widget shows the reply under the staff member's name."""
-    message = actions.reply(session, signed, conversation_id, body.text, services.settings.max_message_chars)
+    message = actions.reply(
+        session, signed, conversation_id, body.text, services.settings.max_message_chars, services.desk
+    )
     return views.StaffMessage.model_validate(message, from_attributes=True)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
@@ -30,7 +30,7 @@ from serving.auth import (
     sign_out,
     signed_in,
 )
-from serving.console import actions, views
+from serving.console import actions, desk_actions, views
 from serving.console.signin import check_credentials, safe_next
 from serving.deps import CurrentAdmin, CurrentStaff, Cursor, RowId, Services, ServicesDep, SessionDep
 from serving.errors import REPORTED, ApiError, as_api_error
@@ -82,6 +82,9 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     minutes, rest = divmod(max(round(seconds), 0), 60)
+    if minutes >= 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes} min"
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
@@ -160,14 +163,17 @@ def logout(signed: CurrentStaff, request: Request, session: SessionDep) -> Respo
 # --- Inbox ---
 
 
-def _inbox(request: Request, session: SessionDep) -> tuple[views.InboxPage | None, dict[str, str], str | None]:
+def _inbox(
+    request: Request, session: SessionDep, signed: SignedIn, services: Services
+) -> tuple[views.InboxPage | None, dict[str, str], str | None]:
     params = dict(request.query_params)
     try:
         offset = max(int(params.get("offset", "0")), 0)
     except ValueError:
         offset = 0
     try:
-        return views.inbox_page(session, views.inbox_filter(params, offset=offset)), params, None
+        filters = views.inbox_filter(params, offset=offset, staff_id=signed.staff.id)
+        return views.inbox_page(session, filters, views.DeskTargets.of(services.settings)), params, None
     except ApiError as error:
         return None, params, error.message
 
@@ -175,7 +181,7 @@ def _inbox(request: Request, session: SessionDep) -> tuple[views.InboxPage | Non
 @router.get("")
 def inbox(signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep) -> HTMLResponse:
     """Every conversation, filtered; those waiting for a human come first."""
-    page, params, error = _inbox(request, session)
+    page, params, error = _inbox(request, session, signed, services)
     kept = {name: value for name, value in params.items() if name in views.FILTER_FIELDS and value}
     offset = page.offset if page else 0
     form = {name: params.get(name, "") for name in views.FILTER_FIELDS}
@@ -191,9 +197,9 @@ def inbox(signed: CurrentStaff, request: Request, session: SessionDep, services:
 
 
 @router.get("/inbox/rows")
-def inbox_rows(signed: CurrentStaff, request: Request, session: SessionDep) -> HTMLResponse:
+def inbox_rows(signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep) -> HTMLResponse:
     """The inbox table's rows alone, polled by the page to stay live."""
-    page, _, error = _inbox(request, session)
+    page, _, error = _inbox(request, session, signed, services)
     return render(request, "_inbox_rows.html", signed, 422 if error else 200, rows=page.conversations if page else [])
 
 
@@ -202,10 +208,11 @@ def inbox_rows(signed: CurrentStaff, request: Request, session: SessionDep) -> H
 
 def conversation_page(
     request: Request, signed: SignedIn, session: Session, services: Services, conversation_id: str,
-    error: str | None = None, status_code: int = 200,
+    error: str | None = None, status_code: int = 200, draft: str = "",
 ) -> HTMLResponse:  # fmt: skip
     try:
         transcript = views.transcript(session, conversation_id)
+        desk = views.desk_view(session, conversation_id)
     except crud.ConversationNotFound:
         return render(
             request, "error.html", signed, 404, status=404, title="not found",
@@ -219,16 +226,25 @@ def conversation_page(
         and conversation.owner_id == signed.staff.id,
         last_id=max((m.id for m in transcript.messages), default=0),
         intents=[intent.name for intent in services.pack.intents],
-        max_chars=services.settings.max_message_chars,
+        max_chars=services.settings.max_message_chars, desk=desk, draft=draft,
     )  # fmt: skip
 
 
 @router.get("/conversations/{conversation_id}")
 def conversation(
-    conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep
-) -> HTMLResponse:
-    """Every turn with the bot's intent, confidence, decision and adapter; review and takeover controls."""
-    return conversation_page(request, signed, session, services, conversation_id)
+    conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
+    canned: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> HTMLResponse:  # fmt: skip
+    """Every turn with the bot's intent, confidence, decision and adapter; review, takeover and desk controls.
+    With `canned`, the reply box holds that canned reply filled in for this conversation."""
+    draft = ""
+    if canned is not None:
+        try:
+            draft = desk_actions.fill_canned(session, signed, conversation_id, canned, services.pack.company_name)
+        except REPORTED as failure:
+            error = as_api_error(failure)
+            return conversation_page(request, signed, session, services, conversation_id, error.message, error.status)
+    return conversation_page(request, signed, session, services, conversation_id, draft=draft)
 
 
 @router.get("/conversations/{conversation_id}/live")
@@ -254,7 +270,7 @@ def conversation_live(
     )
 
 
-def _act(
+def act(
     request: Request, signed: SignedIn, session: Session, services: Services, conversation_id: str,
     notice: str, anchor: str, step: Callable[[], object],
 ) -> Response:  # fmt: skip
@@ -273,7 +289,7 @@ def claim(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
     force: Annotated[bool, Form()] = False,
 ) -> Response:  # fmt: skip
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "claimed", "",
         lambda: actions.claim(session, signed, conversation_id, force),
     )  # fmt: skip
@@ -285,9 +301,9 @@ def reply(
     text: Annotated[str, Form(max_length=20_000)],
 ) -> Response:  # fmt: skip
     limit = services.settings.max_message_chars
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "sent", "#reply-form",
-        lambda: actions.reply(session, signed, conversation_id, text, limit),
+        lambda: actions.reply(session, signed, conversation_id, text, limit, services.desk),
     )  # fmt: skip
 
 
@@ -295,7 +311,7 @@ def reply(
 def hand_back(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep
 ) -> Response:
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "handed_back", "",
         lambda: actions.hand_back(session, signed, conversation_id),
     )  # fmt: skip
@@ -305,7 +321,7 @@ def hand_back(
 def resolve(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep
 ) -> Response:
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "resolved", "",
         lambda: actions.resolve(session, signed, conversation_id),
     )  # fmt: skip
@@ -323,7 +339,7 @@ def review(
         body = ReviewCreate(rating=rating, corrected_text=corrected_text or None, expected_version=expected_version)
         actions.review(session, signed, conversation_id, message_id, body)
 
-    return _act(request, signed, session, services, conversation_id, "reviewed", f"#m{message_id}", step)
+    return act(request, signed, session, services, conversation_id, "reviewed", f"#m{message_id}", step)
 
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/intent")
@@ -332,7 +348,7 @@ def relabel(
     services: ServicesDep, new_intent: Annotated[str, Form(max_length=64)],
 ) -> Response:  # fmt: skip
     known = {intent.name for intent in services.pack.intents}
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "relabelled", f"#m{message_id}",
         lambda: actions.relabel(session, signed, conversation_id, message_id, new_intent, known),
     )  # fmt: skip
@@ -343,7 +359,7 @@ def add_tag(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
     name: Annotated[str, Form(max_length=64)],
 ) -> Response:  # fmt: skip
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "tagged", "",
         lambda: actions.add_tag(session, signed, conversation_id, name),
     )  # fmt: skip
@@ -354,7 +370,7 @@ def remove_tag(
     conversation_id: str, signed: CurrentStaff, request: Request, session: SessionDep, services: ServicesDep,
     name: Annotated[str, Form(max_length=64)],
 ) -> Response:  # fmt: skip
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "tagged", "",
         lambda: actions.remove_tag(session, conversation_id, name),
     )  # fmt: skip
@@ -369,7 +385,7 @@ def mark(
     body = ConversationReviewCreate(
         reviewed=reviewed, use_for_training=use_for_training, expected_version=expected_version
     )
-    return _act(
+    return act(
         request, signed, session, services, conversation_id, "marked", "",
         lambda: actions.mark(session, signed, conversation_id, body),
     )  # fmt: skip

@@ -3,8 +3,8 @@
 Built once here for both the console pages and the JSON API, so both always show the same thing.
 """
 
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlmodel import Session
@@ -13,15 +13,20 @@ from bot.slots import masked_slots
 from conversations import crud
 from conversations.filters import ConversationFilter, InvalidFilter
 from conversations.models import (
+    CannedReply,
     Conversation,
     ConversationReviewPublic,
     ConversationStatus,
     CsatPublic,
+    DeskTicket,
     IntentRelabelPublic,
+    Note,
     Rating,
     ReviewPublic,
     Role,
+    StaffAccount,
 )
+from core.settings import Settings
 from serving.errors import ApiError
 
 PAGE_SIZE = 50
@@ -29,8 +34,22 @@ MAX_PAGE_SIZE = 200
 # Query parameters the inbox understands; anything else is ignored, and empty ones mean "any".
 FILTER_FIELDS = (
     "status", "created_from", "created_to", "intent", "rating", "feedback", "handed_off", "low_confidence",
-    "reviewed", "use_for_training", "tag", "search", "channel",
+    "reviewed", "use_for_training", "tag", "search", "channel", "queue", "team",
 )  # fmt: skip
+# The desk's queues: `queue=unassigned` (waiting, nobody assigned) or `queue=mine` (assigned to the signed-in one).
+QUEUES = ("unassigned", "mine")
+
+
+@dataclass(frozen=True)
+class DeskTargets:
+    """How long a customer may wait for a first answer, and a handed-off conversation may stay open."""
+
+    first_response_s: float = 15 * 60
+    resolution_s: float = 24 * 3600
+
+    @classmethod
+    def of(cls, settings: Settings) -> "DeskTargets":
+        return cls(settings.desk_first_response_minutes * 60, settings.desk_resolution_hours * 3600)
 
 
 class InboxRow(BaseModel):
@@ -51,6 +70,17 @@ class InboxRow(BaseModel):
     tags: list[str]
     reviewed: bool
     use_for_training: bool
+    # The desk: who should answer, and the timers since the customer was handed to people.
+    assignee: str | None = None
+    team: str | None = None
+    waiting_since: datetime | None = None
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    # Seconds until the first staff answer (so far, while none came), and since the handoff while still open.
+    first_response_s: float | None = None
+    open_s: float | None = None
+    first_response_overdue: bool = False
+    resolution_overdue: bool = False
 
 
 class InboxPage(BaseModel):
@@ -112,9 +142,20 @@ class StaffTranscript(BaseModel):
     mark: ConversationReviewPublic | None
 
 
-def inbox_filter(params: dict[str, str], offset: int = 0, limit: int = PAGE_SIZE) -> ConversationFilter:
+def inbox_filter(
+    params: dict[str, str], offset: int = 0, limit: int = PAGE_SIZE, staff_id: int | None = None
+) -> ConversationFilter:
     """The store's filter from query parameters; a bad value is a 422 naming the field."""
-    given = {name: value.strip() for name, value in params.items() if name in FILTER_FIELDS and value.strip()}
+    given: dict[str, object] = {
+        name: value.strip() for name, value in params.items() if name in FILTER_FIELDS and value.strip()
+    }
+    queue = given.pop("queue", None)
+    if queue == "unassigned":
+        given["unassigned"] = True
+    elif queue == "mine" and staff_id is not None:
+        given["assignee_id"] = staff_id
+    elif queue is not None and queue not in QUEUES:
+        raise ApiError(422, "invalid_filter", f"invalid conversation filter: queue: one of {', '.join(QUEUES)}")
     try:
         return ConversationFilter(**given, offset=max(offset, 0), limit=min(max(limit, 1), MAX_PAGE_SIZE) + 1)
     except InvalidFilter as error:
@@ -127,13 +168,13 @@ def needs_human(conversation: Conversation) -> bool:
     return conversation.needs_attention and conversation.status == ConversationStatus.bot
 
 
-def inbox_page(session: Session, filters: ConversationFilter) -> InboxPage:
+def inbox_page(session: Session, filters: ConversationFilter, targets: DeskTargets | None = None) -> InboxPage:
     """One page of conversations; `filters.limit` asks for one more than shown, to know if there are more."""
     assert filters.limit is not None
     found = crud.list_conversations(session=session, filters=filters)
     shown = list(found[: filters.limit - 1])
     details = crud.inbox_details(session=session, conversation_ids=[c.id for c in shown])
-    rows = [_row(conversation, details[conversation.id]) for conversation in shown]
+    rows = [_timed(_row(conversation, details[conversation.id]), targets or DeskTargets()) for conversation in shown]
     return InboxPage(
         conversations=rows, offset=filters.offset, limit=filters.limit - 1, has_more=len(found) >= filters.limit
     )
@@ -151,6 +192,29 @@ def _row(conversation: Conversation, details: crud.InboxDetails) -> InboxRow:
         updated_at=conversation.updated_at,
         **asdict(details),
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite gives stored UTC times back without their zone.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _timed(row: InboxRow, targets: DeskTargets, now: datetime | None = None) -> InboxRow:
+    """The row with its first-response and resolution timers, and whether they are past the targets."""
+    if row.waiting_since is None:
+        return row
+    now = now or datetime.now(UTC)
+    since = _utc(row.waiting_since)
+    still_open = row.resolved_at is None and row.status in (ConversationStatus.pending_human, ConversationStatus.human)
+    if row.first_response_at is not None:
+        row.first_response_s = (_utc(row.first_response_at) - since).total_seconds()
+    elif still_open:
+        row.first_response_s = (now - since).total_seconds()
+        row.first_response_overdue = row.first_response_s > targets.first_response_s
+    if still_open:
+        row.open_s = (now - since).total_seconds()
+        row.resolution_overdue = row.open_s > targets.resolution_s
+    return row
 
 
 def staff_conversation(session: Session, conversation: Conversation) -> StaffConversation:
@@ -202,3 +266,26 @@ def transcript(session: Session, conversation_id: str) -> StaffTranscript:
         tags=crud.list_tags(session=session, conversation_id=conversation_id),
         mark=ConversationReviewPublic.model_validate(mark, from_attributes=True) if mark else None,
     )
+
+
+@dataclass
+class DeskView:
+    """The desk's side of one conversation on its console page."""
+
+    ticket: DeskTicket | None
+    assignee: str | None
+    notes: list[Note]
+    teammates: list[StaffAccount]
+    canned: list[CannedReply]
+
+
+def desk_view(session: Session, conversation_id: str) -> DeskView:
+    crud.get_conversation(session=session, conversation_id=conversation_id)
+    ticket = crud.get_ticket(session=session, conversation_id=conversation_id)
+    assignee = crud.get_staff(session=session, staff_id=ticket.assignee_id) if ticket and ticket.assignee_id else None
+    return DeskView(
+        ticket=ticket, assignee=assignee.display_name if assignee else None,
+        notes=list(crud.list_notes(session=session, conversation_id=conversation_id)),
+        teammates=[account for account in crud.list_staff(session=session) if account.active],
+        canned=list(crud.list_canned(session=session)),
+    )  # fmt: skip
