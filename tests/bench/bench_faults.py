@@ -319,6 +319,25 @@ def _file_hashes(folder: Path) -> dict[str, str]:
             if p.is_file()}  # fmt: skip
 
 
+def _seed_reviewed_history(engine, count: int) -> None:
+    """`count` reviewed conversations marked for training, from a public e-commerce support data set (a company's
+    history; see ../shared/data/README.md): enough new data for the run to pass its first checkpoint."""
+    from sqlmodel import Session
+
+    from conversations import crud
+    from conversations.models import Role
+    from tests.bench.bench_company_retrain import DATA, as_messages, load_cucom
+
+    with Session(engine) as session:
+        for item in load_cucom(DATA)[:count]:
+            conversation, _ = crud.create_conversation(session=session, channel="widget")
+            for message in as_messages(item):
+                role = Role.customer if message["role"] == "user" else Role.bot
+                crud.add_message(session=session, conversation_id=conversation.id, role=role, text=message["content"])
+            crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
+                                   use_for_training=True, expected_version=0)  # fmt: skip
+
+
 def training_killed(args: argparse.Namespace, folder: Path) -> dict:
     from peft import PeftModel
     from sqlmodel import Session
@@ -348,6 +367,7 @@ def training_killed(args: argparse.Namespace, folder: Path) -> dict:
         shutil.copytree(source.path(in_service), registry.path("domain-v1"))
         registry.promote("domain-v1")
     before = {name: _file_hashes(registry.path(name)) for name in registry.versions()}
+    _seed_reviewed_history(engine, args.reviewed)
 
     with stand_in(model_port, 0.0):
         manager = TrainingManager(settings, engine)
@@ -381,7 +401,7 @@ def training_killed(args: argparse.Namespace, folder: Path) -> dict:
         untouched = {name: _file_hashes(registry.path(name)) for name in registry.versions()} == before
         checkpoint_loads = True
         try:
-            resumed_from = load_checkpoint(checkpoint)["step"]
+            resumed_from = load_checkpoint(checkpoint)["state"]["step"]
         except Exception as error:  # noqa: BLE001 - a damaged checkpoint is what this measures
             checkpoint_loads, resumed_from = False, repr(error)
 
@@ -424,6 +444,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=8, help="customers sending at once in the kill faults")
     parser.add_argument("--delay", type=float, default=0.25, help="seconds between the stand-in's words")
     parser.add_argument("--kill-after", type=float, default=4.0, help="seconds after the first customer to kill")
+    parser.add_argument("--reviewed", type=int, default=150, help="reviewed conversations for training-killed")
     parser.add_argument("--disk-kib", type=int, default=2048, help="size of the small tmpfs for disk-full")
     parser.add_argument("--faults", default="model-killed,app-killed,disk-full,training-killed")
     parser.add_argument(

@@ -73,6 +73,14 @@ class FakeVLLM:
                 error = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}
                 return JSONResponse({"error": error}, 404)
             self.requests.append(("chat", model))
+            if not body.get("stream"):
+                # A whole reply at once, as vLLM answers without `stream` (the evaluation of retraining asks so).
+                message = {"role": "assistant", "content": "".join(self.pieces)}
+                return {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                }  # fmt: skip
             return StreamingResponse(self._stream(model), media_type="text/event-stream")
 
         return app
