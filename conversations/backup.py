@@ -9,7 +9,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -39,6 +38,10 @@ ROOT = "supportbot-backup"
 STORES = ("adapters", "classifiers")
 # Half-written files of the stores' write-then-rename steps.
 _STAGING_SUFFIXES = (".partial", ".tmp")
+
+
+# An archive's name, written and read with the same format: its UTC time to the microsecond.
+ARCHIVE_NAME = "supportbot-backup-%Y%m%dT%H%M%S%fZ.tar.gz"
 
 
 class BackupError(Exception):
@@ -120,7 +123,7 @@ def _copy_store(source: Path, target: Path) -> None:
 def create_backup(settings: Settings, destination: Path, tools: PgTools | None = None) -> Path:
     """Write `supportbot-backup-<UTC time>.tar.gz` into the folder `destination`; returns its path."""
     destination.mkdir(parents=True, exist_ok=True)
-    archive = destination / f"supportbot-backup-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.tar.gz"
+    archive = destination / f"{datetime.now(UTC):{ARCHIVE_NAME}}"
     with tempfile.TemporaryDirectory(dir=destination, prefix=".backup-") as scratch:
         root = Path(scratch) / ROOT
         root.mkdir()
@@ -161,17 +164,17 @@ def create_backup(settings: Settings, destination: Path, tools: PgTools | None =
     return archive
 
 
-_ARCHIVE_TIME = re.compile(r"^supportbot-backup-(\d{8}T\d{6})\d*Z\.tar\.gz$")
-
-
 def prune_backups(folder: Path, *, keep_days: int, now: datetime | None = None) -> list[Path]:
     """Delete the archives `create_backup` wrote into `folder` more than `keep_days` days before `now` (their time
     is read from their name, which copying does not change); any other file is left alone."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     pruned = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        found = _ARCHIVE_TIME.match(path.name)
-        if found and path.is_file() and datetime.strptime(found[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < cutoff:
+        try:
+            written = datetime.strptime(path.name, ARCHIVE_NAME).replace(tzinfo=UTC)
+        except ValueError:
+            continue  # not one of ours
+        if path.is_file() and written < cutoff:
             path.unlink()
             pruned.append(path)
     return pruned

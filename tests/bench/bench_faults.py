@@ -313,10 +313,9 @@ def disk_full(args: argparse.Namespace, folder: Path) -> dict | None:
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
-    import hashlib
+    from conversations.backup import sha256
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}  # fmt: skip
+    return {str(path.relative_to(folder)): sha256(path) for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def _seed_reviewed_history(engine, count: int) -> None:
