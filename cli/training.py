@@ -138,6 +138,14 @@ def evaluate(
         table.add_row(name, str(score.loss), str(score.perplexity), str(score.rouge_l),
                       f"{score.checks_passed}/{score.checks_total}")  # fmt: skip
     console.print(table)
+    by_source = Table("model", "source", "conversations", "turns", "loss", "ROUGE-L", title="By source")
+    for name, score in scores.items():
+        for part, values in sorted(score.by_source.items()):
+            by_source.add_row(name, part, *(str(values.get(key, "")) for key in ("conversations", "turns", "loss",
+                                                                                 "rouge_l")))  # fmt: skip
+    if by_source.rows:
+        # The company's own conversations ("store") and the pack's seeds, as the retraining gate weighs them.
+        console.print(by_source)
     if report is not None:
         report.write_text(json.dumps({"dataset": dataset.content_hash, "source": str(source),
                                       "held_out_conversations": len(records),

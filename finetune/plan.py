@@ -120,7 +120,9 @@ def measured_speed(adapter_dirs: Iterable[Path]) -> tuple[float, str] | None:
     for adapter_dir in adapter_dirs:
         meta_path = adapter_dir / ADAPTER_META
         if meta_path.exists():
-            speed = json.loads(meta_path.read_text()).get("tokens_per_s") or 0
+            meta = json.loads(meta_path.read_text())
+            # Adapters trained before the speed was recorded still say how many tokens they trained, and how long.
+            speed = meta.get("tokens_per_s") or meta.get("trained_tokens", 0) / max(meta.get("seconds") or 0, 1e-6)
             if speed > 0:
                 return float(speed), adapter_dir.name
     return None

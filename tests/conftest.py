@@ -51,10 +51,10 @@ _CLEANUP_AFTER_GROWTH = 256 * 2**20
 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
-    # Each in-process app loads encoders and tokenizers and runs them on threads of its own. Once the test is
-    # over its objects sit in reference cycles until the collector's rare full pass, and glibc keeps the pages
-    # they freed: the test process grew past 12 GiB and the kernel killed the run on a 24 GiB machine. A full
-    # collection and handing the free pages back whenever it has grown keeps it at a few GiB.
+    # Many tests start an app in this process. Its objects can sit in reference cycles until the collector's rare
+    # full pass, and glibc keeps the pages they freed: the suite once grew past 12 GiB (with a leak since fixed,
+    # bot/intent_net.py) and the kernel killed it on a 24 GiB machine. A full collection and handing the free
+    # pages back whenever the process has grown keep that from coming back.
     global _rss_after_cleanup
     if _ME.memory_info().rss - _rss_after_cleanup > _CLEANUP_AFTER_GROWTH:
         gc.collect()

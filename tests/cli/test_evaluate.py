@@ -61,6 +61,9 @@ def test_evaluate_scores_the_adapter_in_service_and_the_base_model_on_imported_c
             assert all("within 30 days of delivery" in sample["reference"] for sample in scores["samples"])
         assert saved["models"][in_service]["loss"] != saved["models"]["base"]["loss"]
         assert in_service in result.output and "ROUGE-L" in result.output
+        # The same scores per source, as the retraining gate weighs them: here only the company's own.
+        assert all(set(scores["by_source"]) == {"store"} for scores in saved["models"].values())
+        assert "By source" in result.output and "store" in result.output.split("By source", 1)[1]
 
         unknown = runner.invoke(app, ["evaluate", "domain-v999"])
         assert unknown.exit_code == 2 and "No adapter version domain-v999" in unknown.output

@@ -12,9 +12,9 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role
 from core.settings import Settings
-from finetune.plan import TRAINED_ON, conversation_key, learned_keys, record_learned
+from finetune.plan import TRAINED_ON, conversation_key, learned_keys, measured_speed, record_learned
 from finetune.registry import AdapterRegistry
-from finetune.sft import LoraRecipe, train_lora
+from finetune.sft import ADAPTER_META, LoraRecipe, train_lora
 from finetune.worker import prepare_run
 
 TEST_ADAPTER = Path(__file__).parents[2] / "var" / "test-data" / "adapters" / "domain-v1"
@@ -149,3 +149,19 @@ def test_training_records_what_it_covered_and_inherits_what_it_started_from(tmp_
     cut = train_lora(base_model_dir=base_model_dir, conversations=conversations * 4, keys=[f"k{i}" for i in range(20)],
                      output_dir=tmp_path / "b", recipe=recipe, time_bound_s=0.001)  # fmt: skip
     assert cut.steps == 1 and 0 < len(cut.covered) < 20
+
+
+def test_the_plan_assumes_the_newest_measured_training_speed(tmp_path: Path) -> None:
+    def adapter(name: str, meta: dict | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        if meta is not None:
+            (folder / ADAPTER_META).write_text(json.dumps(meta))
+        return folder
+
+    newest = adapter("domain-v3", None)  # no record: the next one down is asked
+    recorded = adapter("domain-v2", {"tokens_per_s": 180.5, "trained_tokens": 1000, "seconds": 100})
+    older = adapter("domain-v1", {"trained_tokens": 3294, "seconds": 24.0})  # from before the speed was recorded
+    assert measured_speed([newest, recorded, older]) == (180.5, "domain-v2")
+    assert measured_speed([newest, older]) == (pytest.approx(137.25), "domain-v1")
+    assert measured_speed([newest]) is None

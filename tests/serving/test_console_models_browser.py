@@ -187,7 +187,7 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
         "speed_from": "domain-v2",
         "notes": [],
     }
-    running_progress = {"stage": "training", "step": 10, "total": 40, "loss": 1.9, "eta_s": 95, "plan": plan,
+    running_progress = {"stage": "training", "step": 10, "total": 40, "loss": 1.9, "eta_s": 95,
                         "curve": curve(range(1, 11)), "validation": [[5, 2.2], [10, 2.05]]}  # fmt: skip
     running = add_run(engine, RunStatus.running, adapter="domain-v3", started_at=utcnow(), progress=running_progress)
 
@@ -205,7 +205,11 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
     live = page.locator(f"section.live-run[data-run='{running}']")
     expect(live.locator("[data-field=steps]")).to_have_text("10 / 40")
     expect(live.locator("[data-field=eta]")).to_have_text("1 min 35 s")
-    # What the run learns and its time bound were decided before it started.
+    # What the run learns and its time bound: the page shows them as soon as the worker has written them.
+    expect(live.locator("[data-field=plan]")).to_have_count(0)
+    running_progress = {**running_progress, "plan": plan}
+    with Session(engine) as session:
+        crud.update_training_run(session=session, run_id=running, progress=running_progress)
     expect(live.locator("[data-field=plan]")).to_contain_text("Learns 120 new conversations (company's 120) once")
     expect(live.locator("[data-field=plan]")).to_contain_text("time bound 6 min 40 s")
     expect(live.locator("svg.loss-plot")).to_have_attribute("data-points", "10")

@@ -127,6 +127,9 @@
       if (!shown.length && Array.isArray(body)) changed = true;
       for (const scope of shown) {
         if (scope.dataset.status !== run.status) changed = true;
+        // The run's plan is written as it starts: the page shows it once it exists.
+        const planned = (run.progress || {}).plan;
+        if (planned && scope.tagName !== "TR" && !scope.querySelector('[data-field="plan"]')) changed = true;
         drawRun(scope, run);
       }
     }
