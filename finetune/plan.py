@@ -122,7 +122,8 @@ def measured_speed(adapter_dirs: Iterable[Path]) -> tuple[float, str] | None:
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             # Adapters trained before the speed was recorded still say how many tokens they trained, and how long.
-            speed = meta.get("tokens_per_s") or meta.get("trained_tokens", 0) / max(meta.get("seconds") or 0, 1e-6)
+            tokens, seconds = meta.get("trained_tokens") or 0, meta.get("seconds") or 0
+            speed = meta.get("tokens_per_s") or (tokens / seconds if seconds > 0 else 0)
             if speed > 0:
                 return float(speed), adapter_dir.name
     return None

@@ -165,3 +165,5 @@ def test_the_plan_assumes_the_newest_measured_training_speed(tmp_path: Path) -> 
     assert measured_speed([newest, recorded, older]) == (180.5, "domain-v2")
     assert measured_speed([newest, older]) == (pytest.approx(137.25), "domain-v1")
     assert measured_speed([newest]) is None
+    timeless = adapter("domain-v0", {"trained_tokens": 3294})  # tokens without a time say nothing of the speed
+    assert measured_speed([newest, timeless]) is None
