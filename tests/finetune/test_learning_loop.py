@@ -10,7 +10,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
-from finetune.dataset import Dataset
+from finetune.dataset import Dataset, DatasetRecipe, split_of
 from finetune.plan import learned_keys
 from finetune.registry import AdapterRegistry
 from finetune.worker import execute_run, run_folder
@@ -19,20 +19,31 @@ from tests.utils.conversation import bot_reply, open_conversation, send
 CORRECTION = "You can return any item within 30 days of delivery; the return label costs $5.95."
 
 
-def seed_reviewed_conversations(url: str) -> None:
+ITEMS = ("lamp", "kettle", "chair", "rug", "mirror", "blender", "desk", "toaster", "pillow", "shelf", "vase", "fan")
+
+
+def seed_reviewed_conversations(url: str, in_training: int = 4) -> None:
+    """Reviewed, corrected conversations until `in_training` of them fall in the training split (the split goes by
+    the random conversation id, so a fixed number could all land in validation); each asks about a different item,
+    since conversations differing only in numbers are near-duplicates the dataset keeps once."""
     engine = make_engine(url)
     init_db(engine)
+    trained = 0
     with Session(engine) as session:
-        for index in range(6):
+        for item in ITEMS:
+            if trained == in_training:
+                break
             conversation, _ = crud.create_conversation(session=session, channel="widget")
             crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer,
-                             text=f"How long do I have to send back order {index}?", intent="return_item")  # fmt: skip
+                             text=f"How long do I have to send back the {item}?", intent="return_item")  # fmt: skip
             reply = crud.add_message(session=session, conversation_id=conversation.id, role=Role.bot,
                                      text="You have 90 days, no questions asked!")  # fmt: skip
             crud.save_review(session=session, message_id=reply.id, rating="bad", corrected_text=CORRECTION,
                              expected_version=0)  # fmt: skip
             crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
                                    use_for_training=True, expected_version=0)  # fmt: skip
+            trained += split_of(conversation.id, DatasetRecipe()) == "train"
+    assert trained == in_training, "too few items to fill the training split"
 
 
 def wait_for_model(client: httpx.Client, adapter: str, timeout_s: float = 60) -> dict:
