@@ -76,6 +76,10 @@ _COMMON_CAPITALS = _word_set(
 )
 
 
+_CODE = re.compile(r"\b[A-Za-z]+-\d[\w-]*|\b\w*\d\w*\b")
+"""Order numbers and other codes ("LL-104233"): their letters are not names."""
+
+
 def clauses(sentence: str) -> list[str]:
     return [piece for piece in _CLAUSE_BREAK.split(sentence) if piece and piece.strip()]
 
@@ -245,6 +249,8 @@ class GroundingChecker:
         self._source = source.lower().replace("e-mail", "email")
         self._known_numbers = numbers(source) | numbers(self.context)
         self._known_text = f"{self._source}\n{self.context.lower()}"
+        self._source_words = set(words(self._source))
+        self._product_words = {word for product in self.products for word in words(product.lower())}
         self._context_stems = set(content_stems(self.context, courtesy=True))
         self._products = sorted({p.lower() for p in self.products if p.strip()}, key=len, reverse=True)
         frequency: Counter[str] = Counter()
@@ -291,10 +297,22 @@ class GroundingChecker:
 
     def _claim_reasons(self, sentence: str) -> list[str]:
         reasons = []
+        # Names the customer used that no passage mentions ("Ireland", "Klarna"): a clause may greet or thank with
+        # them, but a claim about them has nothing to rest on ("We don't ship to Ireland" is not made true by a
+        # passage saying "we do not ship to Australia").
+        unknown = {
+            name
+            for name in names(_CODE.sub(" ", sentence))
+            if name not in self._source_words and name not in self._product_words
+        }
         for clause in clauses(sentence):
             stems = set(content_stems(clause))
             if not stems:
                 continue  # a pleasantry
+            named = sorted(name for name in unknown if name in words(clause))
+            if named and stems - {stem(name) for name in named}:
+                reasons.append(f"no passage mentions {named[0]!r}")
+                continue
             # The customer's own words (their product, their order number) need no passage; an echo of their
             # question as a claim ("Yes, we offer same-day delivery") is still checked against the passages.
             stems -= self._context_stems - self._source_stems()

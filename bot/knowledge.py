@@ -201,6 +201,7 @@ class KnowledgeIndex:
     _bm25: bm25s.BM25 | None = field(default=None, repr=False)
     _idf: dict[str, float] = field(default_factory=dict, repr=False)
     _unseen_idf: float = 0.0
+    _text: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Embeddings computed on demand and kept with the snapshot: the last queries (retrieval and answer ranking
     # embed the same question once per turn) and the sentences of passages that were retrieved.
@@ -260,6 +261,13 @@ class KnowledgeIndex:
                 frequency[token] = frequency.get(token, 0) + 1
         self._idf = {token: _lucene_idf(count, df) for token, df in frequency.items()}
         self._unseen_idf = _lucene_idf(count, 0)
+
+    @property
+    def text(self) -> str:
+        """Every passage with its title, as one text (what the help content names at all)."""
+        if self._text is None:
+            self._text = "\n".join(f"{entry.passage.title}\n{entry.passage.text}" for entry in self._entries)
+        return self._text
 
     @property
     def passages(self) -> list[Passage]:

@@ -104,11 +104,13 @@ _PROBLEM = re.compile(
 )
 # Questions about how things work ("How do I track my order?", "Can I change my address?") ask for policy.
 _GENERAL = re.compile(
-    r"^\s*(?:(?:hi|hello|hey)[,!.]?\s+)?(?:how (?:do|can|long|much|many|soon|fast|quickly|often)|"
+    r"^\s*(?:(?:hi|hello|hey)[,!.]?\s+)?(?:how (?:do|does|can|will|would|long|much|many|soon|fast|quickly|often)|"
     r"can (?:i|an?|the|items?|orders?)\b|is (?:it|there|my|a|an|the)|are (?:there|my)|do (?:i|you)|does|"
     r"what (?:is|are|do|does|if|happens|should)|which|who|will (?:i|the|you)\b)",
     re.IGNORECASE,
 )
+
+_MY_STATUS = re.compile(r"\b(?:where|when) (?:is|are|will) my\b", re.IGNORECASE)
 
 
 def is_clear_question(text: str) -> bool:
@@ -121,8 +123,17 @@ def is_specific_request(text: str) -> bool:
     """Whether the customer wants something done to, or known about, one specific order of theirs."""
     if _ORDER_REFERENCE.search(text):
         return True
-    if _GENERAL.search(text) and not re.search(r"\b(?:where|when) (?:is|are|will) my\b", text, re.IGNORECASE):
-        return False
+    sentences = [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
+    asked = [part for part in sentences if part.endswith("?")] or sentences[-1:] or [text]
+    question = asked[-1]
+    if _GENERAL.search(question) and not _MY_STATUS.search(question):
+        # What the customer asks decides, whatever they told us first ("Part of my order was missing. How long do I
+        # have to tell you?"), unless another sentence asks for something to be done ("Please cancel my order.").
+        return any(
+            _REQUEST.search(part) and (_MY_ORDER.search(part) or _ACTION.search(part))
+            for part in sentences
+            if part is not question
+        )
     if _PROBLEM.search(text):
         return True
     if _REQUEST.search(text):

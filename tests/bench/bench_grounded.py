@@ -1,8 +1,8 @@
 """Grounded-answers benchmark: each question of grounded_questions.yaml in a fresh conversation of a running app.
 
 Grades every reply as right, safe move, wrong or miss, and prints the counts and the time to first token.
-Usage: `python tests/bench/bench_grounded.py --url http://127.0.0.1:8000 [--split dev|held_out|held_out_2|all]
-[--out FILE]`.
+Usage: `python tests/bench/bench_grounded.py --url http://127.0.0.1:8000
+[--split dev|held_out|held_out_2|held_out_3|all] [--out FILE]`.
 """
 
 import argparse
@@ -171,7 +171,7 @@ def ask(http: httpx.Client, text: str) -> tuple[str, float | None, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--split", choices=["dev", "held_out", "held_out_2", "all"], default="dev")
+    parser.add_argument("--split", choices=["dev", "held_out", "held_out_2", "held_out_3", "all"], default="dev")
     parser.add_argument("--out", type=Path, help="write every graded reply here as JSON lines")
     parser.add_argument("--only", help="run only the questions containing this text")
     parser.add_argument("--every", type=int, default=1, help="ask only every N-th question (a quicker sample)")

@@ -135,3 +135,14 @@ def test_the_fallback_picks_the_passage_sentences_that_answer_the_question() -> 
     assert "30 days" in " ".join(best_sentences("How many days do I have to send something back?", [RETURNS]))
     assert "no receipt is needed" in " ".join(best_sentences("Do I need my receipt for a warranty claim?", [WARRANTY]))
     assert best_sentences("anything", []) == []
+
+
+def test_a_claim_about_a_name_only_the_customer_used_fails() -> None:
+    shipping = "We ship to the United States, Canada and the European Union. We do not ship to Australia."
+    ireland = GroundingChecker([shipping], context="Do you ship to Ireland?")
+    # The shape of "We do not ship to Australia" does not make either answer about Ireland true.
+    for reply in ("We don't ship to Ireland.", "Yes, we ship to Ireland.", "Sadly, Ireland is not on our list."):
+        assert any("no passage mentions 'ireland'" in r for s in ireland.check(reply).sentences for r in s.reasons)
+    assert ireland.check("We ship to the European Union and Canada.").ok
+    greeted = GroundingChecker([shipping], context="Hi, I'm Siobhan. Do you ship to Canada?")
+    assert greeted.check("Thanks, Siobhan!").ok, "a name in a pleasantry claims nothing"

@@ -96,6 +96,9 @@ def test_prompt_injection_is_refused(router: RuleRouter, text: str) -> None:
         "how long do I have to cancel",
         "Can I change the address after ordering?",
         "How long do refunds take?",
+        # What came before the question does not turn it into a request.
+        "Part of my order was missing from the box. How long do I have to tell you?",
+        "I paid with a gift card. How will I get my refund?",
     ],
 )
 def test_a_general_question_under_a_collect_intent_is_answered_first(router: RuleRouter, text: str) -> None:
@@ -112,6 +115,8 @@ def test_a_general_question_under_a_collect_intent_is_answered_first(router: Rul
         "I returned my order two weeks ago and haven't been refunded",
         "Can you cancel my order?",
         "wrong address on my order",
+        "Please cancel my order. How long does the refund take?",
+        "My parcel never arrived. Where is my order?",
     ],
 )
 def test_a_request_about_one_specific_order_asks_for_its_number(router: RuleRouter, text: str) -> None:
