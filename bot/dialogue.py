@@ -35,7 +35,7 @@ from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
 from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
-from bot.places import with_regions
+from bot.places import expanded_query
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.sentiment import is_negative
 from bot.slots import SlotExtractor, masked_fields, masked_slots, render_slots
@@ -319,7 +319,7 @@ class DialogueManager:
         """
         started = time.perf_counter()
         text = turns[-1].text if turns else ""
-        query = with_regions(retrieval_query(turns), self.knowledge.current().text)
+        query = expanded_query(retrieval_query(turns), self.knowledge.current().text)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
         result.language = route.language or self.languages.detect(text)

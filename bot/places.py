@@ -1,9 +1,15 @@
 """Places a customer names that the help content only covers by region: "Do you ship to France?" where the articles
-say "all European Union countries". The question is searched together with the region, so retrieval and answer
-ranking find the rule that applies; the reply check still refuses a claim naming France itself (bot/grounding.py).
+say "all European Union countries", or not at all: "Do you ship to Mexico?" where they list where the shop ships and
+say it ships nowhere else. The question is searched in the help content's words (the region, or "another country"
+for a country in no region it names), so retrieval and answer ranking find the rule that applies; the reply check
+still refuses a claim naming the place itself (bot/grounding.py). Days work the same way: "Are you open on
+Saturdays?" where the help content gives "Monday to Friday" is searched with the days it names.
 """
 
 import re
+from functools import lru_cache
+
+import pycountry
 
 # Member states, with the names customers use for them. A region is only added when the help content names it.
 REGIONS: dict[str, tuple[str, ...]] = {
@@ -38,7 +44,47 @@ def regions_named(text: str, known: str) -> list[str]:
     return found
 
 
-def with_regions(query: str, known: str) -> str:
-    """`query` with the regions its places belong to appended ("shipping to France (European Union)")."""
+@lru_cache(maxsize=1)
+def _countries() -> re.Pattern[str]:
+    """Country names as written with capitals (ISO 3166 names and common names, longest first). Case matters: "Turkey"
+    is a country, "turkey" a bird."""
+    found = {getattr(country, attr, None) for country in pycountry.countries for attr in ("name", "common_name")}
+    names = sorted((name for name in found if name and "," not in name and "(" not in name), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+
+
+def _unlisted_countries(text: str, known: str, regions: list[str]) -> list[str]:
+    """The countries `text` names that neither `known` nor one of `regions` covers."""
+    covered = {name for region in regions for name in REGIONS[region]}
+    return [
+        match.group(0)
+        for match in _countries().finditer(text)
+        if not _named(match.group(0), known) and match.group(0) not in covered
+    ]
+
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _days_asked(text: str, known: str) -> list[str]:
+    """The days `known` names, when `text` asks about a day (or the weekend) that it does not: "Are you open on
+    Saturdays?" where the help content says "Monday to Friday" is a question about Monday to Friday."""
+    named = [day for day in DAYS if _named(day, known)]
+    weekend = re.search(r"\bweekends?\b", text, re.IGNORECASE) and not re.search(r"\bweekends?\b", known, re.I)
+    unnamed = [day for day in DAYS if re.search(rf"\b{day}s?\b", text, re.IGNORECASE) and day not in named]
+    return named if named and (weekend or unnamed) else []
+
+
+def expanded_query(query: str, known: str) -> str:
+    """`query` in the words of the help content (`known`), for searching it: a place it does not name becomes the
+    region it names ("shipping to the European Union"), or "another country"; a day it does not name brings the days
+    it does ("Are you open on Saturdays? (Monday, Friday, hours)")."""
     regions = regions_named(query, known)
-    return f"{query} ({', '.join(regions)})" if regions else query
+    members = sorted(((name, region) for region in regions for name in REGIONS[region]), key=lambda m: -len(m[0]))
+    for name, region in members:  # "Northern Ireland" before "Ireland"
+        if not _named(name, known):
+            query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", f"the {region}", query, flags=re.I)
+    for name in _unlisted_countries(query, known, regions):
+        query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", "another country", query)
+    days = _days_asked(query, known)
+    return f"{query} ({', '.join(days)}, hours)" if days else query

@@ -1,21 +1,41 @@
-"""Places the help content covers only by region: the question is searched with the region."""
+"""Places and days the help content names only by region or range: the question is searched with those."""
 
-from bot.places import regions_named, with_regions
+from bot.places import expanded_query, regions_named
 
 HELP = "Outside the United States we ship to Canada, the United Kingdom and all European Union countries."
 
 
-def test_a_country_the_help_content_covers_by_region_brings_the_region() -> None:
-    assert with_regions("How long does shipping to France take?", HELP) == (
-        "How long does shipping to France take? (European Union)"
+def test_a_country_the_help_content_covers_by_region_is_searched_as_the_region() -> None:
+    assert expanded_query("How long does shipping to France take?", HELP) == (
+        "How long does shipping to the European Union take?"
     )
     assert regions_named("Do you deliver to Scotland?", HELP) == ["United Kingdom"]
     assert regions_named("Can I order from Northern Ireland?", HELP) == ["United Kingdom"], "not Ireland"
-    assert regions_named("Do you ship to ireland?", HELP) == ["European Union"]
+    assert expanded_query("Do you ship to Ireland and Northern Ireland?", HELP) == (
+        "Do you ship to the European Union and the United Kingdom?"
+    )
+    assert expanded_query("Do you ship to the Netherlands?", HELP) == "Do you ship to the European Union?"
 
 
-def test_nothing_is_added_when_the_help_content_names_the_place_or_not_the_region() -> None:
+def test_nothing_changes_when_the_help_content_names_the_place_or_not_the_region() -> None:
     assert regions_named("Do you ship to Canada?", HELP) == []
     assert regions_named("Do you ship to France?", "We ship to France and Spain.") == []
     assert regions_named("Do you ship to France?", "We ship within the United States only.") == []
-    assert regions_named("Is the French press in stock?", HELP) == []
+    assert expanded_query("Is the French press in stock?", HELP) == "Is the French press in stock?"
+    assert expanded_query("Do you ship to Canada?", HELP) == "Do you ship to Canada?"
+
+
+def test_a_country_in_no_region_the_help_content_names_is_another_country() -> None:
+    assert expanded_query("Will you deliver to Mexico?", HELP) == "Will you deliver to another country?"
+    assert expanded_query("Do you ship to Japan or Germany?", HELP) == (
+        "Do you ship to another country or the European Union?"
+    )
+    assert expanded_query("Can I order a turkey roaster?", HELP) == "Can I order a turkey roaster?"
+
+
+def test_a_day_the_help_content_does_not_name_brings_the_days_it_does() -> None:
+    hours = "Support is open Monday to Friday, 9 am to 6 pm."
+    assert expanded_query("Are you open on Saturdays?", hours) == "Are you open on Saturdays? (Monday, Friday, hours)"
+    assert expanded_query("Can I reach you at the weekend?", hours).endswith("(Monday, Friday, hours)")
+    assert expanded_query("Are you open on Monday?", hours) == "Are you open on Monday?"
+    assert expanded_query("Are you open on Saturdays?", HELP) == "Are you open on Saturdays?", "no days in the help"
