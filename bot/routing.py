@@ -106,10 +106,12 @@ _PROBLEM = re.compile(
 _GENERAL = re.compile(
     r"^\s*(?:(?:hi|hello|hey)[,!.]?\s+)?(?:how (?:do|does|can|will|would|long|much|many|soon|fast|quickly|often)|"
     r"can (?:i|an?|the|items?|orders?)\b|is (?:it|there|my|a|an|the)|are (?:there|my)|do (?:i|you)|does|"
-    r"what (?:is|are|do|does|if|happens|should)|which|who|will (?:i|the|you)\b)",
+    r"what (?:is|are|do|does|if|happens|should)|which|who|will (?:i|the|you)\b|"
+    r"when (?:do|does|can|will) (?:you|i|it|the|a|an|items?|orders?|refunds?)\b)",
     re.IGNORECASE,
 )
 
+_CONDITION = re.compile(r"^\s*(?:once|if|when|after|before|as soon as)\b[^,?]{0,80},\s*", re.IGNORECASE)
 _MY_STATUS = re.compile(r"\b(?:where|when) (?:is|are|will) my\b", re.IGNORECASE)
 
 
@@ -125,14 +127,15 @@ def is_specific_request(text: str) -> bool:
         return True
     sentences = [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
     asked = [part for part in sentences if part.endswith("?")] or sentences[-1:] or [text]
-    question = asked[-1]
+    # A condition before the question is context, not the question: "Once you receive my return, when do you ...?"
+    question = _CONDITION.sub("", asked[-1])
     if _GENERAL.search(question) and not _MY_STATUS.search(question):
         # What the customer asks decides, whatever they told us first ("Part of my order was missing. How long do I
         # have to tell you?"), unless another sentence asks for something to be done ("Please cancel my order.").
         return any(
             _REQUEST.search(part) and (_MY_ORDER.search(part) or _ACTION.search(part))
             for part in sentences
-            if part is not question
+            if part is not asked[-1]
         )
     if _PROBLEM.search(text):
         return True

@@ -99,6 +99,7 @@ def test_prompt_injection_is_refused(router: RuleRouter, text: str) -> None:
         # What came before the question does not turn it into a request.
         "Part of my order was missing from the box. How long do I have to tell you?",
         "I paid with a gift card. How will I get my refund?",
+        "Once you receive my return, when do you issue the refund?",
     ],
 )
 def test_a_general_question_under_a_collect_intent_is_answered_first(router: RuleRouter, text: str) -> None:
@@ -117,6 +118,8 @@ def test_a_general_question_under_a_collect_intent_is_answered_first(router: Rul
         "wrong address on my order",
         "Please cancel my order. How long does the refund take?",
         "My parcel never arrived. Where is my order?",
+        "When will my refund for the lamp arrive?",
+        "If it is still possible, please cancel my order.",
     ],
 )
 def test_a_request_about_one_specific_order_asks_for_its_number(router: RuleRouter, text: str) -> None:
