@@ -383,7 +383,7 @@ class DialogueManager:
         said_by_customer = " ".join(turn.text for turn in turns if turn.role == "customer")
         checker = GroundingChecker(
             [hit.passage.text for hit in evidence], context=f"{said_by_customer}\n{render_slots(next_state.slots)}",
-            products=self.pack.products,
+            products=self.pack.products, titles=[hit.passage.title for hit in evidence],
         )  # fmt: skip
         guard = LeakGuard(self.pack.system_prompt)
         sent: list[str] = []  # sentences released to the customer

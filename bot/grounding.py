@@ -248,8 +248,10 @@ class GroundingChecker:
                     )
         self._source = source.lower().replace("e-mail", "email")
         self._known_numbers = numbers(source) | numbers(self.context)
-        self._known_text = f"{self._source}\n{self.context.lower()}"
-        self._source_words = set(words(self._source))
+        # The passages' titles name what they cover too ("International orders to Canada, the UK and the EU").
+        titled = "\n".join([*self.titles, self._source]).lower()
+        self._known_text = f"{titled}\n{self.context.lower()}"
+        self._source_words = set(words(titled))
         self._product_words = {word for product in self.products for word in words(product.lower())}
         self._context_stems = set(content_stems(self.context, courtesy=True))
         self._products = sorted({p.lower() for p in self.products if p.strip()}, key=len, reverse=True)

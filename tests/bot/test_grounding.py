@@ -146,3 +146,12 @@ def test_a_claim_about_a_name_only_the_customer_used_fails() -> None:
     assert ireland.check("We ship to the European Union and Canada.").ok
     greeted = GroundingChecker([shipping], context="Hi, I'm Siobhan. Do you ship to Canada?")
     assert greeted.check("Thanks, Siobhan!").ok, "a name in a pleasantry claims nothing"
+
+
+def test_a_name_in_a_passage_title_is_known() -> None:
+    checker = GroundingChecker(
+        ["Outside the United States we ship to Canada and all European Union countries."],
+        titles=["International orders to Canada, the UK and the EU"],
+        context="Do you ship to the UK?",
+    )
+    assert checker.check("We ship to the UK.").ok, checker.check("We ship to the UK.").failures()
