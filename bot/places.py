@@ -27,19 +27,30 @@ def _named(name: str, text: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
+@lru_cache(maxsize=8)
+def _present(known: str) -> frozenset[str]:
+    """Which region, member, day and weekend names (of one or two words) `known` names. Computed once per
+    help-content text (a snapshot keeps the same string): one pass over it, not a search per name."""
+    words = re.findall(r"[a-z]+", known.lower())
+    phrases = {*words, *(f"{first} {second}" for first, second in zip(words, words[1:], strict=False))}
+    names = {name for region, members in REGIONS.items() for name in (region, *ALIASES.get(region, ()), *members)}
+    return frozenset(name for name in names | set(DAYS) | {"weekend", "weekends"} if name.lower() in phrases)
+
+
 def regions_named(text: str, known: str) -> list[str]:
     """The regions of `REGIONS` that places in `text` belong to, when `known` (the help content) names the
     region but not the place. "Northern Ireland" is read as the UK, not as Ireland."""
+    present = _present(known)
     found = []
     for region, members in REGIONS.items():
-        if not any(_named(name, known) for name in (region, *ALIASES.get(region, ()))):
+        if not any(name in present for name in (region, *ALIASES.get(region, ()))):
             continue
         rest = text
         for other in REGIONS.values():  # the longer names first: "Northern Ireland" before "Ireland"
             for name in sorted(other, key=len, reverse=True):
                 if " " in name and _named(name, rest) and name not in members:
                     rest = re.sub(re.escape(name), " ", rest, flags=re.IGNORECASE)
-        if any(_named(name, rest) and not _named(name, known) for name in members):
+        if any(_named(name, rest) and name not in present for name in members):
             found.append(region)
     return found
 
@@ -53,14 +64,16 @@ def _countries() -> re.Pattern[str]:
     return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, names)) + r")(?![\w-])")
 
 
+@lru_cache(maxsize=8)
+def _countries_in(known: str) -> frozenset[str]:
+    return frozenset(match.group(0) for match in _countries().finditer(known))
+
+
 def _unlisted_countries(text: str, known: str, regions: list[str]) -> list[str]:
     """The countries `text` names that neither `known` nor one of `regions` covers."""
     covered = {name for region in regions for name in REGIONS[region]}
-    return [
-        match.group(0)
-        for match in _countries().finditer(text)
-        if not _named(match.group(0), known) and match.group(0) not in covered
-    ]
+    listed = _countries_in(known)
+    return [match.group(0) for match in _countries().finditer(text) if match.group(0) not in listed | covered]
 
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -69,8 +82,9 @@ DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 def _days_asked(text: str, known: str) -> list[str]:
     """The days `known` names, when `text` asks about a day (or the weekend) that it does not: "Are you open on
     Saturdays?" where the help content says "Monday to Friday" is a question about Monday to Friday."""
-    named = [day for day in DAYS if _named(day, known)]
-    weekend = re.search(r"\bweekends?\b", text, re.IGNORECASE) and not re.search(r"\bweekends?\b", known, re.I)
+    present = _present(known)
+    named = [day for day in DAYS if day in present]
+    weekend = re.search(r"\bweekends?\b", text, re.IGNORECASE) and not present & {"weekend", "weekends"}
     unnamed = [day for day in DAYS if re.search(rf"\b{day}s?\b", text, re.IGNORECASE) and day not in named]
     return named if named and (weekend or unnamed) else []
 
@@ -82,7 +96,7 @@ def expanded_query(query: str, known: str) -> str:
     regions = regions_named(query, known)
     members = sorted(((name, region) for region in regions for name in REGIONS[region]), key=lambda m: -len(m[0]))
     for name, region in members:  # "Northern Ireland" before "Ireland"
-        if not _named(name, known):
+        if name not in _present(known):
             query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", f"the {region}", query, flags=re.I)
     for name in _unlisted_countries(query, known, regions):
         query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", "another country", query)
