@@ -311,7 +311,7 @@ class GroundingChecker:
             stems = set(content_stems(clause))
             if not stems:
                 continue  # a pleasantry
-            named = sorted(name for name in unknown if name in words(clause))
+            named = sorted(unknown & set(words(clause)))
             if named and stems - {stem(name) for name in named}:
                 reasons.append(f"no passage mentions {named[0]!r}")
                 continue

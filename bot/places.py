@@ -27,6 +27,11 @@ def _named(name: str, text: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
+def _replace(name: str, by: str, text: str, flags: int = 0) -> str:
+    """`text` with `name` as a whole word or phrase (and a "the" before it) replaced by `by`."""
+    return re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", by, text, flags=flags)
+
+
 @lru_cache(maxsize=8)
 def _present(known: str) -> frozenset[str]:
     """Which region, member, day and weekend names (of one or two words) `known` names. Computed once per
@@ -93,12 +98,13 @@ def expanded_query(query: str, known: str) -> str:
     """`query` in the words of the help content (`known`), for searching it: a place it does not name becomes the
     region it names ("shipping to the European Union"), or "another country"; a day it does not name brings the days
     it does ("Are you open on Saturdays? (Monday, Friday, hours)")."""
+    present = _present(known)
     regions = regions_named(query, known)
     members = sorted(((name, region) for region in regions for name in REGIONS[region]), key=lambda m: -len(m[0]))
     for name, region in members:  # "Northern Ireland" before "Ireland"
-        if name not in _present(known):
-            query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", f"the {region}", query, flags=re.I)
+        if name not in present:
+            query = _replace(name, f"the {region}", query, re.IGNORECASE)
     for name in _unlisted_countries(query, known, regions):
-        query = re.sub(rf"(?<![\w-])(?:the )?{re.escape(name)}(?![\w-])", "another country", query)
+        query = _replace(name, "another country", query)
     days = _days_asked(query, known)
     return f"{query} ({', '.join(days)}, hours)" if days else query
