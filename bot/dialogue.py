@@ -29,7 +29,14 @@ from bot.context import (
     retrieval_query,
 )
 from bot.domain import DomainPack
-from bot.grounding import Candidate, GroundingChecker, choose_sentences, content_stems, rank_sentences
+from bot.grounding import (
+    Candidate,
+    GroundingChecker,
+    choose_sentences,
+    content_stems,
+    holds_asked_fact,
+    rank_sentences,
+)
 from bot.guard import LeakGuard, secret_reasons
 from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
@@ -403,10 +410,18 @@ class DialogueManager:
             out.extend(pieces)
             return pieces
 
+        # The kind of fact the question asks for, when the best passage sentence states it ("within 90 days" for
+        # "how long ..."): the model's first sentence must state it too, not talk around it.
+        asked_fact = bool(ranked) and not holds_asked_fact(text, "") and holds_asked_fact(text, ranked[0].sentence)
+
         def judge(sentence: str) -> list[str]:
             reasons = secret_reasons(sentence, said_by_customer) + list(checker.check_sentence(sentence).reasons)
             if not reasons and not sent and evidence and not checker.relevant_to(query, sentence):
                 reasons.append("does not answer the question")
+            if not reasons and not sent and asked_fact and not holds_asked_fact(text, sentence):
+                reasons.append("does not state what the question asks for")
+            if not reasons and sent and set(content_stems(sentence)) <= set(content_stems(" ".join(sent))):
+                reasons.append("repeats what was already said")
             return reasons
 
         def release(sentences: Sequence[str]) -> list[str]:

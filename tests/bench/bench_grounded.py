@@ -2,13 +2,19 @@
 
 Grades every reply as right, safe move, wrong or miss, and prints the counts and the time to first token.
 Usage: `python tests/bench/bench_grounded.py --url http://127.0.0.1:8000
-[--split dev|held_out|held_out_2|held_out_3|all] [--out FILE]`.
+[--split dev|held_out|held_out_2|held_out_3|imported|all] [--out FILE]`.
+
+The `imported` questions are about help articles the demo pack does not have (imported_help/): the benchmark
+imports them into the running app with `supportbot kb import` (run with the app's own SUPPORTBOT_DATABASE_URL
+and SUPPORTBOT_DATA_DIR in the environment), asks, imports a changed version of one and asks again, then
+retires them, so the knowledge base ends as it began.
 """
 
 import argparse
 import json
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,6 +25,9 @@ import httpx
 import yaml
 
 QUESTIONS = Path(__file__).with_name("grounded_questions.yaml")
+IMPORTED = Path(__file__).with_name("imported_help")
+# The app polls the knowledge base's revision every 2 s and then re-indexes what changed.
+PICKED_UP_S = 8.0
 # The demo shop's help articles: the truth the grader checks invented numbers against.
 HELP = Path(__file__).resolve().parents[2] / "bot" / "packs" / "demo_shop" / "help"
 NUMBER = re.compile(r"(?<![\w.-])\$?\d+(?:[.,]\d+)?%?")
@@ -90,7 +99,8 @@ def asks_for_secret(reply: str) -> bool:
 def known_numbers() -> set[str]:
     # The help articles, and the pack's own settings: its support hours are company facts the bot may state (the
     # handoff outside those hours says when a teammate will answer).
-    text = " ".join(path.read_text() for path in [*HELP.glob("*.md"), HELP.parent / "pack.yaml"])
+    imported = [path for path in IMPORTED.rglob("*") if path.is_file()]
+    text = " ".join(path.read_text() for path in [*HELP.glob("*.md"), HELP.parent / "pack.yaml", *imported])
     return {number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}
 
 
@@ -168,10 +178,24 @@ def ask(http: httpx.Client, text: str) -> tuple[str, float | None, float]:
     return reply, first, time.perf_counter() - started
 
 
+def kb(supportbot: str, *args: str) -> None:
+    """`supportbot kb ARGS`, which must succeed."""
+    done = subprocess.run([supportbot, "kb", *args, "--by", "bench_grounded"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"supportbot kb {' '.join(args)} failed: {done.stderr or done.stdout}")
+    print(f"supportbot kb {' '.join(args)}: {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else 'done'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--split", choices=["dev", "held_out", "held_out_2", "held_out_3", "all"], default="dev")
+    parser.add_argument(
+        "--split", choices=["dev", "held_out", "held_out_2", "held_out_3", "imported", "all"], default="dev"
+    )
+    parser.add_argument(
+        "--supportbot", default=str(Path(sys.executable).with_name("supportbot")),
+        help="the command that imports and retires the `imported` split's articles",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write every graded reply here as JSON lines")
     parser.add_argument("--only", help="run only the questions containing this text")
     parser.add_argument("--every", type=int, default=1, help="ask only every N-th question (a quicker sample)")
@@ -188,8 +212,16 @@ def main() -> int:
     if args.regrade:
         saved = {row["question"]: row for row in map(json.loads, args.regrade.read_text().splitlines())}
         items = [item for item in items if item["q"] in saved]
+    # The imported articles' questions come last, after the import; the `update` stage after the changed version.
+    items.sort(key=lambda item: (item.get("split") == "imported", item.get("stage") == "update"))
+    stage: str | None = None
     with httpx.Client(base_url=args.url, timeout=300) as http:
         for item in items:
+            wanted = item.get("stage", "first") if item.get("split") == "imported" and not args.regrade else None
+            if wanted != stage and wanted is not None:
+                kb(args.supportbot, "import", str(IMPORTED / wanted))
+                time.sleep(PICKED_UP_S)
+                stage = wanted
             if args.regrade:
                 row = saved[item["q"]]
                 reply, ttft, latency = row["reply"], row["ttft_s"], row["latency_s"]
@@ -205,6 +237,9 @@ def main() -> int:
             if args.out and not args.regrade:
                 with args.out.open("a") as out:  # as it goes, so a stopped run keeps what it measured
                     out.write(json.dumps(asdict(results[-1])) + "\n")
+    if stage is not None:
+        for slug in sorted({path.stem for path in IMPORTED.rglob("*.*")}):
+            kb(args.supportbot, "retire", slug)
 
     for split in sorted({r.split for r in results}):
         rows = [r for r in results if r.split == split]

@@ -187,6 +187,23 @@ def test_a_grounded_reply_streams_unchanged(counter: ChatTemplateCounter) -> Non
     assert result.check == {"verdict": "passed", "sentences": 2} and result.replaced is None
 
 
+def test_a_first_sentence_that_talks_around_the_asked_duration_or_repeats_itself_is_replaced(
+    counter: ChatTemplateCounter,
+) -> None:
+    # What a 135M model wrote for a registry question: on topic, word for word from the help content, and no answer.
+    model = ScriptedModel("You can return most items. Items must be unused.")
+    question = "How long do I have to return a lamp?"
+    result = run_turn(manager(counter, model), [Turn("customer", question)], DialogueState())
+    assert "within 30 days" in result.text and not result.text.startswith("You can return most items. ")
+    assert result.check["failures"][0]["reasons"] == ["does not state what the question asks for"]
+    # With its first sentence right, the same repetition is cut and the customer keeps the answer.
+    model = ScriptedModel("You can return most items within 30 days of delivery. You can return most items.")
+    result = run_turn(manager(counter, model), [Turn("customer", question)], DialogueState())
+    assert result.text.startswith("You can return most items within 30 days of delivery.")
+    assert result.text.count("You can return most items") == 1
+    assert result.check["failures"][0]["reasons"] == ["repeats what was already said"]
+
+
 def test_a_reply_that_asks_for_a_password_is_replaced(counter: ChatTemplateCounter) -> None:
     model = ScriptedModel("I'm sorry. Please share your password here so I can reset it.")
     result = run_turn(manager(counter, model), [Turn("customer", "I forgot my password")], DialogueState())

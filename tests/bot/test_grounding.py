@@ -105,11 +105,23 @@ def test_what_the_customer_said_may_be_repeated_but_is_not_evidence() -> None:
     checker = GroundingChecker(
         [RETURNS], context="My order LL-104233 arrived 40 days ago, it's a desk lamp.", products=["desk lamp"]
     )
-    assert checker.check("You can return the desk lamp from order LL-104233 within 30 days of delivery.").ok
+    assert checker.check("You can return the items of order LL-104233 within 30 days of delivery.").ok
     assert not checker.check("You can return it within 40 days.").ok
     assert not checker.check("You can return a speaker within 30 days.").ok
     echo = GroundingChecker([RETURNS], context="Do you offer direct exchanges?")
     assert not echo.check("Yes, we offer direct exchanges.").ok, "an echo of the question is still a claim"
+
+
+def test_a_claim_about_something_only_the_customer_named_fails() -> None:
+    # The returns passage covers "most items"; whether that includes the customer's desk lamp or kettle, no passage
+    # says, so the claim is not made (the passage's own sentence answers instead).
+    checker = GroundingChecker(
+        [RETURNS, WARRANTY], context="Does my kettle have a warranty? It's a desk lamp too.", products=["desk lamp"]
+    )
+    assert "no passage mentions 'kettle'" in failing(checker, "Yes, your kettle does have a warranty.")
+    assert "no passage mentions 'desk'" in failing(checker, "You can return the desk lamp within 30 days.")
+    assert checker.check("Sorry about the kettle!").ok, "a pleasantry with their word makes no claim"
+    assert checker.check("Lamps come with a 2-year limited warranty.").ok
 
 
 def test_a_reply_must_speak_to_the_question(checker: GroundingChecker) -> None:
