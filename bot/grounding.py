@@ -324,8 +324,8 @@ class GroundingChecker:
             if theirs and stems - {stem(word) for word in theirs}:
                 reasons.append(f"no passage mentions {theirs[0]!r}")
                 continue
-            # The customer's own words (their product, their order number) need no passage; an echo of their
-            # question as a claim ("Yes, we offer same-day delivery") is still checked against the passages.
+            # Left: a clause of the customer's words alone ("Your kettle."), which claims nothing, or one whose words
+            # the passages use too; an echo of their question ("Yes, we offer same-day delivery") is still checked.
             stems -= self._context_stems - self._source_stems()
             if not stems:
                 continue
