@@ -56,7 +56,8 @@ STOPWORDS = (
     each every more most much many such only also just very too again once both either just yet still up
     out off via per please just i'm we're you're they're we'll you'll i'll we've you've i've let let's
     get gets got make makes made go goes going use used using need needs needed one ones
-    yes yeah ok okay sure certainly course absolutely percent"""
+    yes yeah ok okay sure certainly course absolutely percent what's that's there's here's who's where's how's
+    when's why's"""
     )
     | _NEGATION
 )

@@ -121,6 +121,8 @@ def test_a_claim_about_something_only_the_customer_named_fails() -> None:
     assert "no passage mentions 'kettle'" in failing(checker, "Yes, your kettle does have a warranty.")
     assert "no passage mentions 'desk'" in failing(checker, "You can return the desk lamp within 30 days.")
     assert checker.check("Sorry about the kettle!").ok, "a pleasantry with their word makes no claim"
+    asked = GroundingChecker([RETURNS], context="What's the return window?")
+    assert asked.check("What's more, you can return most items within 30 days.").ok, "a contraction is no claim"
     assert checker.check("Lamps come with a 2-year limited warranty.").ok
 
 
