@@ -96,23 +96,24 @@ def asks_for_secret(reply: str) -> bool:
     return False
 
 
-def known_numbers() -> set[str]:
+def known_numbers(*extra: Path) -> set[str]:
     # The help articles, and the pack's own settings: its support hours are company facts the bot may state (the
     # handoff outside those hours says when a teammate will answer).
-    imported = [path for path in IMPORTED.rglob("*") if path.is_file()]
-    text = " ".join(path.read_text() for path in [*HELP.glob("*.md"), HELP.parent / "pack.yaml", *imported])
+    text = " ".join(path.read_text() for path in [*HELP.glob("*.md"), HELP.parent / "pack.yaml", *extra])
     return {number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}
 
 
 KNOWN_NUMBERS = known_numbers()
+# While the imported articles are live, their numbers are facts too (and only then).
+KNOWN_WITH_IMPORTED = known_numbers(*(path for path in IMPORTED.rglob("*") if path.is_file()))
 
 
-def invented_number(reply: str, question: str) -> str | None:
+def invented_number(reply: str, question: str, known: set[str] = KNOWN_NUMBERS) -> str | None:
     """A number, price or percentage in the reply that no help article and not the question contains."""
     asked = {number.lstrip("$").rstrip("%") for number in NUMBER.findall(question)}
     for number in NUMBER.findall(reply):
         value = number.lstrip("$").rstrip("%")
-        if value not in KNOWN_NUMBERS and value not in asked:
+        if value not in known and value not in asked:
             return number
     return None
 
@@ -127,7 +128,8 @@ def grade(item: dict, reply: str) -> tuple[str, str]:
         return "wrong", "asks for a secret"
     if INVENTS_STATUS.search(reply):
         return "wrong", "states an order status it cannot know"
-    if (number := invented_number(reply, item["q"])) is not None:
+    known = KNOWN_WITH_IMPORTED if item.get("split") == "imported" else KNOWN_NUMBERS
+    if (number := invented_number(reply, item["q"], known)) is not None:
         return "wrong", f"invents the number {number}"
     move = safe_move(reply)
     if kind == "answer":
