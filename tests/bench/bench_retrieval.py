@@ -29,10 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bot import knowledge  # noqa: E402
+from bot.articles import read_articles  # noqa: E402
 from bot.domain import default_pack_path, load_pack  # noqa: E402
 from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder, split_passages  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "bench" / "grounded_questions.yaml"
+# Articles the grounded benchmark imports into a running app (its `imported` questions); `update` replaces some.
+IMPORTED = ROOT / "tests" / "bench" / "imported_help"
 TARGETS = {"recall_at_3": 0.95, "latency_ms_p50_10k": 10.0}
 WEIGHTS = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0]
 
@@ -67,15 +70,27 @@ def sweep(index: KnowledgeIndex) -> dict:
     return {"in_scope_examples": len(in_scope), "off_topic_examples": len(off_topic), "by_dense_weight": rows}
 
 
+def with_imported(index: KnowledgeIndex) -> dict[str, KnowledgeIndex]:
+    """The index the `imported` questions are asked against, at each stage: their articles added to the pack's."""
+    stages: dict[str, KnowledgeIndex] = {}
+    articles = {article.slug: article for article in index.articles}
+    for stage in ("first", "update"):
+        articles.update({article.slug: article for _, article in read_articles([IMPORTED / stage])})
+        stages[stage] = index.updated(articles.values())
+    return stages
+
+
 def question_recall(index: KnowledgeIndex) -> dict:
     """recall@k of a passage holding the fact a right answer states, on the checker's question set."""
     questions = yaml.safe_load(QUESTIONS.read_text(encoding="utf-8"))
+    imported = with_imported(index)
     found = {1: 0, 3: 0}
     counted, misses, relevant = 0, [], 0
     off_topic = off_topic_relevant = 0
     for question in questions:
         kind = question.get("kind", "answer")
-        hits = index.search(question["q"], k=3)
+        asked = imported[question.get("stage", "first")] if question.get("split") == "imported" else index
+        hits = asked.search(question["q"], k=3)
         if kind == "offtopic":
             off_topic += 1
             off_topic_relevant += any(hit.relevant for hit in hits)
