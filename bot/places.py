@@ -3,7 +3,8 @@ say "all European Union countries", or not at all: "Do you ship to Mexico?" wher
 say it ships nowhere else. The question is searched in the help content's words (the region, or "another country"
 for a country in no region it names), so retrieval and answer ranking find the rule that applies; the reply check
 still refuses a claim naming the place itself (bot/grounding.py). Days work the same way: "Are you open on
-Saturdays?" where the help content gives "Monday to Friday" is searched with the days it names.
+Saturdays?" where the help content gives "Monday to Friday" is searched with the days it names. And "abroad",
+"overseas" or "outside the US" is searched as "international" where the help content uses that word.
 """
 
 import re
@@ -34,12 +35,13 @@ def _replace(name: str, by: str, text: str, flags: int = 0) -> str:
 
 @lru_cache(maxsize=8)
 def _present(known: str) -> frozenset[str]:
-    """Which region, member, day and weekend names (of one or two words) `known` names. Computed once per
+    """Which region, member, day and weekend names (of one or two words) and "international" `known` names. Once per
     help-content text (a snapshot keeps the same string): one pass over it, not a search per name."""
     words = re.findall(r"[a-z]+", known.lower())
     phrases = {*words, *(f"{first} {second}" for first, second in zip(words, words[1:], strict=False))}
     names = {name for region, members in REGIONS.items() for name in (region, *ALIASES.get(region, ()), *members)}
-    return frozenset(name for name in names | set(DAYS) | {"weekend", "weekends"} if name.lower() in phrases)
+    extra = {"weekend", "weekends", "international"}
+    return frozenset(name for name in names | set(DAYS) | extra if name.lower() in phrases)
 
 
 def regions_named(text: str, known: str) -> list[str]:
@@ -81,6 +83,13 @@ def _unlisted_countries(text: str, known: str, regions: list[str]) -> list[str]:
     return [match.group(0) for match in _countries().finditer(text) if match.group(0) not in listed | covered]
 
 
+# Ways to say "to another country" that rarely share a word with the help content's "international".
+_ABROAD = re.compile(
+    r"\b(?:abroad|overseas|internationally|foreign countr(?:y|ies)|outside (?:the )?(?:US|USA|U\.S\.|United States|"
+    r"country|states))\b",
+    re.IGNORECASE,
+)
+
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -106,5 +115,7 @@ def expanded_query(query: str, known: str) -> str:
             query = _replace(name, f"the {region}", query, re.IGNORECASE)
     for name in _unlisted_countries(query, known, regions):
         query = _replace(name, "another country", query)
+    if _ABROAD.search(query) and "international" in _present(known):
+        query = f"{query} (international)"
     days = _days_asked(query, known)
     return f"{query} ({', '.join(days)}, hours)" if days else query

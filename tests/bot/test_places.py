@@ -39,3 +39,13 @@ def test_a_day_the_help_content_does_not_name_brings_the_days_it_does() -> None:
     assert expanded_query("Can I reach you at the weekend?", hours).endswith("(Monday, Friday, hours)")
     assert expanded_query("Are you open on Monday?", hours) == "Are you open on Monday?"
     assert expanded_query("Are you open on Saturdays?", HELP) == "Are you open on Saturdays?", "no days in the help"
+
+
+def test_abroad_is_searched_as_international_where_the_help_content_says_so() -> None:
+    international = HELP + " International shipping is a flat $19.95 per order."
+    assert expanded_query("How much does shipping abroad cost?", international) == (
+        "How much does shipping abroad cost? (international)"
+    )
+    assert expanded_query("Can you send it outside the US?", international).endswith("(international)")
+    assert expanded_query("Do you ship overseas?", HELP) == "Do you ship overseas?", "the help content never says it"
+    assert expanded_query("Do you sell outdoor lamps?", international) == "Do you sell outdoor lamps?"
