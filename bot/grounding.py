@@ -238,6 +238,10 @@ class GroundingChecker:
         source = "\n".join(self.passages)
         for number, passage in enumerate(self.passages):
             title = set(content_stems(self.titles[number], courtesy=True)) if number < len(self.titles) else set()
+            # A title says what its sentences are about ("it covers..."), but the places and brands it names are
+            # not what each sentence says: "We cannot ship to other countries yet" under "International orders to
+            # Canada, the UK and the EU" supports nothing about the UK.
+            title -= {stem(name) for name in names(self.titles[number])} if number < len(self.titles) else set()
             for sentence in split_sentences(passage):
                 stems = set(content_stems(sentence, courtesy=True))
                 self._sentences.append(_Unit(sentence, stems | title, is_negated(sentence)))
@@ -318,16 +322,17 @@ class GroundingChecker:
                 continue
             # The same for any word only the customer used: "Yes, your kettle has a warranty" echoes the question
             # and a warranty passage; no passage says anything about kettles.
-            theirs = sorted(
-                word for word in words(_CODE.sub(" ", clause))
-                if stem(word) in stems and stem(word) in self._context_stems - self._source_stems()
-            )  # fmt: skip
-            if theirs and stems - {stem(word) for word in theirs}:
+            mine = self._context_stems - self._source_stems()
+            own_words = {w for w in words(clause) if stem(w) in stems & mine and w not in self._source_words}
+            own = {stem(word) for word in own_words}  # their order number included
+            theirs = sorted(own_words & set(words(_CODE.sub(" ", clause))))
+            if theirs and stems - own:
                 reasons.append(f"no passage mentions {theirs[0]!r}")
                 continue
             # Left: a clause of the customer's words alone ("Your kettle."), which claims nothing, or one whose words
-            # the passages use too; an echo of their question ("Yes, we offer same-day delivery") is still checked.
-            stems -= self._context_stems - self._source_stems()
+            # the help content uses too; an echo of their question ("Yes, we offer same-day delivery") is still
+            # checked, and a word only a title names ("the UK") still needs a sentence that says it.
+            stems -= own
             if not stems:
                 continue
             negated = is_negated(clause)

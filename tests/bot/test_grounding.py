@@ -168,4 +168,13 @@ def test_a_name_in_a_passage_title_is_known() -> None:
         titles=["International orders to Canada, the UK and the EU"],
         context="Do you ship to the UK?",
     )
-    assert checker.check("We ship to the UK.").ok, checker.check("We ship to the UK.").failures()
+    assert not [reason for reason in failing(checker, "We ship to the UK.") if "name" in reason or "mentions" in reason]
+    # But a claim about it needs a sentence that says it: a model wrote this one, on a passage whose sentence says
+    # "We cannot ship to other countries yet" under that title.
+    negated = GroundingChecker(
+        ["We cannot ship to other countries yet.", "Outside the United States we ship to Canada and the EU."],
+        titles=["International orders to Canada, the UK and the EU"] * 2,
+        context="Do you ship to the UK?",
+    )
+    assert not negated.check("We do not ship to the UK.").ok
+    assert negated.check("We do not ship to other countries yet.").ok
