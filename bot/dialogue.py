@@ -412,7 +412,7 @@ class DialogueManager:
 
         # The kind of fact the question asks for, when the best passage sentence states it ("within 90 days" for
         # "how long ..."): the model's first sentence must state it too, not talk around it.
-        asked_fact = bool(ranked) and not holds_asked_fact(text, "") and holds_asked_fact(text, ranked[0].sentence)
+        asked_fact = bool(ranked) and holds_asked_fact(text, ranked[0].sentence)
 
         def judge(sentence: str) -> list[str]:
             reasons = secret_reasons(sentence, said_by_customer) + list(checker.check_sentence(sentence).reasons)

@@ -237,11 +237,11 @@ class GroundingChecker:
     def __post_init__(self) -> None:
         source = "\n".join(self.passages)
         for number, passage in enumerate(self.passages):
-            title = set(content_stems(self.titles[number], courtesy=True)) if number < len(self.titles) else set()
+            heading = self.titles[number] if number < len(self.titles) else ""
             # A title says what its sentences are about ("it covers..."), but the places and brands it names are
             # not what each sentence says: "We cannot ship to other countries yet" under "International orders to
             # Canada, the UK and the EU" supports nothing about the UK.
-            title -= {stem(name) for name in names(self.titles[number])} if number < len(self.titles) else set()
+            title = set(content_stems(heading, courtesy=True)) - {stem(name) for name in names(heading)}
             for sentence in split_sentences(passage):
                 stems = set(content_stems(sentence, courtesy=True))
                 self._sentences.append(_Unit(sentence, stems | title, is_negated(sentence)))
@@ -265,6 +265,7 @@ class GroundingChecker:
             frequency.update(unit.stems)
         total = max(len(self._sentences), 1)
         self._idf = {stem_: math.log(1 + total / count) for stem_, count in frequency.items()}
+        self._only_theirs = self._context_stems - set(self._idf)  # the customer's words no passage sentence uses
 
     def weight(self, stem_: str) -> float:
         return self._idf.get(stem_, math.log(1 + max(len(self._sentences), 1)))
@@ -322,8 +323,9 @@ class GroundingChecker:
                 continue
             # The same for any word only the customer used: "Yes, your kettle has a warranty" echoes the question
             # and a warranty passage; no passage says anything about kettles.
-            mine = self._context_stems - self._source_stems()
-            own_words = {w for w in words(clause) if stem(w) in stems & mine and w not in self._source_words}
+            own_words = {
+                w for w in words(clause) if stem(w) in stems & self._only_theirs and w not in self._source_words
+            }
             own = {stem(word) for word in own_words}  # their order number included
             theirs = sorted(own_words & set(words(_CODE.sub(" ", clause))))
             if theirs and stems - own:

@@ -115,7 +115,7 @@ def expanded_query(query: str, known: str) -> str:
             query = _replace(name, f"the {region}", query, re.IGNORECASE)
     for name in _unlisted_countries(query, known, regions):
         query = _replace(name, "another country", query)
-    if _ABROAD.search(query) and "international" in _present(known):
+    if _ABROAD.search(query) and "international" in present:
         query = f"{query} (international)"
     days = _days_asked(query, known)
     return f"{query} ({', '.join(days)}, hours)" if days else query
