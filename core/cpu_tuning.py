@@ -94,8 +94,11 @@ def choose_dtype(flags: set[str], measurement: Measurement | None) -> tuple[str,
     return "float32", f"{', '.join(hardware)} present but bf16 measured {speedup:.2f}x (needs {BF16_MIN_SPEEDUP}x)"
 
 
-def measure(hidden: int, intermediate: int, threads: int, budget_s: float = 0.4) -> Measurement:
-    """Time one layer's linear products (attention projections and MLP) in fp32 and bf16, best of a few passes."""
+def measure(
+    hidden: int, intermediate: int, threads: int, budget_s: float = 0.4, batches: Sequence[int] = MEASURED_BATCHES
+) -> Measurement:
+    """Time one layer's linear products (attention projections and MLP) in fp32 and bf16 on `batches` tokens at a
+    time, best of a few passes."""
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -109,11 +112,11 @@ def measure(hidden: int, intermediate: int, threads: int, budget_s: float = 0.4)
                 for out, into in ((hidden, hidden), (2 * intermediate, hidden), (hidden, intermediate))
             ]
             total = 0.0
-            for batch in MEASURED_BATCHES:
+            for batch in batches:
                 x = torch.randn(batch, hidden, generator=generator).to(dtype)
                 mid = torch.randn(batch, intermediate, generator=generator).to(dtype)
                 best = float("inf")
-                deadline = time.perf_counter() + budget_s / len(MEASURED_BATCHES)
+                deadline = time.perf_counter() + budget_s / len(batches)
                 with torch.inference_mode():
                     for _ in range(2):  # warm-up: oneDNN picks and caches its kernels on first use
                         torch.nn.functional.linear(x, weights[0])
@@ -147,6 +150,20 @@ def _cache_key(cpu: str, flags: Sequence[str], cores: Sequence[int], shape: tupl
         "shape": list(shape),
         "torch": torch.__version__,
     }
+
+
+def cached_measurement(
+    *, model_dir: Path, cache_path: Path, cpuinfo_path: Path = Path("/proc/cpuinfo")
+) -> Measurement | None:
+    """The measurement `tune` cached for this CPU, these cores and the model's shapes; None if there is none."""
+    cpuinfo = cpuinfo_path.read_text() if cpuinfo_path.exists() else ""
+    flags = sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS))
+    key = _cache_key(cpu_model(cpuinfo), flags, sorted(os.sched_getaffinity(0)), model_shape(model_dir))
+    try:
+        cached = json.loads(cache_path.read_text())
+        return Measurement(**cached["measurement"]) if cached.get("key") == key and cached["measurement"] else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def tune(

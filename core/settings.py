@@ -254,6 +254,11 @@ class Settings(BaseSettings):
         return self.data_dir / "adapters"
 
     @property
+    def cpu_tuning_path(self) -> Path:
+        """Where this machine's bf16 / fp32 measurement is cached (core/cpu_tuning.py)."""
+        return self.data_dir / "cpu-tuning.json"
+
+    @property
     def classifiers_dir(self) -> Path:
         return self.data_dir / "classifiers"
 

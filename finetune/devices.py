@@ -26,12 +26,20 @@ def weights_dtype(name: str, device):
     return getattr(torch, name)
 
 
-def training_autocast(name: str, device, model_dir: Path) -> tuple[bool, str]:
+TRAINING_BATCHES = (512, 1024)
+"""Tokens per matrix product in the bf16 measurement for training: rows of the recipes' token budgets."""
+
+
+def training_autocast(
+    name: str, device, model_dir: Path, tuning_cache: Path | None = None, cpuinfo: Path = Path("/proc/cpuinfo")
+) -> tuple[bool, str]:
     """Whether the forward pass runs under bf16 autocast, and why.
 
     On a CPU, `auto` decides as the model server's tuning does (core/cpu_tuning.py): bf16 only where the CPU
     computes it in hardware and a short measurement of the model's own matrix shapes finds it faster.
-    On a GPU, the weights' dtype (weights_dtype) already decides.
+    On a GPU, the weights' dtype (weights_dtype) already decides. With `tuning_cache`, the measurement the app
+    cached at its start is used when there is one: a retrain runs beside the model server's work (the in-service
+    adapter is scored during training), and a measurement taken then can miss bf16's gain.
     """
     if name == "off":
         return False, "off in the recipe"
@@ -39,15 +47,19 @@ def training_autocast(name: str, device, model_dir: Path) -> tuple[bool, str]:
         return True, "bfloat16 in the recipe"
     if device.type != "cpu":
         return False, f"{device.type}: the weights' dtype decides"
-    from core.cpu_tuning import BF16_FLAGS, choose_dtype, cpu_flags, measure, model_shape
+    from core.cpu_tuning import BF16_FLAGS, cached_measurement, choose_dtype, cpu_flags, measure, model_shape
 
-    cpuinfo = Path("/proc/cpuinfo")
     flags = cpu_flags(cpuinfo.read_text() if cpuinfo.exists() else "")
-    measurement = None
-    if flags & set(BF16_FLAGS):
-        measurement = measure(*model_shape(model_dir), threads=len(os.sched_getaffinity(0)))
+    measurement, when = None, ""
+    if flags & set(BF16_FLAGS) and tuning_cache is not None:
+        measurement = cached_measurement(model_dir=model_dir, cache_path=tuning_cache, cpuinfo_path=cpuinfo)
+        when = " (measured at the app's start)" if measurement else ""
+    if flags & set(BF16_FLAGS) and measurement is None:
+        # A training step multiplies whole packed rows, not the serving's decode and prefill batches.
+        measurement = measure(*model_shape(model_dir), threads=len(os.sched_getaffinity(0)), budget_s=1.0,
+                              batches=TRAINING_BATCHES)  # fmt: skip
     dtype, reason = choose_dtype(flags, measurement)
-    return dtype == "bfloat16", reason
+    return dtype == "bfloat16", reason + when
 
 
 @dataclass

@@ -48,6 +48,7 @@ def train_lora_processes(
     init_adapter: Path | None = None,
     keys: Sequence[str] | None = None,
     time_bound_s: float | None = None,
+    tuning_cache: Path | None = None,
 ) -> TrainResult:
     """`train_lora` in `processes` data-parallel processes; `work_dir` keeps the checkpoint, so a later
     call resumes from it, as in one process. Raises TrainingCancelled or TrainingError like `train_lora`."""
@@ -65,6 +66,7 @@ def train_lora_processes(
         "init_adapter": str(init_adapter) if init_adapter else None,
         "keys": list(keys) if keys is not None else None,
         "time_bound_s": time_bound_s,
+        "tuning_cache": str(tuning_cache) if tuning_cache else None,
     }
     (work_dir / SPEC).write_text(json.dumps(spec))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -143,6 +145,7 @@ def _run(work_dir: Path) -> None:
             init_adapter=Path(spec["init_adapter"]) if spec["init_adapter"] else None,
             keys=spec.get("keys"),
             time_bound_s=spec.get("time_bound_s"),
+            tuning_cache=Path(spec["tuning_cache"]) if spec.get("tuning_cache") else None,
             on_step=(lambda step, total, loss: emit(kind="step", step=step, total=total, loss=loss))
             if rank == 0
             else None,

@@ -1,8 +1,9 @@
 """LoRA supervised fine-tuning of the base model on chat conversations, loss on assistant turns only.
 
 Conversations are packed into rows of up to a token budget with their positions restarting at each one, so no
-padding is trained on and no token attends across conversations (transformers builds a block-diagonal causal
-mask from the restarting positions). On a CPU with bf16 in hardware the forward pass runs under bf16 autocast.
+padding is trained on and no token attends across conversations: on a CPU attention runs one conversation at a
+time, cut where the positions restart (finetune/attention.py); elsewhere transformers masks block-diagonally there.
+On a CPU with bf16 in hardware the forward pass runs under bf16 autocast.
 Under torchrun (see finetune/distributed.py) each process trains on its share of the batches, DDP averages
 the gradients, and rank 0 alone writes checkpoints and the adapter.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finetune.attention import use_packed_attention
 from finetune.devices import ProcessGroup, training_autocast, weights_dtype
 
 logger = logging.getLogger(__name__)
@@ -236,8 +238,9 @@ def pack_rows(examples: list[Example], tokens_per_row: int, seed: int) -> list[l
 def collate_packed(row: list[Example]):
     """One packed row: ids, labels and positions that restart at each conversation.
 
-    Without an attention mask, transformers reads the restarts as sequence boundaries and masks attention
-    block-diagonally; the first token of each conversation is never a target, so no loss crosses a boundary.
+    Without an attention mask, the restarts are the sequence boundaries (finetune/attention.py; transformers' own
+    attention masks block-diagonally there); the first token of each conversation is never a target, so no loss
+    crosses a boundary.
     """
     import torch
 
@@ -376,13 +379,15 @@ def train_lora(
     keys: Sequence[str] | None = None,
     time_bound_s: float | None = None,
     model_server_busy: Callable[[], bool] | None = None,
+    tuning_cache: Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and write it to `output_dir` (atomically: staged, then renamed).
 
     One run plans `recipe.epochs` passes over `conversations` (at most `recipe.max_steps` steps) and stops at
     `time_bound_s` (default: `recipe.max_minutes`); `keys` name the conversations, and the result lists those
     it covered. With `model_server_busy`, training uses `recipe.threads` while it is true and every core
-    (`recipe.idle_threads`) while it is not; without it, `recipe.threads`.
+    (`recipe.idle_threads`) while it is not; without it, `recipe.threads`. `tuning_cache`: the app's cached bf16
+    measurement (see training_autocast).
 
     With `validation`, the adapter is evaluated every `recipe.eval_every` steps, the best one is kept
     and training stops after `recipe.patience` evaluations without improvement. With `checkpoint_dir`,
@@ -415,6 +420,9 @@ def train_lora(
             task_type="CAUSAL_LM",
         ),
     )
+    if recipe.packing and device.type == "cpu":
+        # On GPUs transformers' attention stays: it was measured there, this was not.
+        use_packed_attention(model)
     warm_from = None
     if init_adapter is not None and compatible_adapter(init_adapter, recipe):
         from peft import set_peft_model_state_dict
@@ -435,7 +443,7 @@ def train_lora(
     else:
         batches = make_batches(examples, recipe.tokens_per_batch, recipe.seed)
     total_steps = min(recipe.max_steps, max(1, math.ceil(len(batches) * recipe.epochs / group.world)))
-    bf16, autocast_reason = training_autocast(recipe.autocast, device, base_model_dir)
+    bf16, autocast_reason = training_autocast(recipe.autocast, device, base_model_dir, tuning_cache)
     logger.info("%d rows for %d step(s); autocast: %s", len(batches), total_steps, autocast_reason)
 
     state = {

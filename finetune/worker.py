@@ -273,6 +273,7 @@ def execute_run(
                     should_stop=reporter.cancel_requested,
                     init_adapter=prepared.init_adapter,
                     time_bound_s=plan.time_bound_s,
+                    tuning_cache=settings.cpu_tuning_path,
                 )
                 if processes > 1:
                     train_lora_processes(processes=processes, work_dir=run_dir, **sft)

@@ -85,7 +85,7 @@ def vllm_tuning(settings: Settings) -> Tuning:
     """This machine's vLLM dtype and cores, measured once and cached in the data folder."""
     return tune(
         model_dir=settings.base_model_dir,
-        cache_path=settings.data_dir / "cpu-tuning.json",
+        cache_path=settings.cpu_tuning_path,
         dtype_override=settings.vllm_dtype,
     )
 

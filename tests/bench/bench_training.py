@@ -2,14 +2,16 @@
 
 Both train the same LoRA on the same seed conversations (same tokens, same loss mask, about the same real
 tokens per step) for the same number of steps; tokens/s counts real (non-padding) tokens. supportbot's runs
-with its defaults: packed rows, and bf16 autocast where the CPU measures it faster. The load average is printed
-before and after: the machine may be shared.
+with its recipe for the base model: packed rows with attention one conversation at a time, bf16 autocast where
+the CPU measures it faster, and the recipe's LoRA dropout. The load average is printed before and after: the
+machine may be shared.
 
     .venv/bin/python tests/bench/bench_training.py --steps 12 --json var/bench-training.json
 
 On a shared machine, `--alternate` takes one step of each in turn in one process, so the load hits both alike:
-the plain step is what Trainer does each step (padded batch, full-vocabulary loss, fp32), supportbot's is
-train_lora's (packed row, loss on assistant tokens only, bf16 autocast when the CPU measures it faster).
+the plain step is what Trainer does each step (padded batch, transformers' attention, full-vocabulary loss, fp32,
+LoRA dropout 0.05), supportbot's is train_lora's (packed row, its attention, loss on assistant tokens only, bf16
+autocast when the CPU measures it faster).
 """
 
 import argparse
@@ -25,6 +27,7 @@ import torch
 from bot.domain import default_pack_path, load_pack
 from finetune.seed import seed_dataset
 from finetune.sft import IGNORE_INDEX, LoraRecipe, load_examples, train_lora
+from finetune.worker import load_recipe
 
 
 def plain_trainer(base: Path, conversations: list, steps: int, batch: int, threads: int) -> dict:
@@ -66,7 +69,8 @@ def plain_trainer(base: Path, conversations: list, steps: int, batch: int, threa
 
 def ours(base: Path, conversations: list, steps: int, tokens_per_batch: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        recipe = LoraRecipe(max_steps=steps, max_minutes=600, tokens_per_batch=tokens_per_batch, threads=threads)
+        recipe = load_recipe(base, {"max_steps": steps, "max_minutes": 600, "tokens_per_batch": tokens_per_batch,
+                                    "threads": threads, "idle_threads": threads})  # fmt: skip
         started = time.perf_counter()
         result = train_lora(base_model_dir=base, conversations=conversations, output_dir=Path(out) / "a", recipe=recipe)
         seconds = time.perf_counter() - started
@@ -78,6 +82,7 @@ def alternating(base: Path, conversations: list, steps: int, batch: int, threads
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from finetune.attention import NAME, use_packed_attention
     from finetune.devices import training_autocast
     from finetune.sft import assistant_loss, collate, collate_packed, pack_rows
 
@@ -93,9 +98,21 @@ def alternating(base: Path, conversations: list, steps: int, batch: int, threads
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                                              target_modules=LoraRecipe().target_modules))  # fmt: skip
+    recipe = load_recipe(base)
+    use_packed_attention(model)
+    dropouts = [module for name, module in model.named_modules() if isinstance(module, torch.nn.Dropout)
+                and ".lora_dropout." in name]  # fmt: skip
+
+    def as_trainer(plain: bool) -> None:
+        """The one model steps as the plain Trainer's (transformers' attention, LoRA dropout 0.05) or as ours."""
+        model.get_base_model().config._attn_implementation = "sdpa" if plain else NAME
+        for module in dropouts:
+            module.p = 0.05 if plain else recipe.dropout
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     totals = {"plain_trainer": [0.0, 0], "supportbot": [0.0, 0]}
     for step in range(steps):
+        as_trainer(plain=True)
         started = time.perf_counter()
         ids, labels, mask = collate(padded[step % len(padded)], pad)
         model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
@@ -103,6 +120,7 @@ def alternating(base: Path, conversations: list, steps: int, batch: int, threads
         optimizer.zero_grad()
         totals["plain_trainer"][0] += time.perf_counter() - started
         totals["plain_trainer"][1] += int(mask.sum())
+        as_trainer(plain=False)
         started = time.perf_counter()
         ids, labels, positions = collate_packed(rows[step % len(rows)])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

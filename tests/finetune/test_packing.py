@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finetune.sft import IGNORE_INDEX, collate_packed, load_examples, pack_rows
+from finetune.attention import segments, use_packed_attention
+from finetune.sft import IGNORE_INDEX, collate, collate_packed, load_examples, pack_rows
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Where is my order LL-104233?"},
@@ -64,3 +65,31 @@ def test_no_target_crosses_a_boundary_and_rows_hold_the_budget(model_and_example
     rows = pack_rows(examples * 4, budget, seed=0)
     assert all(sum(len(e.input_ids) for e in row) <= budget for row in rows)
     assert sorted(e.key for row in rows for e in row) == sorted(["a", "b", "c"] * 4)
+
+
+def test_attention_one_conversation_at_a_time_gives_each_conversation_alone(base_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    examples = load_examples(tokenizer, CONVERSATIONS, 512)
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32).eval()
+    alone = [model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0] for e in examples]
+    use_packed_attention(model)
+    ids, _, positions = collate_packed(examples)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padded_ids, _, mask = collate(examples, pad)
+    with torch.inference_mode():
+        packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0]
+        padded = model(input_ids=padded_ids, attention_mask=mask, use_cache=False).logits
+    start = 0
+    for row, (example, expected) in enumerate(zip(examples, alone, strict=True)):
+        end = start + len(example.input_ids)
+        torch.testing.assert_close(packed[start:end], expected, atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(padded[row, : len(example.input_ids)], expected, atol=2e-4, rtol=1e-4)
+        start = end
+
+
+def test_a_row_splits_where_positions_restart_or_padding_begins() -> None:
+    positions = torch.tensor([0, 1, 2, 0, 1, 0, 1, 2, 3])
+    assert segments(positions, None, 9) == [(0, 3), (3, 5), (5, 9)]
+    right_padded = torch.tensor([1, 1, 1, 1, 0, 0])
+    assert segments(torch.arange(6), right_padded, 6) == [(0, 4)]
+    assert segments(None, torch.tensor([0, 0, 1, 1, 1]), 5) == [(2, 5)]
