@@ -38,8 +38,8 @@ def training_autocast(
     On a CPU, `auto` decides as the model server's tuning does (core/cpu_tuning.py): bf16 only where the CPU
     computes it in hardware and a short measurement of the model's own matrix shapes finds it faster.
     On a GPU, the weights' dtype (weights_dtype) already decides. With `tuning_cache`, the measurement the app
-    cached at its start is used when there is one: a retrain runs beside the model server's work (the in-service
-    adapter is scored during training), and a measurement taken then can miss bf16's gain.
+    cached at its start is used when there is one: a retrain can run while vLLM answers customers, and a
+    measurement taken then can miss bf16's gain (1.08x instead of 2.3x, once).
     """
     if name == "off":
         return False, "off in the recipe"

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finetune.attention import use_packed_attention
 from finetune.devices import ProcessGroup, training_autocast, weights_dtype
 
 logger = logging.getLogger(__name__)
@@ -396,6 +395,8 @@ def train_lora(
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.attention import use_packed_attention
 
     if output_dir.exists():
         raise TrainingError(f"{output_dir} already exists; adapter versions are never overwritten")
