@@ -63,7 +63,7 @@ def test_an_adapter_from_before_the_record_counts_its_seeds_as_learned(settings:
     engine = make_engine(settings.resolved_database_url)
     add_reviewed(engine, 10)
     serve_adapter(settings, None)
-    prepared = prepare_run(settings, load_pack(settings.domain_pack), engine, {"replay_min": 5})
+    prepared = prepare_run(settings, load_pack(settings.domain_pack), engine, {"replay_min": 5, "replay_ratio": 0.0})
     store = [r for r in prepared.dataset.split("train") if r.source == "store"]
     assert sorted(r.id for r in prepared.selection.new) == sorted(r.id for r in store)
     assert len(prepared.selection.replay) == 5 and {r.source for r in prepared.selection.replay} == {"seed"}
