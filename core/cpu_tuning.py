@@ -152,18 +152,28 @@ def _cache_key(cpu: str, flags: Sequence[str], cores: Sequence[int], shape: tupl
     }
 
 
+def _machine(cpuinfo_path: Path) -> tuple[str, list[str], list[int]]:
+    """This CPU's model name, its bf16 flags and the cores this process may use."""
+    cpuinfo = cpuinfo_path.read_text() if cpuinfo_path.exists() else ""
+    return cpu_model(cpuinfo), sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS)), sorted(os.sched_getaffinity(0))
+
+
+def _cached_entry(cache_path: Path, key: dict) -> tuple[bool, Measurement | None]:
+    """(found, measurement) of the entry cached under `key`; the measurement is None on a CPU without bf16."""
+    try:
+        cached = json.loads(cache_path.read_text())
+        if cached.get("key") == key:
+            return True, Measurement(**cached["measurement"]) if cached.get("measurement") else None
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return False, None
+
+
 def cached_measurement(
     *, model_dir: Path, cache_path: Path, cpuinfo_path: Path = Path("/proc/cpuinfo")
 ) -> Measurement | None:
     """The measurement `tune` cached for this CPU, these cores and the model's shapes; None if there is none."""
-    cpuinfo = cpuinfo_path.read_text() if cpuinfo_path.exists() else ""
-    flags = sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS))
-    key = _cache_key(cpu_model(cpuinfo), flags, sorted(os.sched_getaffinity(0)), model_shape(model_dir))
-    try:
-        cached = json.loads(cache_path.read_text())
-        return Measurement(**cached["measurement"]) if cached.get("key") == key and cached["measurement"] else None
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    return _cached_entry(cache_path, _cache_key(*_machine(cpuinfo_path), model_shape(model_dir)))[1]
 
 
 def tune(
@@ -178,27 +188,20 @@ def tune(
 
     if torch.cuda.is_available():
         return Tuning(dtype=dtype_override or "auto", threads_bind=None, reason="GPU: vLLM picks the dtype")
-    cores = sorted(os.sched_getaffinity(0))
+    cpu, flags, cores = _machine(cpuinfo_path)
     bind = cores_spec(cores)
-    cpuinfo = cpuinfo_path.read_text() if cpuinfo_path.exists() else ""
-    flags = sorted(cpu_flags(cpuinfo) & set(BF16_FLAGS))
-    cpu = cpu_model(cpuinfo)
     if dtype_override:
         return Tuning(dtype=dtype_override, threads_bind=bind, cores=cores, cpu=cpu, bf16_flags=flags,
                       reason="SUPPORTBOT_VLLM_DTYPE set")  # fmt: skip
     shape = model_shape(model_dir)
     key = _cache_key(cpu, flags, cores, shape)
-    try:
-        cached = json.loads(cache_path.read_text())
-        if cached.get("key") == key:
-            measurement = Measurement(**cached["measurement"]) if cached.get("measurement") else None
-            dtype, reason = choose_dtype(set(flags), measurement)
-            tuning = Tuning(dtype=dtype, threads_bind=bind, cores=cores, cpu=cpu, bf16_flags=flags,
-                            measurement=measurement, reason=reason, cached=True)  # fmt: skip
-            logger.info("vLLM tuning (cached): %s on cores %s: %s", dtype, bind, reason)
-            return tuning
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
+    found, measurement = _cached_entry(cache_path, key)
+    if found:
+        dtype, reason = choose_dtype(set(flags), measurement)
+        tuning = Tuning(dtype=dtype, threads_bind=bind, cores=cores, cpu=cpu, bf16_flags=flags,
+                        measurement=measurement, reason=reason, cached=True)  # fmt: skip
+        logger.info("vLLM tuning (cached): %s on cores %s: %s", dtype, bind, reason)
+        return tuning
     measurement = measure(*shape, threads=len(cores)) if flags else None
     dtype, reason = choose_dtype(set(flags), measurement)
     tuning = Tuning(dtype=dtype, threads_bind=bind, cores=cores, cpu=cpu, bf16_flags=flags,

@@ -51,13 +51,14 @@ def training_autocast(
 
     flags = cpu_flags(cpuinfo.read_text() if cpuinfo.exists() else "")
     measurement, when = None, ""
-    if flags & set(BF16_FLAGS) and tuning_cache is not None:
-        measurement = cached_measurement(model_dir=model_dir, cache_path=tuning_cache, cpuinfo_path=cpuinfo)
-        when = " (measured at the app's start)" if measurement else ""
-    if flags & set(BF16_FLAGS) and measurement is None:
-        # A training step multiplies whole packed rows, not the serving's decode and prefill batches.
-        measurement = measure(*model_shape(model_dir), threads=len(os.sched_getaffinity(0)), budget_s=1.0,
-                              batches=TRAINING_BATCHES)  # fmt: skip
+    if flags & set(BF16_FLAGS):
+        if tuning_cache is not None:
+            measurement = cached_measurement(model_dir=model_dir, cache_path=tuning_cache, cpuinfo_path=cpuinfo)
+            when = " (measured at the app's start)" if measurement else ""
+        if measurement is None:
+            # A training step multiplies whole packed rows, not the serving's decode and prefill batches.
+            measurement = measure(*model_shape(model_dir), threads=len(os.sched_getaffinity(0)), budget_s=1.0,
+                                  batches=TRAINING_BATCHES)  # fmt: skip
     dtype, reason = choose_dtype(flags, measurement)
     return dtype == "bfloat16", reason + when
 
