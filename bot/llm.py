@@ -89,15 +89,19 @@ class VLLMChatModel(ChatModel):
         self.max_queued = max_queued
         self._waiting = 0
         self._routes: dict[str, str] = {}
+        self._served_as: dict[str, str] = {}
         self._in_flight: dict[str, int] = {}
 
-    def route(self, model: str, url: str | None) -> None:
-        """Send `model`'s new requests to `url` first (None: back to the default server); replies already
-        streaming finish where they started."""
+    def route(self, model: str, url: str | None, *, served_as: str | None = None) -> None:
+        """Send `model`'s new requests to `url` first (None: back to the default server), asking that server for
+        `served_as` when it serves the model under another name (a merged server whose weights were reloaded
+        keeps its name); replies already streaming finish where they started. Replies still name `model`."""
         if url is None:
             self._routes.pop(model, None)
+            self._served_as.pop(model, None)
         else:
             self._routes[model] = url.rstrip("/")
+            self._served_as[model] = served_as or model
 
     def routes(self) -> dict[str, str]:
         return dict(self._routes)
@@ -160,13 +164,15 @@ class VLLMChatModel(ChatModel):
                 raise LLMUnavailable(f"no vLLM replica serves {model}")
         for attempt, url in enumerate(targets, start=1):
             served = model
+            # A routed server may serve the model under its own name; the reply is the model's all the same.
+            asked = self._served_as.get(model, model) if url == self._routes.get(model) else model
             usage: dict = {}
             started = False
             self._in_flight[url] = self._in_flight.get(url, 0) + 1
             try:
                 # Only the wait for the first piece is bounded; the deadline is off before anything is yielded.
                 async with asyncio.timeout_at(start_by) as deadline:
-                    async for chunk in self._client(model, url).astream(list(messages)):
+                    async for chunk in self._client(asked, url).astream(list(messages)):
                         if chunk.content:
                             if deadline.when() is not None:
                                 if deadline.expired():
@@ -174,7 +180,8 @@ class VLLMChatModel(ChatModel):
                                 deadline.reschedule(None)
                             started = True
                             yield str(chunk.content)
-                        served = chunk.response_metadata.get("model_name", served)
+                        if asked == model:
+                            served = chunk.response_metadata.get("model_name", served)
                         usage = chunk.usage_metadata or usage
             except TimeoutError:
                 raise ModelBusy(f"the reply did not start within {self.start_within_s:g} s") from None

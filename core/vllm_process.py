@@ -50,6 +50,9 @@ class VLLMConfig:
     prefix_caching: bool = True
     extra_args: list[str] = field(default_factory=list)
     start_timeout_s: float = 600.0
+    # vLLM's development endpoints (/collective_rpc, /reset_prefix_cache): a merged server's weights are reloaded
+    # in place through them at a promotion. They are only for the app: vLLM listens on `host` (127.0.0.1 by default).
+    reloadable: bool = False
 
 
 def vllm_config(
@@ -64,6 +67,7 @@ def vllm_config(
     kvcache_gib: int | None = None,
     gpu_memory_fraction: float | None = None,
     start_timeout_s: float | None = None,
+    reloadable: bool = False,
 ) -> VLLMConfig:
     """How to launch a managed vLLM: the settings' limits (`kvcache_gib` overrides the KV-cache size), this
     machine's dtype and cores. On a GPU, `gpu_memory_fraction` is this server's share of the GPU's memory
@@ -87,6 +91,7 @@ def vllm_config(
         prefix_caching=settings.vllm_prefix_caching,
         extra_args=extra,
         start_timeout_s=start_timeout_s or settings.vllm_start_timeout_s,
+        reloadable=reloadable,
     )
 
 
@@ -133,6 +138,8 @@ class VLLMServer:
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "VLLM_CPU_KVCACHE_SPACE": str(self.config.kvcache_gib),
         }
+        if self.config.reloadable:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
         if self.config.threads_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = self.config.threads_bind
             # On CPU, vLLM 0.32's ahead-of-time compile cache is written but fails to load under torch 2.13

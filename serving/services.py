@@ -106,6 +106,7 @@ def merged_serving(settings: Settings, llm: VLLMChatModel, tuning: Tuning) -> Me
             port=port,
             log_path=settings.logs_dir / f"vllm-merged-{name}.log",
             enable_lora=False,
+            reloadable=True,
             gpu_memory_fraction=MERGED_SERVER_GPU_SHARE,
             # The runtime-LoRA server answers meanwhile, so a slow start (a graph compile on a busy CPU) fails nothing.
             start_timeout_s=max(settings.vllm_start_timeout_s, MERGED_START_TIMEOUT_S),

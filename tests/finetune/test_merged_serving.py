@@ -1,5 +1,6 @@
-"""The promoted version answers customers from its merged model on a vLLM of its own, and promotion and rollback
-move traffic to a fresh merged server without a failed reply: replies streaming during the switch finish."""
+"""The promoted version answers customers from its merged model on a vLLM of its own. Promotion and rollback load
+the new version's merged weights into that server in place once its replies have finished, without a failed reply:
+replies streaming during the switch finish."""
 
 import threading
 import time
@@ -119,10 +120,32 @@ def answered_by(url: str, live_app, question: str) -> bool:
     return True
 
 
-def switch_with_replies_in_flight(live_app, client: httpx.Client, admin: Staff, path: str, old: str, new: str) -> None:
+def greedy(status: dict, prompt: str = "How long do I have to return a lamp?") -> str:
+    """The merged server's reply at temperature 0, asked under the name it serves (its slot's)."""
+    merged = status["merged"]
+    response = httpx.post(
+        f"{merged['url']}/v1/chat/completions",
+        json={
+            "model": f"serving-{merged['slot']}",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 24,
+            "temperature": 0,
+        },
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def switch_with_replies_in_flight(
+    live_app, client: httpx.Client, admin: Staff, path: str, old: str, new: str
+) -> tuple[str, str]:
+    """Switch from `old` to `new` with replies in flight; returns the merged server's greedy reply before and after."""
     status = wait_merged(client, admin, old)
     old_url = status["merged"]["url"]
-    old_pid = next(pid for pid, command in vllm_servers(live_app).items() if old in command)
+    slot_name = f"serving-{status['merged']['slot']}"
+    old_pid = next(pid for pid, command in vllm_servers(live_app).items() if slot_name in command)
+    before = greedy(status)
 
     # Several replies at once, so some are still streaming from the old merged server when it is retired.
     in_flight, threads = send_many(live_app.url, 6)
@@ -159,21 +182,16 @@ def switch_with_replies_in_flight(live_app, client: httpx.Client, admin: Staff, 
     late = [s for s in in_flight if s.reply["model"] == old and s.done_at is not None and s.done_at > promoted_at]
     assert late, "no reply was still streaming from the old version when the switch began"
     assert all(s.reply["model"] == new for s in during if s.reply["decision"] == "answer")
-    assert len(during) >= 2
+    assert during  # the first is sent as the promotion is answered; an in-place reload can be done before the next
 
-    # The new version now answers from its own merged server, which runs no LoRA.
+    # The new version now answers from the same merged server, its weights reloaded in place; it runs no LoRA.
     new_url = status["merged"]["url"]
-    assert new_url != old_url and status["routes"] == {new: new_url}
-    [command] = [command for command in vllm_servers(live_app).values() if new in command]
-    assert "--enable-lora" not in command
+    assert new_url == old_url and status["routes"] == {new: new_url}
+    assert psutil.pid_exists(old_pid) and psutil.Process(old_pid).status() != psutil.STATUS_ZOMBIE
+    assert "--enable-lora" not in vllm_servers(live_app)[old_pid]
     assert any([answered_by(new_url, live_app, question) for question in QUESTIONS[:2]])
-
-    # The old merged server is stopped once drained.
-    deadline = time.monotonic() + 180
-    while psutil.pid_exists(old_pid) and psutil.Process(old_pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the old merged server was never stopped"
-        time.sleep(1)
-    assert old not in model_server(client, admin)["merged"]["draining"]
+    assert not model_server(client, admin)["merged"]["draining"]
+    return before, greedy(status)
 
 
 def test_merged_promotion_and_rollback_fail_no_reply(live_app, client: httpx.Client) -> None:
@@ -193,8 +211,15 @@ def test_merged_promotion_and_rollback_fail_no_reply(live_app, client: httpx.Cli
     assert status["model"] == in_service and status["tuning"]["dtype"] in ("float32", "bfloat16")
     assert status["tuning"]["threads_bind"]
 
-    switch_with_replies_in_flight(live_app, client, admin, f"/api/admin/adapters/{other}/promote", in_service, other)
-    switch_with_replies_in_flight(live_app, client, admin, "/api/admin/adapters/rollback", other, in_service)
+    first, promoted = switch_with_replies_in_flight(
+        live_app, client, admin, f"/api/admin/adapters/{other}/promote", in_service, other
+    )
+    _, rolled_back = switch_with_replies_in_flight(
+        live_app, client, admin, "/api/admin/adapters/rollback", other, in_service
+    )
+    # The server really serves the weights of the version in service: the promoted version writes another reply, and
+    # the rollback brings the first one back word for word (greedy decoding; the prefix cache was reset).
+    assert promoted != first and rolled_back == first, (first, promoted, rolled_back)
     switches = model_server(client, admin)["merged"]["switches"]
     # Rolling back reuses the merged folder written when it was first served.
     assert switches[-1]["version"] == in_service and switches[-1]["merge_s"] < 2.0
