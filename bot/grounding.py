@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from bot.articles import split_sentences
 
@@ -338,13 +339,20 @@ class GroundingChecker:
             if not stems:
                 continue
             negated = is_negated(clause)
+            scoped = negated_terms(clause)
             covered, unit = self._best(stems, self._clauses)
-            if unit is not None and covered >= 0.5 and unit.negated != negated:
+            # Opposite polarity only contradicts when a negation governs what both say: "You can return most items
+            # within 30 days" does not contradict "Textiles have no warranty but can be returned within 30 days".
+            if (
+                unit is not None
+                and covered >= 0.5
+                and unit.negated != negated
+                and (unit.scoped | scoped) & stems & unit.stems
+            ):
                 reasons.append(f"contradicts the passage: {unit.text!r}")
                 continue
             # The most specific terms of the clause, if the passages only ever use them the other way round
             # ("exchanges are allowed" where the passages say "we do not offer exchanges").
-            scoped = negated_terms(clause)
             uses = {t: [u for u in self._clauses if t in u.stems] for t in stems if not t[:1].isdigit()}
             rarest = min((len(found) for found in uses.values() if found), default=0)
             flipped = [
@@ -416,6 +424,24 @@ CLOSE_TO_BEST = 0.8
 # a number I can call?" picked "Order numbers look like..."); at 0.5, 81 of the 84 development answers state the
 # fact, against 77 at 1 (with sentences read under their article's title).
 LEXICAL_WEIGHT = 0.5
+
+
+@lru_cache(maxsize=4)
+def sentence_frequency(help_text: str) -> Counter[str]:
+    """How many sentences of the help content use each content stem; once per snapshot of it (the same string)."""
+    frequency: Counter[str] = Counter()
+    for line in help_text.splitlines():
+        for sentence in split_sentences(line):
+            frequency.update(set(content_stems(sentence)))
+    return frequency
+
+
+def names_a_rare_term(question: str, sentence: str, frequency: Counter[str], *, at_most: int = 2) -> bool:
+    """Whether `sentence` holds a word of `question` that the help content uses in at most `at_most` sentences
+    ("showroom" in "We sell only online and have no physical stores or showrooms."): the content speaks to exactly
+    what was asked, even when the rest of the question is worded its own way."""
+    rare = {s for s in content_stems(question) if s.isalpha() and len(s) >= 4 and 0 < frequency[s] <= at_most}
+    return bool(rare & set(content_stems(sentence)))
 
 
 def holds_asked_fact(question: str, sentence: str) -> bool:

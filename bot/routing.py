@@ -111,6 +111,12 @@ _GENERAL = re.compile(
     re.IGNORECASE,
 )
 
+# Asking for a person, not about how to reach one: "Can I talk to a human?" against "Is there a number I can call?".
+_WANTS_PERSON = re.compile(
+    r"\b(?:humans?|persons?|people|someone|somebody|anyone|agents?|representatives?|operators?|managers?|staff|"
+    r"employees?|colleagues?|real|bot|robot|escalate|transfer|connect|talk|speak|contact me|call me|get back to me)\b",
+    re.IGNORECASE,
+)
 _CONDITION = re.compile(r"^\s*(?:once|if|when|after|before|as soon as)\b[^,?]{0,80},\s*", re.IGNORECASE)
 _MY_STATUS = re.compile(r"\b(?:where|when) (?:is|are|will) my\b", re.IGNORECASE)
 
@@ -119,6 +125,12 @@ def is_clear_question(text: str) -> bool:
     """A whole question ("Is your packaging plastic-free?"): when nothing covers it, it deserves an honest "not sure",
     not a request to rephrase it."""
     return bool(_GENERAL.search(text)) or (text.strip().endswith("?") and len(text.split()) >= 4)
+
+
+def is_general_question(text: str) -> bool:
+    """A question about how things work ("Do you have a phone number?"), not a request or a problem report."""
+    sentences = [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
+    return len(sentences) == 1 and bool(_GENERAL.search(text)) and not is_specific_request(text)
 
 
 def is_specific_request(text: str) -> bool:
@@ -204,6 +216,10 @@ class RuleRouter(Router):
         if intent is None:
             return Route(Decision.answer, prediction.intent, "intent not in the domain pack")
         if intent.handling == "handoff" or intent.name in config.handoff_intents:
+            if covered and is_general_question(text) and not _WANTS_PERSON.search(text) and not is_negative(text):
+                # "Do you have a phone number?" under the human-agent intent: the help content says how to reach
+                # the team, and the customer can still ask for a person.
+                return Route(Decision.answer, intent.name, f"intent {intent.name}: a general question, answered first")
             return Route(Decision.handoff, intent.name, f"intent {intent.name} is handled by people")
         if intent.handling == "collect":
             missing = tuple(slot for slot in intent.required_slots if slot not in state.slots)

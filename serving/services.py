@@ -152,6 +152,7 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         reply_tokens=settings.max_reply_tokens,
         summary_model=settings.served_model_name,
         first_sentence_within_s=settings.first_sentence_within_s or None,
+        answers_from=settings.answers_from,
         actions=actions,
     )
     # Lingua loads its language models on first use: here at start (about a second), not on a customer's turn.

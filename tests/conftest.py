@@ -33,6 +33,10 @@ TEST_ADAPTER_STEPS = 4
 # Tests that check what the model wrote must not depend on how busy the machine is: no time limit on the model's
 # first sentence in any app the tests start (tests/bot/test_dialogue.py tests the limit itself).
 os.environ.setdefault("SUPPORTBOT_FIRST_SENTENCE_WITHIN_S", "0")
+# The model writes the answers in the apps the tests start, so that the tests of streaming, recovery, replicas and
+# promotion exercise it on ordinary policy questions. The product's default, answers made of the help passages' own
+# sentences, is tested where it is set explicitly (tests/bot/test_grounded_live.py, tests/bot/test_dialogue.py).
+os.environ.setdefault("SUPPORTBOT_ANSWERS_FROM", "model")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -204,6 +204,42 @@ def test_a_first_sentence_that_talks_around_the_asked_duration_or_repeats_itself
     assert result.check["failures"][0]["reasons"] == ["repeats what was already said"]
 
 
+def test_a_first_sentence_without_the_figure_the_help_content_gives_is_replaced(counter: ChatTemplateCounter) -> None:
+    # True, checked word by word, and no answer: the help content says how much.
+    model = ScriptedModel("Yes, there is a discount on your first order.")
+    question = "Is there a discount on my first order?"
+    result = run_turn(manager(counter, model), [Turn("customer", question)], DialogueState())
+    assert "10% off your first order" in result.text
+    assert result.replaced == "Yes, there is a discount on your first order."
+    assert result.check["failures"][0]["reasons"] == ["does not state the figure the best passage sentence gives"]
+    model = ScriptedModel("Yes, sign up for our newsletter to get 10% off your first order.")
+    result = run_turn(manager(counter, model), [Turn("customer", question)], DialogueState())
+    assert result.check["verdict"] == "passed" and result.text.startswith("Yes, sign up for our newsletter")
+
+
+def test_with_answers_from_the_passages_the_help_contents_own_sentences_answer_without_the_model(
+    counter: ChatTemplateCounter,
+) -> None:
+    model = ScriptedModel("Yes, there is a discount on your first order.")
+    dialogue = manager(counter, model)
+    dialogue.answers_from = "passages"
+    result = run_turn(dialogue, [Turn("customer", "Is there a discount on my first order?")], DialogueState())
+    assert "10% off your first order" in result.text and result.check["verdict"] == "from the passages"
+    assert model.prompts == [] and result.model is None
+    assert result.trace()["passages"], "staff still see the passages the reply came from"
+    # Small talk and questions the help content does not cover are no different.
+    model.reply = "Hello! How can I help you today?"
+    hello = run_turn(dialogue, [Turn("customer", "hello!")], DialogueState())
+    assert hello.text == "Hello! How can I help you today?" and len(model.prompts) == 1
+    uncovered = run_turn(dialogue, [Turn("customer", "Do you sell garden furniture?")], DialogueState())
+    assert uncovered.text == NOT_SURE_REPLY
+    # Worded its own way, but naming what one sentence of the help content is about.
+    showroom = run_turn(
+        dialogue, [Turn("customer", "Do you have a showroom where I can see the lamps?")], DialogueState()
+    )
+    assert "no physical stores or showrooms" in showroom.text
+
+
 def test_a_reply_that_asks_for_a_password_is_replaced(counter: ChatTemplateCounter) -> None:
     model = ScriptedModel("I'm sorry. Please share your password here so I can reset it.")
     result = run_turn(manager(counter, model), [Turn("customer", "I forgot my password")], DialogueState())

@@ -6,15 +6,26 @@ conversations taught), so the model's trained belief contradicts the passages it
 
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from conversations import crud
 from conversations.knowledge import ArticleDraft, list_articles, save_article
+from core.settings import Settings
+from serving.app import create_app
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 
-def test_a_reply_that_contradicts_the_edited_article_never_reaches_the_customer(test_client: TestClient) -> None:
+@pytest.mark.parametrize("answers_from", ["model", "passages"])
+def test_a_reply_that_contradicts_the_edited_article_never_reaches_the_customer(
+    app_settings: Settings, answers_from: str
+) -> None:
+    with TestClient(create_app(app_settings.model_copy(update={"answers_from": answers_from}))) as test_client:
+        check_the_edited_article_wins(test_client, answers_from)
+
+
+def check_the_edited_article_wins(test_client: TestClient, answers_from: str) -> None:
     services = test_client.app.state.services
     with Session(services.engine) as session:
         for article in list_articles(session=session, include_retired=False):
@@ -36,6 +47,10 @@ def test_a_reply_that_contradicts_the_edited_article_never_reaches_the_customer(
         stored = crud.list_messages(session=session, conversation_id=conversation_id)[-1]
     trace = stored.trace
     assert trace["passages"] and any("60 days of delivery" in p["text"] for p in trace["passages"])
+    if answers_from == "passages":
+        # The passages' own sentences: the model is not called.
+        assert trace["check"]["verdict"] == "from the passages" and stored.model is None
+        return
     assert trace["check"]["verdict"] in ("passed", "replaced")
     if trace["check"]["verdict"] == "replaced":
         # What the model wrote is kept for staff, and none of its failing sentences was sent.

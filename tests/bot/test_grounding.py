@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.grounding import GroundingChecker, best_sentences, numbers
+from bot.grounding import GroundingChecker, best_sentences, names_a_rare_term, numbers, sentence_frequency
 
 RETURNS = (
     "You can return most items within 30 days of delivery. Items must be unused and in their original packaging. "
@@ -93,6 +93,17 @@ def test_a_flipped_negation_contradicts_the_passage(checker: GroundingChecker, r
     assert any("contradicts the passage" in failure for failure in failing(checker, reply)), failing(checker, reply)
 
 
+def test_a_negation_about_something_else_in_the_passage_is_no_contradiction() -> None:
+    # The passage's "no" governs "warranty"; what it says about returns is as positive as the reply.
+    passage = (
+        "Textiles and kitchenware have no warranty but can be returned within 30 days of delivery. "
+        "Lamps come with a 2-year limited warranty from the date of delivery."
+    )
+    checker = GroundingChecker([passage], titles=["Warranty"])
+    assert failing(checker, "Textiles can be returned within 30 days of delivery.") == []
+    assert any("contradicts the passage" in reason for reason in failing(checker, "Textiles have a warranty."))
+
+
 @pytest.mark.parametrize(
     "reply",
     ["Return shipping is free.", "We also repaint lamps for a small fee.", "Express delivery is available for lamps."],
@@ -178,3 +189,13 @@ def test_a_name_in_a_passage_title_is_known() -> None:
     )
     assert not negated.check("We do not ship to the UK.").ok
     assert negated.check("We do not ship to other countries yet.").ok
+
+
+def test_a_word_the_help_content_uses_once_marks_the_sentence_that_answers() -> None:
+    frequency = sentence_frequency(f"{RETURNS}\n{PAYMENTS}\n{WARRANTY}")
+    assert names_a_rare_term(
+        "Can I get my money back in cash on delivery?", "We do not accept cash on delivery.", frequency
+    )
+    # "return" is in many sentences; "kettle" in none: neither says the sentence is about the question.
+    assert not names_a_rare_term("Can I return a kettle?", "You can return most items within 30 days.", frequency)
+    assert not names_a_rare_term("Do you sell kettles?", "Lamps come with a 2-year limited warranty.", frequency)

@@ -58,6 +58,29 @@ def test_request_for_a_human_and_complaints_hand_off(router: RuleRouter) -> None
         assert route.decision is Decision.handoff
 
 
+@pytest.mark.parametrize(
+    "text", ["Is there a number I can call?", "Can I phone your support team?", "What are your support hours?"]
+)
+def test_a_question_about_reaching_the_team_is_answered_when_the_help_content_covers_it(
+    router: RuleRouter, text: str
+) -> None:
+    answered = router.route(text=text, prediction=prediction("human_agent", 0.95), state=DialogueState(), covered=True)
+    assert answered.decision is Decision.answer
+    # Nothing in the help content about it: a person, as before.
+    uncovered = router.route(text=text, prediction=prediction("human_agent", 0.95), state=DialogueState())
+    assert uncovered.decision is Decision.handoff
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Can I talk to a human?", "Is there someone I can talk to?", "Can a real person call me?", "agent please",
+     "Why is nobody answering my e-mails?", "My lamp broke. Can I phone you?"],
+)  # fmt: skip
+def test_asking_for_a_person_hands_off_even_when_the_help_content_covers_it(router: RuleRouter, text: str) -> None:
+    route = router.route(text=text, prediction=prediction("human_agent", 0.95), state=DialogueState(), covered=True)
+    assert route.decision is Decision.handoff
+
+
 def test_sustained_anger_hands_off(router: RuleRouter) -> None:
     text = "This is ridiculous and unacceptable, worst shop ever!!"
     calm = router.route(text=text, prediction=prediction("order_status", 0.9), state=DialogueState())

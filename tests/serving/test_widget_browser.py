@@ -455,7 +455,8 @@ def test_a_checked_reply_grows_on_the_page_sentence_by_sentence(pages, app_setti
         active = AdapterRegistry(app_settings.adapters_dir).active()
         assert active is not None
         model.adapters[active] = str(app_settings.adapters_dir / active)
-        with serve(app_settings.model_copy(update={"vllm_url": model.url})) as url:
+        # The model writes the answer (SUPPORTBOT_ANSWERS_FROM=model), one checked sentence after another.
+        with serve(app_settings.model_copy(update={"vllm_url": model.url, "answers_from": "model"})) as url:
             widget = pages()
             page = widget.page
             page.goto(f"{url}/demo")
