@@ -1,8 +1,10 @@
 """The dialogue manager: decides and produces the bot's side of every customer turn.
 
-Per turn: extract details, retrieve help passages, classify the intent, route, build a prompt from the passages
-that fits the model's window, and stream the LLM's reply sentence by sentence, each checked against the passages
-(or a fixed reply for rephrase, ask-for-details, handoff, refusals, off-topic and uncovered questions).
+Per turn: extract details, retrieve help passages, classify the intent, route, and answer from the passages: with
+`answers_from="passages"` (the app's default, core/settings.py) in their own best sentences; with "model", by building
+a prompt from them that fits the model's window and streaming the LLM's reply sentence by sentence, each checked
+against the passages (or a fixed reply for rephrase, ask-for-details, handoff, refusals, off-topic and uncovered
+questions).
 """
 
 import asyncio

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     first_sentence_within_s: float = Field(default=1.0, ge=0)
     # Who words an answer the help content covers. "passages": the passages' own best sentences for the question,
     # streamed at once. "model": the LLM writes it, each sentence checked against the passages and replaced when it
-    # fails. On the grounded benchmark (208 questions) the passages got 187 right; with the model writing, 181-185,
+    # fails. On the grounded benchmark (208 questions) the passages got 188 right; with the model writing, 181-185,
     # and no question the passages missed came out right (tests/bench/README.md, "Ninth session").
     answers_from: Literal["passages", "model"] = "passages"
     # Conversations idle longer than this are anonymised (personal data masked) or deleted by the retention job.
