@@ -381,8 +381,10 @@ class DialogueManager:
                 score = round(best, 3) if ranked else None
                 result.check = {"verdict": "not covered by the help content", "best_sentence_score": score}
             elif self.answers_from == "passages" and not self.is_small_talk(route):
-                # The help content's own words: nothing for a small model to get wrong on the way.
-                fixed = self.fallback(ranked, [])
+                # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
+                # for gift cards?") gets what the bot's last reply did not say, unless that leaves nothing.
+                told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
+                fixed = self.fallback(ranked, told) or self.fallback(ranked, [])
                 result.check = {"verdict": "from the passages", "sentences": len(split_sentences(fixed))}
         if fixed is not None:
             result.text = fixed

@@ -7,6 +7,7 @@ from functools import cache
 import pytest
 from langchain_core.messages import BaseMessage
 
+from bot.articles import split_sentences
 from bot.context import NOTE_HEADING, SUMMARY_LABEL, ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
@@ -233,6 +234,16 @@ def test_with_answers_from_the_passages_the_help_contents_own_sentences_answer_w
     assert hello.text == "Hello! How can I help you today?" and len(model.prompts) == 1
     uncovered = run_turn(dialogue, [Turn("customer", "Do you sell garden furniture?")], DialogueState())
     assert uncovered.text == NOT_SURE_REPLY
+    # A follow-up gets what the last reply did not say.
+    first = run_turn(dialogue, [Turn("customer", "How long do refunds take?")], DialogueState())
+    turns = [
+        Turn("customer", "How long do refunds take?"),
+        Turn("bot", first.text),
+        Turn("customer", "And for gift cards?"),
+    ]
+    follow_up = run_turn(dialogue, turns, DialogueState())
+    assert "gift card balance" in follow_up.text
+    assert not any(sentence in follow_up.text for sentence in split_sentences(first.text)), follow_up.text
     # Worded its own way, but naming what one sentence of the help content is about.
     showroom = run_turn(
         dialogue, [Turn("customer", "Do you have a showroom where I can see the lamps?")], DialogueState()
