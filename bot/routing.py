@@ -121,6 +121,10 @@ _CONDITION = re.compile(r"^\s*(?:once|if|when|after|before|as soon as)\b[^,?]{0,
 _MY_STATUS = re.compile(r"\b(?:where|when) (?:is|are|will) my\b", re.IGNORECASE)
 
 
+def _sentences(text: str) -> list[str]:
+    return [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
+
+
 def is_clear_question(text: str) -> bool:
     """A whole question ("Is your packaging plastic-free?"): when nothing covers it, it deserves an honest "not sure",
     not a request to rephrase it."""
@@ -129,15 +133,14 @@ def is_clear_question(text: str) -> bool:
 
 def is_general_question(text: str) -> bool:
     """A question about how things work ("Do you have a phone number?"), not a request or a problem report."""
-    sentences = [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
-    return len(sentences) == 1 and bool(_GENERAL.search(text)) and not is_specific_request(text)
+    return len(_sentences(text)) == 1 and bool(_GENERAL.search(text)) and not is_specific_request(text)
 
 
 def is_specific_request(text: str) -> bool:
     """Whether the customer wants something done to, or known about, one specific order of theirs."""
     if _ORDER_REFERENCE.search(text):
         return True
-    sentences = [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
+    sentences = _sentences(text)
     asked = [part for part in sentences if part.endswith("?")] or sentences[-1:] or [text]
     # A condition before the question is context, not the question: "Once you receive my return, when do you ...?"
     question = _CONDITION.sub("", asked[-1])
