@@ -4,6 +4,8 @@ A packed row given to transformers' own attention gets a block-diagonal mask ove
 is scored against every other one and most scores are then thrown away, and the CPU's flash kernel can no
 longer skip the masked half. Here each conversation (a run of positions that count up from 0, cut at padding)
 gets plain causal attention of its own, so the work grows with each conversation's length, not the row's.
+A conversation whose positions start at p > 0 shares a system text: it also attends to the first p tokens of the
+last conversation in its row that started at 0 (see finetune/sft.py, collate_packed).
 """
 
 import torch
@@ -44,13 +46,33 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     for row in range(query.shape[0]):
         row_positions = None if positions is None else positions[min(row, positions.shape[0] - 1)]
         row_mask = None if attention_mask is None else attention_mask[row]
+        root = None  # where the last conversation starting at position 0 starts
         for start, end in segments(row_positions, row_mask, query.shape[2]):
+            shared = 0 if row_positions is None else int(row_positions[start])
+            if shared == 0:
+                root = start
+                output[row, :, start:end] = F.scaled_dot_product_attention(
+                    query[row : row + 1, :, start:end],
+                    key[row : row + 1, :, start:end],
+                    value[row : row + 1, :, start:end],
+                    dropout_p=dropout,
+                    is_causal=True,
+                    scale=scaling,
+                )[0]
+                continue
+            if root is None or root + shared > start:
+                raise ValueError(f"a conversation starts at position {shared} with no system text before it")
+            length = end - start
+            # Every token sees the whole shared system text, then its own conversation up to itself.
+            visible = torch.ones(length, shared + length, dtype=torch.bool, device=query.device)
+            visible[:, shared:] = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+            context = [slice(root, root + shared), slice(start, end)]
             output[row, :, start:end] = F.scaled_dot_product_attention(
                 query[row : row + 1, :, start:end],
-                key[row : row + 1, :, start:end],
-                value[row : row + 1, :, start:end],
+                torch.cat([key[row : row + 1, :, part] for part in context], dim=2),
+                torch.cat([value[row : row + 1, :, part] for part in context], dim=2),
+                attn_mask=visible,
                 dropout_p=dropout,
-                is_causal=True,
                 scale=scaling,
             )[0]
     return output.transpose(1, 2).contiguous(), None

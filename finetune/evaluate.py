@@ -97,6 +97,7 @@ def assistant_loss_sums(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from finetune.attention import use_packed_attention
     from finetune.devices import training_device
     from finetune.seed import with_system
     from finetune.sft import assistant_loss_sum, load_examples
@@ -113,12 +114,18 @@ def assistant_loss_sums(
 
         # A zero-initialised LoRA leaves the base model's outputs unchanged and gives the same code path.
         model = get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    model.to(training_device())
+    device = training_device()
+    model.to(device)
+    # On a CPU, rows share system texts as in training (finetune/sft.py): each is computed once per row.
+    share = device.type == "cpu"
+    if share:
+        use_packed_attention(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sums = {}
     for name, records in groups.items():
-        examples = load_examples(tokenizer, [with_system(pack, r.messages, r.intent) for r in records], 1024)
-        sums[name] = assistant_loss_sum(model, examples, pad_id)
+        conversations = [with_system(pack, r.messages, r.intent) for r in records]
+        examples = load_examples(tokenizer, conversations, 1024, system_counts=not share)
+        sums[name] = assistant_loss_sum(model, examples, pad_id, packed=share)
     return sums
 
 

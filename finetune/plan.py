@@ -1,7 +1,8 @@
 """What a retraining run learns and how long it may take, decided before it starts.
 
 A run learns every reviewed conversation the adapter in service has not learned yet, once, plus a replay sample of
-what it already learned; its time bound scales with the tokens that makes. Each adapter keeps the keys of all the
+what it already learned; its time bound scales with the tokens that makes. A pass that would take longer than
+the recipe's target cuts each conversation shorter, so every new one is still learned, within the target. Each adapter keeps the keys of all the
 conversations it has learned (its own run's and those of the adapter it started from) in `trained-on.json`.
 """
 
@@ -11,7 +12,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlmodel import Session
@@ -103,7 +104,8 @@ class RunPlan:
     replay_conversations: int
     new_by_source: dict[str, int]
     tokens: int
-    """Tokens of one pass over the selected conversations (system text included, cut at max_seq_len)."""
+    """Tokens training computes in one pass over the selected conversations (cut at max_seq_len; a system text
+    shared by the conversations of a row counted once for the row)."""
     steps: int
     tokens_per_second: float
     """The training speed the estimate assumes: the last adapter's measured one, else the recipe's."""
@@ -113,6 +115,9 @@ class RunPlan:
     """Whether the estimate fits the bound; when not, the next run picks up the conversations left."""
     speed_from: str = ""
     notes: list[str] = field(default_factory=list)
+    max_seq_len: int = 0
+    """Where each conversation is cut (tokens after its system text where rows share it): the recipe's, or
+    shorter so the pass fits the recipe's target_minutes."""
 
 
 def measured_speed(adapter_dirs: Iterable[Path]) -> tuple[float, str] | None:
@@ -129,17 +134,52 @@ def measured_speed(adapter_dirs: Iterable[Path]) -> tuple[float, str] | None:
     return None
 
 
+@dataclass
+class ConversationTokens:
+    """How a conversation renders for training: its system text and tokens, and the tokens after them."""
+
+    system: str
+    system_tokens: int
+    rest: int
+
+
+def pass_tokens(counts: Sequence[ConversationTokens], recipe: LoraRecipe, share_system: bool) -> int:
+    """Tokens one pass over conversations of `counts` computes: each cut at max_seq_len and, with `share_system`,
+    each system text once per row of conversations that share it (finetune/sft.py, pack_rows)."""
+    if not share_system:
+        return sum(min(count.system_tokens + count.rest, recipe.max_seq_len) for count in counts)
+    tails: dict[tuple[str, int], int] = Counter()
+    for count in counts:
+        tails[(count.system, count.system_tokens)] += min(count.rest, recipe.max_seq_len)
+    total = 0
+    for (_, system_tokens), tail_tokens in tails.items():
+        room = max(1, recipe.tokens_per_batch - system_tokens)
+        total += tail_tokens + system_tokens * math.ceil(tail_tokens / room)
+    return total
+
+
 def make_plan(
-    selection: Selection, token_counts: Sequence[int], recipe: LoraRecipe, speed: tuple[float, str] | None
+    selection: Selection,
+    counts: Sequence[ConversationTokens],
+    recipe: LoraRecipe,
+    speed: tuple[float, str] | None,
+    share_system: bool = False,
 ) -> RunPlan:
-    """The plan for training on `selection`, whose conversations have `token_counts` tokens each."""
-    tokens = sum(min(count, recipe.max_seq_len) for count in token_counts)
+    """The plan for training on `selection`, whose conversations render as `counts` say."""
     tokens_per_second, speed_from = speed or (recipe.tokens_per_second, "recipe")
+    notes = []
+    cut = fitting_cut(counts, recipe, share_system, tokens_per_second)
+    if cut < recipe.max_seq_len:
+        notes.append(
+            f"conversations cut at {cut} tokens (not {recipe.max_seq_len}) so the pass fits the recipe's "
+            f"{recipe.target_minutes:g}-min target"
+        )
+        recipe = replace(recipe, max_seq_len=cut)
+    tokens = pass_tokens(counts, recipe, share_system)
     passes = math.ceil(tokens * recipe.epochs / recipe.tokens_per_batch)
     steps = min(recipe.max_steps, max(1, passes))
     estimated = tokens * recipe.epochs / tokens_per_second
     bound = min(recipe.max_minutes * 60, max(recipe.min_minutes * 60, estimated * recipe.time_bound_factor))
-    notes = []
     if passes > recipe.max_steps:
         notes.append(f"the recipe's max_steps ({recipe.max_steps}) stops the pass at {steps} of {passes} steps")
     if estimated > bound:
@@ -156,12 +196,52 @@ def make_plan(
         fits=estimated <= bound and passes <= recipe.max_steps,
         speed_from=speed_from,
         notes=notes,
+        max_seq_len=recipe.max_seq_len,
     )
 
 
-def token_counts(tokenizer, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
-    """Tokens of each conversation as the chat template renders it."""
+def fitting_cut(
+    counts: Sequence[ConversationTokens], recipe: LoraRecipe, share_system: bool, tokens_per_second: float
+) -> int:
+    """The longest cut, between the recipe's min_seq_len and max_seq_len, whose pass fits its target_minutes."""
+
+    def minutes(cut: int) -> float:
+        return (
+            pass_tokens(counts, replace(recipe, max_seq_len=cut), share_system) * recipe.epochs / tokens_per_second / 60
+        )
+
+    if not recipe.target_minutes or minutes(recipe.max_seq_len) <= recipe.target_minutes:
+        return recipe.max_seq_len
+    # The shortest cut is the floor even when it does not fit either.
+    low, high = min(recipe.min_seq_len, recipe.max_seq_len), recipe.max_seq_len
+    while low < high:
+        middle = (low + high + 1) // 2
+        if minutes(middle) <= recipe.target_minutes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def token_counts(tokenizer, conversations: Sequence[list[dict[str, str]]]) -> list[ConversationTokens]:
+    """How each conversation renders with the chat template: its system text's tokens and the rest."""
     if not conversations:
         return []
     texts = [tokenizer.apply_chat_template(list(messages), tokenize=False) for messages in conversations]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    systems = [
+        tokenizer.apply_chat_template(list(messages[:1]), tokenize=False) if messages[0]["role"] == "system" else ""
+        for messages in conversations
+    ]
+    whole = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    unique = sorted(set(systems) - {""})
+    system_lengths = (
+        dict(zip(unique, (len(ids) for ids in tokenizer(unique, add_special_tokens=False)["input_ids"]), strict=True))
+        if unique
+        else {}
+    )
+    return [
+        ConversationTokens(
+            system=system, system_tokens=system_lengths.get(system, 0), rest=len(ids) - system_lengths.get(system, 0)
+        )
+        for system, ids in zip(systems, whole, strict=True)
+    ]

@@ -3,6 +3,9 @@
 Conversations are packed into rows of up to a token budget with their positions restarting at each one, so no
 padding is trained on and no token attends across conversations: on a CPU attention runs one conversation at a
 time, cut where the positions restart (finetune/attention.py); elsewhere transformers masks block-diagonally there.
+On a CPU, conversations with the same system text share one copy of it in a row: the system text (the
+instructions and policies, often most of a short conversation's tokens) is computed once per row, exactly as if
+each conversation had its own, and `max_seq_len` counts the tokens after it.
 On a CPU with bf16 in hardware the forward pass runs under bf16 autocast.
 Under torchrun (see finetune/distributed.py) each process trains on its share of the batches, DDP averages
 the gradients, and rank 0 alone writes checkpoints and the adapter.
@@ -56,6 +59,11 @@ class LoraRecipe:
     """Ceiling of a run's time bound; the bound itself scales with the tokens to train (finetune/plan.py)."""
     min_minutes: float = 1.0
     """Floor of a run's time bound, so a run with little new data still gets going."""
+    target_minutes: float = 0.0
+    """When a run's pass over its conversations would take longer than this (0: no target), each conversation
+    is cut shorter, to no fewer than `min_seq_len` tokens, so that the pass fits; every one is still learned."""
+    min_seq_len: int = 128
+    """The shortest cut `target_minutes` may choose."""
     time_bound_factor: float = 2.0
     """A run's time bound is this many times its estimated training time, so a busier machine still finishes."""
     tokens_per_second: float = 300.0
@@ -72,7 +80,8 @@ class LoraRecipe:
     tokens_per_batch: int = 1024
     """Token budget of one batch, padding included; bounds memory and step time."""
     max_seq_len: int = 512
-    """Longer conversations are cut at the last whole message that fits."""
+    """Longer conversations are cut at the last whole message that fits; where rows share system texts (packing
+    on a CPU), the system text is not counted."""
     weight_decay: float = 0.0
     """AdamW weight decay on the LoRA weights."""
     seed: int = 0
@@ -114,6 +123,8 @@ class LoraRecipe:
             raise ValueError("warmup_ratio must be in [0, 1)")
         if self.eval_every < 1 or self.patience < 1 or self.checkpoint_every < 1:
             raise ValueError("eval_every, patience and checkpoint_every must be at least 1")
+        if self.target_minutes < 0 or self.min_seq_len < 1:
+            raise ValueError("target_minutes must be >= 0 and min_seq_len at least 1")
         if self.tokens_per_batch < self.max_seq_len:
             raise ValueError("tokens_per_batch must hold at least one max_seq_len sequence")
         if self.processes < 0:
@@ -130,6 +141,8 @@ class Example:
     labels: list[int]
     key: str | None = None
     """Which conversation this is (finetune/plan.py), so a run can record what it covered."""
+    prefix: int = 0
+    """Leading tokens that render the system message (0 without one); rows may share them (see pack_rows)."""
 
 
 @dataclass
@@ -153,6 +166,9 @@ class TrainResult:
     device: str = "cpu"
     tokens_per_s: float = 0.0
     """Trained tokens per second of training time (what the next run's time bound is estimated from)."""
+    conversation_tokens: int = 0
+    """Tokens of the conversations trained on, each with its own system text: what training without shared
+    system texts computes for the same rows (`trained_tokens` counts a shared system text once per row)."""
     planned_steps: int = 0
     covered: list[str] = field(default_factory=list)
     """Keys of the conversations whose rows were trained on (all of them unless the time bound stopped the run)."""
@@ -165,15 +181,19 @@ Conversation = Sequence[dict[str, str]]
 ProgressFn = Callable[[int, int, float], None]
 
 
-def tokenize_conversation(tokenizer, messages: Conversation, max_seq_len: int) -> Example | None:
+def tokenize_conversation(
+    tokenizer, messages: Conversation, max_seq_len: int, *, system_counts: bool = True
+) -> Example | None:
     """Tokenize with the model's chat template; only assistant messages are learned from.
 
     Each message is rendered as the difference between the template applied to the messages up to
-    it and up to the one before, so any template whose rendering grows by appending works.
+    it and up to the one before, so any template whose rendering grows by appending works. With
+    `system_counts` false, `max_seq_len` bounds the tokens after the system message.
     """
     input_ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+    prefix = 0
     for index, message in enumerate(messages):
         if message["role"] == "assistant":
             prompt = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
@@ -183,13 +203,15 @@ def tokenize_conversation(tokenizer, messages: Conversation, max_seq_len: int) -
         piece_start = len(input_ids)
         _extend(tokenizer, text, rendered, input_ids, labels, learn=message["role"] == "assistant")
         rendered = text
-        if len(input_ids) > max_seq_len:
+        if index == 0 and message["role"] == "system":
+            prefix = len(input_ids)
+        if len(input_ids) - (0 if system_counts else prefix) > max_seq_len:
             # Cut at the last whole message that fits rather than in the middle of one.
             del input_ids[piece_start:], labels[piece_start:]
             break
     if not any(label != IGNORE_INDEX for label in labels):
         return None
-    return Example(input_ids=input_ids, labels=labels)
+    return Example(input_ids=input_ids, labels=labels, prefix=prefix)
 
 
 def _extend(tokenizer, text: str, rendered: str, input_ids: list[int], labels: list[int], learn: bool) -> None:
@@ -217,8 +239,15 @@ def make_batches(examples: list[Example], tokens_per_batch: int, seed: int) -> l
     return batches
 
 
-def pack_rows(examples: list[Example], tokens_per_row: int, seed: int) -> list[list[Example]]:
-    """Conversations packed into rows of at most `tokens_per_row` tokens (first fit, longest first), shuffled."""
+def pack_rows(
+    examples: list[Example], tokens_per_row: int, seed: int, share_system: bool = False
+) -> list[list[Example]]:
+    """Conversations packed into rows of at most `tokens_per_row` tokens, shuffled.
+
+    Without `share_system`: first fit, longest first. With it: conversations with the same system text go into
+    rows one after another, and each row holds that text once (see collate_packed)."""
+    if share_system:
+        return _pack_sharing_system(examples, tokens_per_row, seed)
     rows: list[list[Example]] = []
     room: list[int] = []
     for example in sorted(examples, key=lambda example: -len(example.input_ids)):
@@ -234,22 +263,67 @@ def pack_rows(examples: list[Example], tokens_per_row: int, seed: int) -> list[l
     return rows
 
 
+def _system_of(example: Example) -> tuple[int, ...]:
+    return tuple(example.input_ids[: example.prefix])
+
+
+def _pack_sharing_system(examples: list[Example], tokens_per_row: int, seed: int) -> list[list[Example]]:
+    groups: dict[tuple[int, ...], list[Example]] = {}
+    for example in examples:
+        groups.setdefault(_system_of(example), []).append(example)
+    rng = random.Random(seed)
+    rows: list[list[Example]] = []
+    row: list[Example] = []
+    room = 0
+    for _, group in sorted(groups.items(), key=lambda item: -len(item[1])):
+        rng.shuffle(group)
+        for example in group:
+            shares = bool(row) and example.prefix > 0 and _system_of(row[-1]) == _system_of(example)
+            size = len(example.input_ids) - (example.prefix if shares else 0)
+            if row and size > room:
+                rows.append(row)
+                row, room = [], tokens_per_row
+                size = len(example.input_ids)
+            if not row:
+                room = tokens_per_row
+            row.append(example)
+            room -= size
+    if row:
+        rows.append(row)
+    rng.shuffle(rows)
+    return rows
+
+
+def row_tokens(row: list[Example]) -> int:
+    """Tokens of a packed row as collate_packed lays it out (a system text shared by neighbours counted once)."""
+    return sum(len(example.input_ids) - (example.prefix if _continues(row, index) else 0)
+               for index, example in enumerate(row))  # fmt: skip
+
+
+def _continues(row: list[Example], index: int) -> bool:
+    """Whether the conversation at `index` shares the system text of the one before it in the row."""
+    example = row[index]
+    return index > 0 and example.prefix > 0 and _system_of(row[index - 1]) == _system_of(example)
+
+
 def collate_packed(row: list[Example]):
     """One packed row: ids, labels and positions that restart at each conversation.
 
     Without an attention mask, the restarts are the sequence boundaries (finetune/attention.py; transformers' own
     attention masks block-diagonally there); the first token of each conversation is never a target, so no loss
-    crosses a boundary.
+    crosses a boundary. A conversation with the same system text as the one before it leaves that text out and
+    its positions start after it: packed attention lets it attend to the text where it last started at 0.
     """
     import torch
 
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []
-    for example in row:
-        ids.extend(example.input_ids)
-        labels.extend([IGNORE_INDEX, *example.labels[1:]])
-        positions.extend(range(len(example.input_ids)))
+    for index, example in enumerate(row):
+        start = example.prefix if _continues(row, index) else 0
+        ids.extend(example.input_ids[start:])
+        labels.extend([IGNORE_INDEX, *example.labels[start + 1 :]])
+        positions.extend(range(start, len(example.input_ids)))
     as_row = [torch.tensor([values], dtype=torch.long) for values in (ids, labels, positions)]
     return as_row[0], as_row[1], as_row[2]
 
@@ -301,11 +375,16 @@ class TrainingCancelled(Exception):
 
 
 def load_examples(
-    tokenizer, conversations: Sequence[Conversation], max_seq_len: int, keys: Sequence[str] | None = None
+    tokenizer,
+    conversations: Sequence[Conversation],
+    max_seq_len: int,
+    keys: Sequence[str] | None = None,
+    *,
+    system_counts: bool = True,
 ) -> list[Example]:
     examples = []
     for index, conversation in enumerate(conversations):
-        example = tokenize_conversation(tokenizer, conversation, max_seq_len)
+        example = tokenize_conversation(tokenizer, conversation, max_seq_len, system_counts=system_counts)
         if example is not None:
             example.key = keys[index] if keys is not None else None
             examples.append(example)
@@ -319,20 +398,30 @@ def mean_assistant_loss(model, examples: Sequence[Example], pad_id: int, tokens_
 
 
 def assistant_loss_sum(
-    model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048
+    model, examples: Sequence[Example], pad_id: int, tokens_per_batch: int = 2048, packed: bool = False
 ) -> tuple[float, int]:
-    """Summed loss over assistant tokens and their count (so processes can add theirs up)."""
+    """Summed loss over assistant tokens and their count (so processes can add theirs up). `packed`: in rows
+    that share system texts, for a model with packed attention (finetune/attention.py)."""
     import torch
 
     total, count = 0.0, 0
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    if packed:
+        batches = [collate_packed(row) for row in pack_rows(list(examples), tokens_per_batch, 0, share_system=True)]
+    else:
+        batches = [collate(batch, pad_id) for batch in make_batches(list(examples), tokens_per_batch, seed=0)]
     with torch.inference_mode():
-        for batch in make_batches(list(examples), tokens_per_batch, seed=0):
-            ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
+        for batch in batches:
+            if packed:
+                ids, labels, positions = (tensor.to(device) for tensor in batch)
+                mask = None
+            else:
+                ids, labels, mask = (tensor.to(device) for tensor in batch)
+                positions = None
             tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
-            total += float(assistant_loss(model, ids, mask, labels)) * tokens
+            total += float(assistant_loss(model, ids, mask, labels, positions)) * tokens
             count += tokens
     model.train(was_training)
     return total, count
@@ -405,10 +494,12 @@ def train_lora(
     torch.manual_seed(recipe.seed)
     threads = Threads(recipe, model_server_busy)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    examples = load_examples(tokenizer, conversations, recipe.max_seq_len, keys)
+    # Rows share system texts where attention runs one conversation at a time (on a CPU; see the module's notes).
+    share = recipe.packing and device.type == "cpu"
+    examples = load_examples(tokenizer, conversations, recipe.max_seq_len, keys, system_counts=not share)
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
-    held_out = load_examples(tokenizer, validation, recipe.max_seq_len)
+    held_out = load_examples(tokenizer, validation, recipe.max_seq_len, system_counts=not share)
     held_out_share = held_out[group.rank :: group.world]  # may be empty; the sum over processes is not
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=weights_dtype(recipe.dtype, device))
     model = get_peft_model(
@@ -421,7 +512,7 @@ def train_lora(
             task_type="CAUSAL_LM",
         ),
     )
-    if recipe.packing and device.type == "cpu":
+    if share:
         # On GPUs transformers' attention stays: it was measured there, this was not.
         use_packed_attention(model)
     warm_from = None
@@ -440,7 +531,7 @@ def train_lora(
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if recipe.packing:
-        batches = pack_rows(examples, recipe.tokens_per_batch, recipe.seed)
+        batches = pack_rows(examples, recipe.tokens_per_batch, recipe.seed, share_system=share)
     else:
         batches = make_batches(examples, recipe.tokens_per_batch, recipe.seed)
     total_steps = min(recipe.max_steps, max(1, math.ceil(len(batches) * recipe.epochs / group.world)))
@@ -457,6 +548,7 @@ def train_lora(
         "evals": [],
         "seconds": 0.0,
         "covered": [],
+        "conversation_tokens": 0,
     }
     best_weights: dict | None = None
     checkpoint = checkpoint_dir / "checkpoint.pt" if checkpoint_dir else None
@@ -502,9 +594,11 @@ def train_lora(
         if recipe.packing:
             ids, labels, positions = (tensor.to(device) for tensor in collate_packed(batch))
             mask, real_tokens = None, ids.numel()
+            own_tokens = sum(len(example.input_ids) for example in batch)
         else:
             ids, labels, mask = (tensor.to(device) for tensor in collate(batch, pad_id))
             positions, real_tokens = None, int(mask.sum())
+            own_tokens = real_tokens
         for param_group in optimizer.param_groups:
             param_group["lr"] = learning_rate_at(step, total_steps, recipe)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -513,12 +607,13 @@ def train_lora(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens = group.sum(loss.item(), float(real_tokens))
+        step_loss, step_tokens, step_own = group.sum(loss.item(), float(real_tokens), float(own_tokens))
         step_loss /= group.world
         if not math.isfinite(step_loss):
             raise TrainingError(f"loss became {step_loss} at step {step}; the adapter was not saved")
         state["losses"].append(round(step_loss, 4))
         state["trained_tokens"] += int(step_tokens)
+        state["conversation_tokens"] = state.get("conversation_tokens", 0) + int(step_own)
         state["step"] = step + 1
         state["seconds"] = time.monotonic() - started
         covered.update(example.key for example in batch if example.key is not None)
@@ -526,7 +621,7 @@ def train_lora(
         if on_step is not None:
             on_step(state["step"], total_steps, state["losses"][-1])
         if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == total_steps):
-            total, count = group.sum(*assistant_loss_sum(model, held_out_share, pad_id))
+            total, count = group.sum(*assistant_loss_sum(model, held_out_share, pad_id, packed=share))
             validation_loss = total / max(count, 1)
             state["evals"].append([state["step"], round(validation_loss, 4)])
             if on_eval is not None:
@@ -566,6 +661,7 @@ def train_lora(
         processes=group.world,
         device=str(device),
         tokens_per_s=round(state["trained_tokens"] / max(state["seconds"], 1e-6), 1),
+        conversation_tokens=state.get("conversation_tokens", 0),
         planned_steps=total_steps,
         covered=sorted(covered),
         autocast=autocast_reason,

@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from conversations.pii import mask_pii
 from core.settings import Settings, get_settings
 from finetune.classifiers import retrain_classifier
 from finetune.dataset import Dataset, DatasetRecipe, SourceConversation
+from finetune.devices import training_device
 from finetune.distributed import train_lora_processes, training_processes
 from finetune.evaluate import (
     GateConfig,
@@ -126,7 +127,9 @@ def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: 
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model_dir)
     counts = token_counts(tokenizer, [with_system(pack, r.messages, r.intent) for r in selection.records])
     speed = measured_speed(registry.path(name) for name in reversed(registry.versions()))
-    plan = make_plan(selection, counts, recipe, speed)
+    share_system = recipe.packing and training_device().type == "cpu"  # as train_lora decides
+    plan = make_plan(selection, counts, recipe, speed, share_system)
+    recipe = replace(recipe, max_seq_len=plan.max_seq_len)
     return PreparedRun(sources, dataset, recipe, selection, plan, in_service, init_adapter, learned)
 
 
@@ -136,6 +139,7 @@ def plan_summary(plan: dict) -> str:
         f"{plan['new_conversations']} new conversation(s) + {plan['replay_conversations']} replayed, "
         f"{plan['tokens']} tokens in {plan['steps']} step(s): about {plan['estimated_s'] / 60:.1f} min "
         f"at {plan['tokens_per_second']:g} tokens/s, time bound {plan['time_bound_s'] / 60:.1f} min"
+        + "".join(f"; {note}" for note in plan.get("notes") or [])
     )
 
 

@@ -40,6 +40,7 @@ from core.settings import Settings  # noqa: E402
 from finetune.dataset import DatasetRecord  # noqa: E402
 from finetune.evaluate import generation_scores  # noqa: E402
 from finetune.registry import AdapterRegistry  # noqa: E402
+from finetune.seed import with_system  # noqa: E402
 from finetune.worker import execute_run, plan_summary, prepare_run  # noqa: E402
 from tests.utils.ports import free_port  # noqa: E402
 
@@ -52,7 +53,7 @@ def load_cucom(path: Path) -> list[dict]:
 
 
 def as_messages(conversation: dict) -> list[dict[str, str]]:
-    return [{"role": "assistant" if turn["role"] == "agent" else "user", "content": turn["content"]}
+    return [{"role": "assistant" if turn["role"].lower() == "agent" else "user", "content": turn["content"]}
             for turn in conversation["turns"]]  # fmt: skip
 
 
@@ -91,9 +92,9 @@ def start_app(data_dir: Path, base_model: Path) -> tuple[subprocess.Popen, Setti
     raise SystemExit("the app did not become ready")
 
 
-def reference_lora(base: Path, conversations: list[list[dict]], output: Path, threads: int) -> dict:
-    """The reference: a plain one-epoch LoRA (transformers.Trainer + peft, fp32, padded batches of 4, same LoRA
-    layers and learning rate), on the same conversations with the same system text."""
+def reference_lora(base: Path, conversations: list[list[dict]], output: Path, threads: int, bf16: bool) -> dict:
+    """The reference: a plain one-epoch LoRA (transformers.Trainer + peft, padded batches of 4, same LoRA layers and
+    learning rate, fp32 or the Trainer's own bf16 autocast), on the same conversations with the same system text."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
@@ -121,13 +122,16 @@ def reference_lora(base: Path, conversations: list[list[dict]], output: Path, th
         warmup = math.ceil(0.1 * math.ceil(len(rows) / 4))
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=4e-4,
                                  warmup_steps=warmup, logging_steps=50, save_strategy="no", report_to=[], use_cpu=True,
-                                 remove_unused_columns=False)  # fmt: skip
+                                 remove_unused_columns=False, bf16=bf16)  # fmt: skip
         started = time.perf_counter()
         Trainer(model=model, args=args, train_dataset=rows, data_collator=collate).train()
         seconds = time.perf_counter() - started
     model.save_pretrained(output)
     tokens = sum(len(row["input_ids"]) for row in rows)
-    return {"seconds": round(seconds), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}
+    timing = {"seconds": round(seconds), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
+              "conversations": len(rows), "bf16": bf16}  # fmt: skip
+    (output / "timing.json").write_text(json.dumps(timing))
+    return timing
 
 
 def main() -> None:
@@ -141,6 +145,14 @@ def main() -> None:
     parser.add_argument("--in-service", type=Path, default=ROOT / "var" / "test-data" / "adapters" / "domain-v1")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-company")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain one-epoch LoRA reference")
+    parser.add_argument("--reference-bf16", action="store_true", help="the reference trains under bf16 autocast")
+    parser.add_argument(
+        "--reference-only",
+        type=Path,
+        metavar="DIR",
+        help="only train the reference, over every imported conversation, into DIR",
+    )
+    parser.add_argument("--reference", type=Path, metavar="DIR", help="a reference trained with --reference-only")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -149,6 +161,13 @@ def main() -> None:
     random.Random(17).shuffle(conversations)
     imported, held_out = conversations[: args.imported], conversations[args.imported : args.imported + args.held_out]
     print(f"load average at start: {load_average()}")
+    if args.reference_only:
+        pack = load_pack(Settings().domain_pack)
+        # The whole import, as a company would hand it to a plain script (the product holds a tenth of it out).
+        train = [with_system(pack, as_messages(conversation), None) for conversation in imported]
+        timing = reference_lora(args.base, train, args.reference_only, args.threads, args.reference_bf16)
+        print(f"reference: {timing}, load average {load_average()}")
+        return
     shutil.rmtree(args.work, ignore_errors=True)
     registry = AdapterRegistry(args.work / "adapters")
     shutil.copytree(args.in_service, registry.path("domain-v1"))
@@ -191,10 +210,12 @@ def main() -> None:
 
         models = [("base", settings.served_model_name, None), ("in service (domain-v1)", "domain-v1", None),
                   (f"retrained ({run.adapter})", run.adapter, None)]  # fmt: skip
-        if not args.no_reference:
+        if args.reference:
+            rows["reference timing"] = json.loads((args.reference / "timing.json").read_text())
+            print(f"reference (trained before): {rows['reference timing']}")
+            models.append(("plain 1-epoch LoRA (reference)", "reference-lora", args.reference))
+        elif not args.no_reference:
             reference_dir = args.work / "reference-lora"
-            from finetune.seed import with_system
-
             dataset_records = prepare_run(settings, pack, engine).dataset.records
             train = [
                 with_system(pack, r.messages, r.intent)
@@ -202,7 +223,7 @@ def main() -> None:
                 if r.source == "store" and r.split == "train"
             ]  # what the product trains on, less the replay
             print(f"reference: plain one-epoch LoRA over {len(train)} conversations ... load {load_average()}")
-            reference = reference_lora(args.base, train, reference_dir, args.threads)
+            reference = reference_lora(args.base, train, reference_dir, args.threads, args.reference_bf16)
             print(f"reference: {reference}, load average {load_average()}")
             rows["reference timing"] = reference
             models.append(("plain 1-epoch LoRA (reference)", "reference-lora", reference_dir))

@@ -3,6 +3,7 @@ sample of what it knows; its time bound grows with the new data; the adapter rec
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,18 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role
 from core.settings import Settings
-from finetune.plan import TRAINED_ON, conversation_key, learned_keys, measured_speed, record_learned
+from finetune.dataset import DatasetRecord
+from finetune.plan import (
+    TRAINED_ON,
+    ConversationTokens,
+    Selection,
+    conversation_key,
+    learned_keys,
+    make_plan,
+    measured_speed,
+    pass_tokens,
+    record_learned,
+)
 from finetune.registry import AdapterRegistry
 from finetune.sft import ADAPTER_META, LoraRecipe, train_lora
 from finetune.worker import prepare_run
@@ -167,3 +179,46 @@ def test_the_plan_assumes_the_newest_measured_training_speed(tmp_path: Path) -> 
     assert measured_speed([newest]) is None
     timeless = adapter("domain-v0", {"trained_tokens": 3294})  # tokens without a time say nothing of the speed
     assert measured_speed([newest, timeless]) is None
+
+
+def test_conversations_that_share_a_system_text_pay_for_it_once_a_row() -> None:
+    recipe = LoraRecipe(tokens_per_batch=1000, max_seq_len=300, min_seq_len=50)
+    # Ten conversations of 200 tokens after the same 400-token system text: 800 tokens fit 3 of them a row.
+    counts = [ConversationTokens(system="policies", system_tokens=400, rest=200) for _ in range(10)]
+    assert pass_tokens(counts, recipe, share_system=False) == 10 * 300  # each cut at 300 tokens, system included
+    assert pass_tokens(counts, recipe, share_system=True) == 10 * 200 + 4 * 400
+    other = [*counts, ConversationTokens(system="other", system_tokens=100, rest=500)]
+    assert pass_tokens(other, recipe, share_system=True) == 10 * 200 + 4 * 400 + 300 + 100
+
+
+def test_a_pass_longer_than_the_target_cuts_every_conversation_shorter_and_says_so() -> None:
+    recipe = LoraRecipe(tokens_per_batch=2048, max_seq_len=512, min_seq_len=64, target_minutes=1.0)
+    counts = [ConversationTokens(system="policies", system_tokens=400, rest=600) for _ in range(100)]
+    record = DatasetRecord(id="a", source="store", split="train", messages=[])
+    selection = Selection(new=[record] * 100, replay=[])
+    # At 1,000 tokens/s a minute is 60,000 tokens: the whole 512 a conversation would be 51,200 + 12,000.
+    plan = make_plan(selection, counts, recipe, (1000.0, "domain-v1"), share_system=True)
+    assert 64 <= plan.max_seq_len < 512 and plan.new_conversations == 100
+    assert plan.estimated_s <= 60 and plan.tokens == pass_tokens(
+        counts, replace(recipe, max_seq_len=plan.max_seq_len), True
+    )
+    longer = pass_tokens(counts, replace(recipe, max_seq_len=plan.max_seq_len + 1), True)
+    assert longer / 1000 > 60  # the longest cut that fits
+    assert any(f"cut at {plan.max_seq_len} tokens" in note for note in plan.notes)
+    # Without a target, or with one the pass already fits, nothing is cut.
+    assert make_plan(selection, counts, replace(recipe, target_minutes=0.0), (1000.0, "x"), True).max_seq_len == 512
+    assert make_plan(selection, counts[:10], recipe, (1000.0, "x"), True).notes == []
+    # A target no cut can meet stops at the recipe's shortest cut; the time bound still covers the estimate.
+    slow = make_plan(selection, counts, recipe, (10.0, "x"), True)
+    assert slow.max_seq_len == 64 and slow.time_bound_s >= min(slow.estimated_s, recipe.max_minutes * 60)
+
+
+def test_the_run_trains_at_the_cut_its_plan_chose(settings: Settings) -> None:
+    from bot.domain import load_pack
+
+    engine = make_engine(settings.resolved_database_url)
+    add_reviewed(engine, 20)
+    overrides = {"target_minutes": 0.01, "min_seq_len": 16, "tokens_per_second": 100.0}
+    prepared = prepare_run(settings, load_pack(settings.domain_pack), engine, overrides)
+    assert 16 <= prepared.plan.max_seq_len < 512 and prepared.recipe.max_seq_len == prepared.plan.max_seq_len
+    assert prepared.plan.notes and len(prepared.selection.new) == len(prepared.dataset.split("train"))
