@@ -1,9 +1,10 @@
 """What a retraining run learns and how long it may take, decided before it starts.
 
 A run learns every reviewed conversation the adapter in service has not learned yet, once, plus a replay sample of
-what it already learned; its time bound scales with the tokens that makes. A pass that would take longer than
-the recipe's target cuts each conversation shorter, so every new one is still learned, within the target. Each adapter keeps the keys of all the
-conversations it has learned (its own run's and those of the adapter it started from) in `trained-on.json`.
+what it already learned; its time bound scales with the tokens that makes. A pass that would take longer than the
+recipe's target cuts each conversation shorter, so every new one is still learned, within the target. Each adapter
+keeps the keys of all the conversations it has learned (its own run's and those of the adapter it started from) in
+`trained-on.json`.
 """
 
 import hashlib
