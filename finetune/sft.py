@@ -182,13 +182,14 @@ ProgressFn = Callable[[int, int, float], None]
 
 
 def tokenize_conversation(
-    tokenizer, messages: Conversation, max_seq_len: int, *, system_counts: bool = True
+    tokenizer, messages: Conversation, max_seq_len: int, *, system_counts: bool = True, keep_first_reply: bool = False
 ) -> Example | None:
     """Tokenize with the model's chat template; only assistant messages are learned from.
 
     Each message is rendered as the difference between the template applied to the messages up to
     it and up to the one before, so any template whose rendering grows by appending works. With
-    `system_counts` false, `max_seq_len` bounds the tokens after the system message.
+    `system_counts` false, `max_seq_len` bounds the tokens after the system message. With `keep_first_reply`,
+    a conversation whose first reply ends past `max_seq_len` is cut after that reply instead of left out.
     """
     input_ids: list[int] = []
     labels: list[int] = []
@@ -206,8 +207,12 @@ def tokenize_conversation(
         if index == 0 and message["role"] == "system":
             prefix = len(input_ids)
         if len(input_ids) - (0 if system_counts else prefix) > max_seq_len:
-            # Cut at the last whole message that fits rather than in the middle of one.
-            del input_ids[piece_start:], labels[piece_start:]
+            first_reply = message["role"] == "assistant" and all(
+                label == IGNORE_INDEX for label in labels[:piece_start]
+            )
+            if not (keep_first_reply and first_reply):
+                # Cut at the last whole message that fits rather than in the middle of one.
+                del input_ids[piece_start:], labels[piece_start:]
             break
     if not any(label != IGNORE_INDEX for label in labels):
         return None
@@ -381,10 +386,13 @@ def load_examples(
     keys: Sequence[str] | None = None,
     *,
     system_counts: bool = True,
+    keep_first_reply: bool = False,
 ) -> list[Example]:
     examples = []
     for index, conversation in enumerate(conversations):
-        example = tokenize_conversation(tokenizer, conversation, max_seq_len, system_counts=system_counts)
+        example = tokenize_conversation(
+            tokenizer, conversation, max_seq_len, system_counts=system_counts, keep_first_reply=keep_first_reply
+        )
         if example is not None:
             example.key = keys[index] if keys is not None else None
             examples.append(example)
@@ -496,7 +504,10 @@ def train_lora(
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     # Rows share system texts where attention runs one conversation at a time (on a CPU; see the module's notes).
     share = recipe.packing and device.type == "cpu"
-    examples = load_examples(tokenizer, conversations, recipe.max_seq_len, keys, system_counts=not share)
+    # Every conversation a run selected is learned, its first reply at least, however long that is.
+    examples = load_examples(
+        tokenizer, conversations, recipe.max_seq_len, keys, system_counts=not share, keep_first_reply=True
+    )
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
     held_out = load_examples(tokenizer, validation, recipe.max_seq_len, system_counts=not share)

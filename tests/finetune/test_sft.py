@@ -54,6 +54,29 @@ def test_long_conversation_is_cut_between_messages(tokenizer) -> None:
     assert learned.strip().endswith("<|im_end|>")
 
 
+def test_a_first_reply_past_the_limit_is_kept_when_asked_and_the_system_text_need_not_count(tokenizer) -> None:
+    system_only = tokenize_conversation(tokenizer, CONVERSATION[:1], max_seq_len=512, system_counts=False)
+    assert system_only is None  # nothing to learn from
+    whole = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=512)
+    prefix = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=512, system_counts=False).prefix
+    assert 0 < prefix < len(whole.input_ids)
+    first_reply_ends = whole.labels.index(IGNORE_INDEX, whole.labels.index(next(x for x in whole.labels if x != -100)))
+    # A limit that ends inside the first reply: left out by default, cut after that reply when asked.
+    limit = first_reply_ends - 3
+    assert tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=limit) is None
+    kept = tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=limit, keep_first_reply=True)
+    assert "Could you share your order number?" in tokenizer.decode(learned_ids(kept))
+    assert "Thanks, I have noted LL-104233." not in tokenizer.decode(learned_ids(kept))
+    # A limit on the tokens after the system text: exactly those of the whole conversation fit, where the same
+    # limit on every token cuts the last reply.
+    rest = len(whole.input_ids) - prefix
+    assert (
+        tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=rest, system_counts=False).input_ids
+        == whole.input_ids
+    )
+    assert len(tokenize_conversation(tokenizer, CONVERSATION, max_seq_len=rest).input_ids) < len(whole.input_ids)
+
+
 def test_batches_respect_the_token_budget_and_keep_every_example() -> None:
     examples = [Example(input_ids=[1] * n, labels=[1] * n) for n in (5, 300, 40, 41, 200, 7, 512)]
     batches = make_batches(examples, tokens_per_batch=600, seed=1)
