@@ -170,13 +170,18 @@ def make_plan(
     tokens_per_second, speed_from = speed or (recipe.tokens_per_second, "recipe")
     notes = []
     cut = fitting_cut(counts, recipe, share_system, tokens_per_second)
-    if cut < recipe.max_seq_len:
-        notes.append(
-            f"conversations cut at {cut} tokens (not {recipe.max_seq_len}) so the pass fits the recipe's "
-            f"{recipe.target_minutes:g}-min target"
-        )
-        recipe = replace(recipe, max_seq_len=cut)
+    original = recipe.max_seq_len
+    recipe = replace(recipe, max_seq_len=cut)
     tokens = pass_tokens(counts, recipe, share_system)
+    if cut < original:
+        fits = tokens * recipe.epochs / tokens_per_second <= recipe.target_minutes * 60
+        notes.append(
+            f"conversations cut at {cut} tokens (not {original}) so the pass fits the recipe's "
+            f"{recipe.target_minutes:g}-min target"
+            if fits
+            else f"conversations cut at the recipe's shortest, {cut} tokens (not {original}): the pass still "
+            f"exceeds its {recipe.target_minutes:g}-min target at this speed"
+        )
     passes = math.ceil(tokens * recipe.epochs / recipe.tokens_per_batch)
     steps = min(recipe.max_steps, max(1, passes))
     estimated = tokens * recipe.epochs / tokens_per_second

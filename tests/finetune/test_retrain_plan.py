@@ -211,6 +211,7 @@ def test_a_pass_longer_than_the_target_cuts_every_conversation_shorter_and_says_
     # A target no cut can meet stops at the recipe's shortest cut; the time bound still covers the estimate.
     slow = make_plan(selection, counts, recipe, (10.0, "x"), True)
     assert slow.max_seq_len == 64 and slow.time_bound_s >= min(slow.estimated_s, recipe.max_minutes * 60)
+    assert any("still exceeds its 1-min target" in note for note in slow.notes)
 
 
 def test_the_run_trains_at_the_cut_its_plan_chose(settings: Settings) -> None:
