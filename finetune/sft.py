@@ -91,7 +91,11 @@ class LoraRecipe:
     idle_threads: int = 0
     """CPU threads while the model server is idle (0: every core this process may use)."""
     eval_every: int = 10
-    """Steps between validation evaluations (when a validation split is given)."""
+    """About this many steps between validation evaluations (when a validation split is given): they are spread
+    evenly, the last one at the last step."""
+    validation_max: int = 64
+    """At most this many validation conversations (a fixed sample) are evaluated, so each evaluation stays short
+    however much data a run has."""
     patience: int = 3
     """Evaluations without a better validation loss before training stops early."""
     checkpoint_every: int = 10
@@ -121,8 +125,8 @@ class LoraRecipe:
             raise ValueError("autocast must be auto, bfloat16 or off")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError("warmup_ratio must be in [0, 1)")
-        if self.eval_every < 1 or self.patience < 1 or self.checkpoint_every < 1:
-            raise ValueError("eval_every, patience and checkpoint_every must be at least 1")
+        if self.eval_every < 1 or self.patience < 1 or self.checkpoint_every < 1 or self.validation_max < 1:
+            raise ValueError("eval_every, patience, checkpoint_every and validation_max must be at least 1")
         if self.target_minutes < 0 or self.min_seq_len < 1:
             raise ValueError("target_minutes must be >= 0 and min_seq_len at least 1")
         if self.tokens_per_batch < self.max_seq_len:
@@ -510,6 +514,8 @@ def train_lora(
     )
     if not examples:
         raise TrainingError("no conversation has an assistant turn to learn from")
+    if len(validation) > recipe.validation_max:
+        validation = random.Random(recipe.seed).sample(list(validation), recipe.validation_max)
     held_out = load_examples(tokenizer, validation, recipe.max_seq_len, system_counts=not share)
     held_out_share = held_out[group.rank :: group.world]  # may be empty; the sum over processes is not
     model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=weights_dtype(recipe.dtype, device))
@@ -548,6 +554,8 @@ def train_lora(
     total_steps = min(recipe.max_steps, max(1, math.ceil(len(batches) * recipe.epochs / group.world)))
     bf16, autocast_reason = training_autocast(recipe.autocast, device, base_model_dir, tuning_cache)
     logger.info("%d rows for %d step(s); autocast: %s", len(batches), total_steps, autocast_reason)
+    # Evaluations spread evenly, so the last one is not a few steps after the one before.
+    eval_interval = math.ceil(total_steps / max(1, round(total_steps / recipe.eval_every)))
 
     state = {
         "step": 0,
@@ -631,7 +639,7 @@ def train_lora(
         state["covered"] = sorted(covered)
         if on_step is not None:
             on_step(state["step"], total_steps, state["losses"][-1])
-        if held_out and (state["step"] % recipe.eval_every == 0 or state["step"] == total_steps):
+        if held_out and (state["step"] % eval_interval == 0 or state["step"] == total_steps):
             total, count = group.sum(*assistant_loss_sum(model, held_out_share, pad_id, packed=share))
             validation_loss = total / max(count, 1)
             state["evals"].append([state["step"], round(validation_loss, 4)])
