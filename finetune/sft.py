@@ -287,12 +287,10 @@ def _pack_sharing_system(examples: list[Example], tokens_per_row: int, seed: int
     for _, group in sorted(groups.items(), key=lambda item: -len(item[1])):
         rng.shuffle(group)
         for example in group:
-            shares = bool(row) and example.prefix > 0 and _system_of(row[-1]) == _system_of(example)
-            size = len(example.input_ids) - (example.prefix if shares else 0)
+            size = len(example.input_ids) - (example.prefix if row and _shares(row[-1], example) else 0)
             if row and size > room:
                 rows.append(row)
-                row, room = [], tokens_per_row
-                size = len(example.input_ids)
+                row, size = [], len(example.input_ids)
             if not row:
                 room = tokens_per_row
             row.append(example)
@@ -311,8 +309,18 @@ def row_tokens(row: list[Example]) -> int:
 
 def _continues(row: list[Example], index: int) -> bool:
     """Whether the conversation at `index` shares the system text of the one before it in the row."""
-    example = row[index]
-    return index > 0 and example.prefix > 0 and _system_of(row[index - 1]) == _system_of(example)
+    return index > 0 and _shares(row[index - 1], row[index])
+
+
+def _shares(previous: Example, example: Example) -> bool:
+    """Whether `example` can leave out its system text after `previous` in a row: they have the same one."""
+    return example.prefix > 0 and _system_of(previous) == _system_of(example)
+
+
+def shares_system_text(recipe: LoraRecipe, device) -> bool:
+    """Whether training rows share system texts: packed rows where attention runs one conversation at a time
+    (on a CPU; see the module's notes)."""
+    return recipe.packing and device.type == "cpu"
 
 
 def collate_packed(row: list[Example]):
@@ -506,8 +514,7 @@ def train_lora(
     torch.manual_seed(recipe.seed)
     threads = Threads(recipe, model_server_busy)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    # Rows share system texts where attention runs one conversation at a time (on a CPU; see the module's notes).
-    share = recipe.packing and device.type == "cpu"
+    share = shares_system_text(recipe, device)
     # Every conversation a run selected is learned, its first reply at least, however long that is.
     examples = load_examples(
         tokenizer, conversations, recipe.max_seq_len, keys, system_counts=not share, keep_first_reply=True

@@ -56,7 +56,7 @@ from finetune.plan import (
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
 from finetune.registry import AdapterRegistry, promote
 from finetune.seed import with_system
-from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, train_lora
+from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, shares_system_text, train_lora
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,7 @@ def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: 
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model_dir)
     counts = token_counts(tokenizer, [with_system(pack, r.messages, r.intent) for r in selection.records])
     speed = measured_speed(registry.path(name) for name in reversed(registry.versions()))
-    share_system = recipe.packing and training_device().type == "cpu"  # as train_lora decides
-    plan = make_plan(selection, counts, recipe, speed, share_system)
+    plan = make_plan(selection, counts, recipe, speed, shares_system_text(recipe, training_device()))
     recipe = replace(recipe, max_seq_len=plan.max_seq_len)
     return PreparedRun(sources, dataset, recipe, selection, plan, in_service, init_adapter, learned)
 
