@@ -100,7 +100,7 @@ def evaluate(
     from bot.domain import load_pack
     from bot.replicas import first_healthy
     from finetune.dataset import DatasetRecipe
-    from finetune.worker import model_scores, source_conversations, training_dataset
+    from finetune.worker import model_scores, source_conversations, training_dataset, with_customer_checks
 
     settings = get_settings()
     pack = load_pack(settings.domain_pack)
@@ -133,10 +133,13 @@ def evaluate(
     for name in names:
         with console.status(f"scoring {name}"):
             scores[name] = model_scores(settings, pack, records, name)
-    table = Table("model", "loss", "perplexity", "ROUGE-L", "must-pass checks")
+    with console.status("the must-pass checks as customers get them"):
+        with_customer_checks(settings, pack, first_healthy(settings.vllm_replica_urls), list(scores.values()))
+    table = Table("model", "loss", "perplexity", "ROUGE-L", "must-pass checks, bare model", "as customers get them")
     for name, score in scores.items():
         table.add_row(name, str(score.loss), str(score.perplexity), str(score.rouge_l),
-                      f"{score.checks_passed}/{score.checks_total}")  # fmt: skip
+                      f"{score.checks_passed}/{score.checks_total}",
+                      f"{score.customer_checks_passed}/{score.customer_checks_total}")  # fmt: skip
     console.print(table)
     by_source = Table("model", "source", "conversations", "turns", "loss", "ROUGE-L", title="By source")
     for name, score in scores.items():

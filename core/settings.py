@@ -80,11 +80,14 @@ class Settings(BaseSettings):
     # Retraining: a candidate is promoted when it is not worse than the adapter in service.
     promote_loss_tolerance: float = 0.02
     promote_rouge_tolerance: float = 0.01
+    # Fewer must-pass checks passed, answered as customers get them (finetune/customer_checks.py).
     promote_checks_tolerance: int = 0
     # Where the company's own conversations decide, the seed conversations only guard against forgetting: a candidate
-    # may be this much worse on them (relative loss, absolute ROUGE-L) and still be promoted.
+    # may be this much worse on them (relative loss, absolute ROUGE-L) and still be promoted. So may the bare model's
+    # answers to the must-pass checks, by this many checks, when the checks as customers get them were scored.
     promote_seed_loss_tolerance: float = 0.10
     promote_seed_rouge_tolerance: float = 0.05
+    promote_seed_checks_tolerance: int = 2
     # Scheduled retraining: a daily time ("03:00", server local time) and/or a number of newly
     # reviewed-for-training conversations since the last run; empty/0 turns that trigger off.
     retrain_daily_at: str | None = None

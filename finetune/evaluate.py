@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from bot.context import relevant_policies, system_text
-from bot.domain import DomainPack
+from bot.domain import Check, DomainPack
 from finetune.dataset import DatasetRecord
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def check_passed(check: Check, reply: str) -> bool:
+    """Whether `reply` holds one of the check's expected phrases (when it has any) and none of its forbidden ones."""
+    reply = reply.lower()
+    expected = not check.expect_any or any(phrase.lower() in reply for phrase in check.expect_any)
+    return expected and not any(phrase.lower() in reply for phrase in check.expect_none)
+
+
 @dataclass
 class GateConfig:
     """How much worse than the adapter in service a candidate may be and still be promoted."""
@@ -53,7 +60,11 @@ class GateConfig:
     rouge_tolerance: float = 0.01
     """Absolute drop of ROUGE-L allowed."""
     checks_tolerance: int = 0
-    """Fewer passed must-pass checks allowed."""
+    """Fewer passed must-pass checks allowed: those answered as customers get them when both were scored so,
+    else the bare model's."""
+    seed_checks_tolerance: int = 2
+    """Fewer must-pass checks passed by the bare model allowed when the checks as customers get them and the
+    company's conversations decide: then the bare model's answers only guard against forgetting."""
     seed_loss_tolerance: float = 0.10
     """Relative increase of loss on the seed conversations allowed when the company's conversations decide."""
     seed_rouge_tolerance: float = 0.05
@@ -73,6 +84,11 @@ class ModelScores:
     checks_passed: int = 0
     checks_total: int = 0
     failed_checks: list[str] = field(default_factory=list)
+    customer_checks_passed: int = 0
+    """The must-pass checks as customers get them: answered by the whole dialogue (finetune/customer_checks.py)."""
+    customer_checks_total: int = 0
+    failed_customer_checks: dict[str, str] = field(default_factory=dict)
+    """Each failed check's id and the reply a customer would have got."""
     samples: list[dict] = field(default_factory=list)
     by_source: dict[str, dict] = field(default_factory=dict)
     """Per source ("store", "seed"): conversations, turns, loss and ROUGE-L on that source's held-out part."""
@@ -217,12 +233,8 @@ def generation_scores(
         if len(scores.samples) < 5:
             scores.samples.append({"prompt": prompt[-1]["content"], "reply": reply, "reference": reference})
     for check, reply in zip(checks, replies[len(turns) :], strict=True):
-        reply = reply.lower()
-        passed = (not check.expect_any or any(s.lower() in reply for s in check.expect_any)) and not any(
-            s.lower() in reply for s in check.expect_none
-        )
         scores.checks_total += 1
-        if passed:
+        if check_passed(check, reply):
             scores.checks_passed += 1
         else:
             scores.failed_checks.append(check.id)
@@ -255,6 +267,11 @@ def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateCon
     When both were scored on the company's own conversations ("store"), those decide with the normal
     tolerances, and the seed conversations only guard against forgetting: they block a candidate only when it
     is worse there by more than the seed tolerances. Without company conversations, the overall scores decide.
+
+    The must-pass checks as customers get them (both models scored so) allow `checks_tolerance` fewer passes.
+    The bare model's checks then guard against forgetting with `seed_checks_tolerance` when the company's
+    conversations decide; otherwise, and whenever the checks as customers get them are missing, they allow
+    `checks_tolerance`.
     """
     if in_service is None:
         return {"promote": True, "reasons": ["nothing in service"]}
@@ -269,8 +286,16 @@ def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateCon
     else:
         decided_on = "all held-out conversations"
         reasons = _worse(asdict(candidate), asdict(in_service), config.loss_tolerance, config.rouge_tolerance, "")
-    if candidate.checks_passed < in_service.checks_passed - config.checks_tolerance:
-        reasons.append(f"passes {candidate.checks_passed} must-pass checks, in service {in_service.checks_passed}")
+    as_customers = candidate.customer_checks_total > 0 and in_service.customer_checks_total > 0
+    if as_customers:
+        passed, theirs = candidate.customer_checks_passed, in_service.customer_checks_passed
+        if passed < theirs - config.checks_tolerance:
+            reasons.append(f"passes {passed} must-pass checks as customers get them, in service {theirs}")
+    guard = as_customers and store  # the bare model's answers only guard against forgetting
+    passed, theirs = candidate.checks_passed, in_service.checks_passed
+    if passed < theirs - (config.seed_checks_tolerance if guard else config.checks_tolerance):
+        where = "forgetting: the bare model " if guard else ""
+        reasons.append(f"{where}passes {passed} must-pass checks, in service {theirs}")
     if reasons:
         return {"promote": False, "reasons": reasons, "decided_on": decided_on}
     fine = ["not worse on the company's conversations; seed conversations within the forgetting tolerance"

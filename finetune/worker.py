@@ -26,6 +26,7 @@ from conversations.models import RunStatus, utcnow
 from conversations.pii import mask_pii
 from core.settings import Settings, get_settings
 from finetune.classifiers import retrain_classifier
+from finetune.customer_checks import customer_check_scores, customer_dialogue
 from finetune.dataset import Dataset, DatasetRecipe, SourceConversation
 from finetune.devices import training_device
 from finetune.distributed import train_lora_processes, training_processes
@@ -352,6 +353,28 @@ def model_scores(settings: Settings, pack: DomainPack, evaluation: list, model: 
     return with_source_losses(generated, sums)
 
 
+def with_customer_checks(settings: Settings, pack: DomainPack, vllm_url: str, scores: list[ModelScores | None]) -> None:
+    """Add the must-pass checks as customers get them to each of `scores` (a model's, served by `vllm_url`); a
+    failure to score them leaves them out, and the gate falls back to the bare model's checks."""
+    scored = [score for score in scores if score is not None]
+    checks = pack.checks[: settings.eval_max_checks]
+    if not checks or not scored:
+        return
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        dialogue = customer_dialogue(settings, pack, engine, vllm_url)
+        found = customer_check_scores(dialogue, [score.model for score in scored], checks)
+    except Exception:  # noqa: BLE001 - the gate still has the bare model's checks
+        logger.exception("could not score the must-pass checks as customers get them")
+        return
+    finally:
+        engine.dispose()
+    for score in scored:
+        customer = found[score.model]
+        score.customer_checks_passed, score.customer_checks_total = customer.passed, customer.total
+        score.failed_customer_checks = customer.failed
+
+
 def evaluate_candidate(
     settings: Settings,
     pack: DomainPack,
@@ -383,12 +406,14 @@ def evaluate_candidate(
             logger.info("in-service adapter scored again (%s)", error)
     if in_service is not None and service is None:
         service = model_scores(settings, pack, evaluation, in_service)
+    with_customer_checks(settings, pack, vllm_url, [candidate_scores, service])
     config = GateConfig(
         loss_tolerance=settings.promote_loss_tolerance,
         rouge_tolerance=settings.promote_rouge_tolerance,
         checks_tolerance=settings.promote_checks_tolerance,
         seed_loss_tolerance=settings.promote_seed_loss_tolerance,
         seed_rouge_tolerance=settings.promote_seed_rouge_tolerance,
+        seed_checks_tolerance=settings.promote_seed_checks_tolerance,
     )
     outcome = report(candidate_scores, service, gate(candidate_scores, service, config))
     outcome["evaluation_conversations"] = len(evaluation)

@@ -10,34 +10,16 @@ from fastapi.concurrency import run_in_threadpool
 
 from bot.dialogue import DialogueManager
 from bot.domain import DomainPack
-from bot.intents import IntentClassifier, load_classifier
+from bot.intents import load_classifier
 from bot.llm import VLLMChatModel
-from bot.routing import RoutingConfig, RuleRouter
+from bot.routing import RuleRouter
 from bot.vllm_admin import load_adapter_into_vllm
 from core.settings import Settings
+from finetune.classifiers import routing_config
 from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry, classifier_registry
 
 logger = logging.getLogger(__name__)
-
-
-def load_promoted_classifier(settings: Settings) -> tuple[str | None, IntentClassifier | None]:
-    registry = classifier_registry(settings.classifiers_dir)
-    active = registry.active()
-    if active is None:
-        logger.warning("no intent classifier promoted yet: every message goes to the LLM")
-        return None, None
-    return active, load_classifier(registry.path(active))
-
-
-def routing_config(settings: Settings, classifier: IntentClassifier | None) -> RoutingConfig:
-    recommended = classifier.recommended if classifier is not None else {}
-    return RoutingConfig(
-        confidence_threshold=settings.intent_threshold or recommended.get("threshold", 0.5),
-        margin=settings.intent_margin if settings.intent_margin is not None else recommended.get("margin", 0.1),
-        misses_before_handoff=settings.misses_before_handoff,
-        negative_turns_before_handoff=settings.negative_turns_before_handoff,
-    )
 
 
 class PromotionWatcher:

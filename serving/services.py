@@ -6,16 +6,16 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from bot.actions import ActionRunner, load_actions
-from bot.context import ChatTemplateCounter
-from bot.dialogue import DialogueManager, Swappable
+from bot.dialogue import DialogueManager
 from bot.domain import DomainPack, load_pack
 from bot.llm import VLLMChatModel
 from bot.replicas import ReplicaPool
-from bot.routing import RuleRouter
 from conversations.db import init_db, make_engine
 from core.cpu_tuning import Tuning, tune
 from core.settings import Settings
 from core.vllm_process import vllm_config
+from finetune.classifiers import load_promoted_classifier
+from finetune.customer_checks import settings_dialogue
 from finetune.manager import TrainingManager
 from finetune.merged_serving import MergedServing
 from finetune.registry import AdapterRegistry
@@ -24,7 +24,7 @@ from serving.desk import AlertSender, Desk
 from serving.knowledge import KnowledgeSync
 from serving.limits import RateLimiter, limits_of
 from serving.live import ConversationWatcher
-from serving.promotions import PromotionWatcher, load_promoted_classifier, routing_config
+from serving.promotions import PromotionWatcher
 
 logger = logging.getLogger(__name__)
 
@@ -140,20 +140,9 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
     knowledge = KnowledgeSync.start(engine, pack)
-    dialogue = DialogueManager(
-        pack=pack,
-        llm=llm,
-        knowledge=knowledge.index,
-        counter=ChatTemplateCounter(settings.base_model_dir),
-        models=Swappable(active or settings.served_model_name),
-        classifier=Swappable(classifier),
-        router=RuleRouter(pack, routing_config(settings, classifier)),
-        context_tokens=settings.vllm_max_model_len,
-        reply_tokens=settings.max_reply_tokens,
-        summary_model=settings.served_model_name,
-        first_sentence_within_s=settings.first_sentence_within_s or None,
-        answers_from=settings.answers_from,
-        actions=actions,
+    model = active or settings.served_model_name
+    dialogue = settings_dialogue(
+        settings, pack, llm=llm, knowledge=knowledge.index, model=model, classifier=classifier, actions=actions
     )
     # Lingua loads its language models on first use: here at start (about a second), not on a customer's turn.
     dialogue.languages.detect("Where is my order? It has not arrived yet.")

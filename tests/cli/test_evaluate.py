@@ -58,6 +58,8 @@ def test_evaluate_scores_the_adapter_in_service_and_the_base_model_on_imported_c
         for scores in saved["models"].values():
             assert math.isfinite(scores["loss"]) and scores["loss"] > 0 and 0 <= scores["rouge_l"] <= 1
             assert scores["checks_total"] == 1
+            # The first check (the return window), as customers get it: answered from the help content.
+            assert (scores["customer_checks_passed"], scores["customer_checks_total"]) == (1, 1)
             assert all("within 30 days of delivery" in sample["reference"] for sample in scores["samples"])
         assert saved["models"][in_service]["loss"] != saved["models"]["base"]["loss"]
         assert in_service in result.output and "ROUGE-L" in result.output

@@ -3,16 +3,23 @@ tolerance, and block a candidate only beyond it."""
 
 from finetune.evaluate import GateConfig, ModelScores, gate
 
-CONFIG = GateConfig(loss_tolerance=0.02, rouge_tolerance=0.01, seed_loss_tolerance=0.10, seed_rouge_tolerance=0.05)
+CONFIG = GateConfig(loss_tolerance=0.02, rouge_tolerance=0.01, seed_loss_tolerance=0.10, seed_rouge_tolerance=0.05,
+                    seed_checks_tolerance=2)  # fmt: skip
 
 
-def scores(store: tuple[float, float] | None, seed: tuple[float, float], checks: int = 10) -> ModelScores:
-    """Scores with (loss, ROUGE-L) on the company's conversations (None: none held out) and on the seeds."""
+def scores(
+    store: tuple[float, float] | None, seed: tuple[float, float], checks: int = 10, customer_checks: int | None = None
+) -> ModelScores:
+    """Scores with (loss, ROUGE-L) on the company's conversations (None: none held out) and on the seeds, and
+    must-pass checks passed by the bare model and (when given) as customers get them, of 10."""
     by_source = {"seed": {"loss": seed[0], "rouge_l": seed[1]}}
     if store is not None:
         by_source["store"] = {"loss": store[0], "rouge_l": store[1]}
     # The overall numbers mix both sources, dominated by the seeds, as on a small store.
-    return ModelScores("m", loss=seed[0], rouge_l=seed[1], checks_passed=checks, by_source=by_source)
+    scored = ModelScores("m", loss=seed[0], rouge_l=seed[1], checks_passed=checks, by_source=by_source)
+    if customer_checks is not None:
+        scored.customer_checks_passed, scored.customer_checks_total = customer_checks, 10
+    return scored
 
 
 IN_SERVICE = scores(store=(2.0, 0.20), seed=(1.0, 0.45))
@@ -53,3 +60,27 @@ def test_must_pass_checks_still_count_when_the_company_decides() -> None:
     candidate = scores(store=(1.6, 0.33), seed=(1.0, 0.45), checks=8)
     decision = gate(candidate, IN_SERVICE, CONFIG)
     assert not decision["promote"] and "must-pass checks" in decision["reasons"][0]
+
+
+def test_checks_as_customers_get_them_decide_and_the_bare_model_only_guards_against_forgetting() -> None:
+    in_service = scores(store=(2.0, 0.20), seed=(1.0, 0.45), checks=10, customer_checks=10)
+    # The bare model words two policies the imported way, but customers would still be told the pack's facts.
+    candidate = scores(store=(1.6, 0.33), seed=(1.0, 0.45), checks=8, customer_checks=10)
+    assert gate(candidate, in_service, CONFIG)["promote"]
+    forgot = scores(store=(1.6, 0.33), seed=(1.0, 0.45), checks=7, customer_checks=10)
+    decision = gate(forgot, in_service, CONFIG)
+    assert not decision["promote"] and decision["reasons"] == ["forgetting: the bare model passes 7 must-pass checks, "
+                                                                "in service 10"]  # fmt: skip
+    told_wrong = scores(store=(1.6, 0.33), seed=(1.0, 0.45), checks=10, customer_checks=9)
+    decision = gate(told_wrong, in_service, CONFIG)
+    assert not decision["promote"] and decision["reasons"] == ["passes 9 must-pass checks as customers get them, "
+                                                                "in service 10"]  # fmt: skip
+
+
+def test_the_bare_model_checks_decide_when_no_customer_path_was_scored_or_no_company_conversations() -> None:
+    candidate = scores(store=(1.6, 0.33), seed=(1.0, 0.45), checks=9, customer_checks=None)
+    in_service = scores(store=(2.0, 0.20), seed=(1.0, 0.45), checks=10, customer_checks=10)
+    assert not gate(candidate, in_service, CONFIG)["promote"]
+    seeds_only = scores(store=None, seed=(1.0, 0.45), checks=9, customer_checks=10)
+    decision = gate(seeds_only, scores(store=None, seed=(1.0, 0.45), checks=10, customer_checks=10), CONFIG)
+    assert not decision["promote"] and decision["reasons"] == ["passes 9 must-pass checks, in service 10"]

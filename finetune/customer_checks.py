@@ -1,0 +1,118 @@
+"""The pack's must-pass checks as customers get them: each check's message answered by the whole dialogue
+(retrieval, routing, the answer check and the settings' `answers_from`) with a given model, not by the bare model.
+
+What customers are told is what the gate must protect. A candidate whose bare reply words a policy wrongly, but
+whose wrong sentence the product never sends (the help content's own sentences answer, or the answer check
+replaces the model's), tells no customer anything untrue; one whose wrong sentence gets through fails here.
+The bare model's replies are still scored (finetune/evaluate.py) and guard against forgetting.
+
+The pack's actions are left out: their replies are templates over the company's systems, never the model's, so
+a message that would call one is answered here as if the pack had none, which asks more of the model.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.actions import ActionRunner
+from bot.articles import Article
+from bot.context import ChatTemplateCounter, Turn
+from bot.dialogue import DialogueManager, Swappable, TurnResult
+from bot.domain import Check, DomainPack
+from bot.intents import IntentClassifier
+from bot.knowledge import KnowledgeIndex, SentenceEncoder
+from bot.llm import ChatModel, VLLMChatModel
+from bot.routing import DialogueState, RuleRouter
+from conversations.knowledge import list_articles
+from core.settings import Settings
+from finetune.classifiers import load_promoted_classifier, routing_config
+from finetune.evaluate import check_passed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CustomerChecks:
+    """One model's must-pass checks, answered as a customer would be."""
+
+    passed: int = 0
+    total: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    """Each failed check's id and reply, for staff to read."""
+
+
+def settings_dialogue(
+    settings: Settings,
+    pack: DomainPack,
+    *,
+    llm: ChatModel,
+    knowledge: Swappable[KnowledgeIndex],
+    model: str,
+    classifier: IntentClassifier | None,
+    actions: ActionRunner | None = None,
+) -> DialogueManager:
+    """A dialogue manager as the settings describe it: the app's (serving/services.py), and the one below."""
+    return DialogueManager(
+        pack=pack,
+        llm=llm,
+        knowledge=knowledge,
+        counter=ChatTemplateCounter(settings.base_model_dir),
+        models=Swappable(model),
+        classifier=Swappable(classifier),
+        router=RuleRouter(pack, routing_config(settings, classifier)),
+        context_tokens=settings.vllm_max_model_len,
+        reply_tokens=settings.max_reply_tokens,
+        summary_model=settings.served_model_name,
+        first_sentence_within_s=settings.first_sentence_within_s or None,
+        answers_from=settings.answers_from,
+        actions=actions,
+    )
+
+
+def customer_dialogue(settings: Settings, pack: DomainPack, engine: Engine, vllm_url: str) -> DialogueManager:
+    """A dialogue manager as the app builds one, on the knowledge base customers are answered from and the promoted
+    intent classifier, sending to `vllm_url` with greedy decoding; no actions."""
+    with Session(engine) as session:
+        rows = list_articles(session=session, include_retired=False)
+    articles = [Article(slug=row.slug, title=row.title, text=row.text, version=row.version) for row in rows]
+    knowledge = KnowledgeIndex.build(articles or pack.articles, SentenceEncoder())
+    knowledge.embed_sentences()
+    _, classifier = load_promoted_classifier(settings)
+    llm = VLLMChatModel(base_url=vllm_url, max_tokens=settings.max_reply_tokens, timeout_s=settings.llm_timeout_s,
+                        temperature=0.0)  # fmt: skip
+    return settings_dialogue(settings, pack, llm=llm, knowledge=Swappable(knowledge), model=settings.served_model_name,
+                             classifier=classifier)  # fmt: skip
+
+
+async def _reply(dialogue: DialogueManager, message: str) -> str:
+    result = None
+    async for event in dialogue.respond(turns=[Turn("customer", message, id=1)], state=DialogueState()):
+        if isinstance(event, TurnResult):
+            result = event
+    return (result.text or "") if result is not None else ""
+
+
+def customer_check_scores(
+    dialogue: DialogueManager, models: Sequence[str], checks: Sequence[Check]
+) -> dict[str, CustomerChecks]:
+    """`CustomerChecks` for each of `models`, one check at a time (as one customer each)."""
+
+    async def score_all() -> dict[str, CustomerChecks]:
+        scores = {}
+        for model in models:
+            dialogue.models.switch(model)
+            score = scores[model] = CustomerChecks()
+            for check in checks:
+                reply = await _reply(dialogue, check.prompt)
+                score.total += 1
+                if check_passed(check, reply):
+                    score.passed += 1
+                else:
+                    score.failed[check.id] = reply
+        return scores
+
+    return asyncio.run(score_all())
