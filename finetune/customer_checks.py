@@ -11,7 +11,6 @@ a message that would call one is answered here as if the pack had none, which as
 """
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,8 +30,6 @@ from conversations.knowledge import list_articles
 from core.settings import Settings
 from finetune.classifiers import load_promoted_classifier, routing_config
 from finetune.evaluate import check_passed
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
