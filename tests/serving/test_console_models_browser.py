@@ -98,9 +98,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path, fake_
 
 
 def scores(model: str, loss: float, rouge: float, passed: int, failed: list[str]) -> dict:
+    """A model's scores; its checks as customers get them fail only the first of the bare model's failures."""
+    told = {check: f"Told about {check}." for check in failed[:1]}
     return {
         "model": model, "loss": loss, "perplexity": round(math.exp(loss), 3), "rouge_l": rouge,
         "checks_passed": passed, "checks_total": 6, "failed_checks": failed,
+        "customer_checks_passed": 6 - len(told), "customer_checks_total": 6, "failed_customer_checks": told,
         "samples": [
             {"prompt": "Where is my order LL-1042?", "reference": "It left our workshop on Monday.",
              "reply": f"Your order LL-1042 is on its way ({model})."},
@@ -201,7 +204,9 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
     expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_have_attribute("data-status", "running")
     expect(rows.nth(1)).to_have_attribute("data-status", "interrupted")
-    expect(rows.nth(2).locator("[data-field=summary]")).to_have_text("loss 1.7612 vs 1.8934 · checks 6/6 vs 5/6")
+    expect(rows.nth(2).locator("[data-field=summary]")).to_have_text(
+        "loss 1.7612 vs 1.8934 · checks as customers get them 6/6 vs 5/6 · bare model 6/6 vs 5/6"
+    )
     live = page.locator(f"section.live-run[data-run='{running}']")
     expect(live.locator("[data-field=steps]")).to_have_text("10 / 40")
     expect(live.locator("[data-field=eta]")).to_have_text("1 min 35 s")
@@ -260,6 +265,12 @@ def test_admins_watch_compare_cancel_promote_and_roll_back(server: Server, brows
     expect(report.locator("tr[data-metric=rouge_l] td")).to_have_text(["0.412 better", "0.377"])
     expect(report.locator("tr[data-metric=checks] td")).to_have_text(["6 / 6 better", "5 / 6"])
     expect(report.locator("tr[data-metric=failed_checks] td")).to_have_text(["none", "refund-window"])
+    # The checks as customers get them, with the reply a customer would have got.
+    expect(report.locator("tr[data-metric=customer_checks] td")).to_have_text(["6 / 6 better", "5 / 6"])
+    told = report.locator("tr[data-metric=failed_customer_checks] td")
+    expect(told).to_have_text(["none", "refund-window"])
+    expect(told.nth(1).locator("code")).to_have_attribute("title", "Told about refund-window.")
+    expect(report.locator("tr[data-metric=checks] th")).to_have_text("Must-pass checks, the bare model")
     # Per source: the company's own conversations decide, the seed ones guard against forgetting.
     sources = page.locator("table.by-source")
     expect(sources.locator("tr[data-source=store] td")).to_have_text(
