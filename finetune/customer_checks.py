@@ -70,12 +70,20 @@ def settings_dialogue(
     )
 
 
+def live_articles(session: Session) -> list[Article]:
+    """The articles customers are answered from: every one not retired, at its current version (the app's index,
+    serving/knowledge.py, and the dialogue below)."""
+    return [
+        Article(slug=row.slug, title=row.title, text=row.text, version=row.version)
+        for row in list_articles(session=session, include_retired=False)
+    ]
+
+
 def customer_dialogue(settings: Settings, pack: DomainPack, engine: Engine, vllm_url: str) -> DialogueManager:
     """A dialogue manager as the app builds one, on the knowledge base customers are answered from and the promoted
     intent classifier, sending to `vllm_url` with greedy decoding; no actions."""
     with Session(engine) as session:
-        rows = list_articles(session=session, include_retired=False)
-    articles = [Article(slug=row.slug, title=row.title, text=row.text, version=row.version) for row in rows]
+        articles = live_articles(session)
     knowledge = KnowledgeIndex.build(articles or pack.articles, SentenceEncoder())
     knowledge.embed_sentences()
     _, classifier = load_promoted_classifier(settings)

@@ -12,21 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.articles import Article
 from bot.dialogue import Swappable
 from bot.domain import DomainPack
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
-from conversations.knowledge import ArticleDraft, knowledge_revision, list_articles, seed_articles
+from conversations.knowledge import ArticleDraft, knowledge_revision, seed_articles
+from finetune.customer_checks import live_articles
 
 logger = logging.getLogger(__name__)
-
-
-def live_articles(session: Session) -> list[Article]:
-    """The articles customers are answered from: every one not retired, at its current version."""
-    return [
-        Article(slug=row.slug, title=row.title, text=row.text, version=row.version)
-        for row in list_articles(session=session, include_retired=False)
-    ]
 
 
 class KnowledgeSync:
