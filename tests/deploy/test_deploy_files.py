@@ -16,6 +16,7 @@ import copy
 import fnmatch
 import importlib
 import importlib.util
+import ipaddress
 import json
 import re
 import subprocess
@@ -120,6 +121,41 @@ def test_compose_runs_vllm_with_lora_on_a_gpu_and_the_app_against_it(compose: di
         for variable in service.get("environment", {}):
             if variable.startswith("SUPPORTBOT_"):
                 assert setting_name(variable) in SETTINGS, f"{name}: {variable} is not a setting"
+
+
+# Who connects to the app in front of customers: a reverse proxy on the host comes through the compose network's
+# gateway (Docker's default pools), one in a container from its address; an ingress controller's pods from the
+# pod network of kubeadm with flannel, k3s or Calico.
+DOCKER_PROXIES = ("172.17.0.1", "172.18.0.1", "172.31.0.1", "192.168.16.1", "172.18.0.7")
+INGRESS_PODS = ("10.244.1.17", "10.42.0.9", "192.168.45.3")
+CUSTOMER = "203.0.113.7"
+
+
+def trusts(proxies: list[str], address: str) -> bool:
+    return any(ipaddress.ip_address(address) in ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def test_the_proxy_in_front_names_the_customer_in_compose(compose: dict, filled_env: Path, tmp_path: Path) -> None:
+    # Without it every customer counts as the proxy, and one address's limits apply to all of them together.
+    environment = compose["services"]["app"]["environment"]
+    proxies = Settings(trusted_proxies=json.loads(environment["SUPPORTBOT_TRUSTED_PROXIES"])).trusted_proxies
+    assert all(trusts(proxies, proxy) for proxy in DOCKER_PROXIES) and not trusts(proxies, CUSTOMER)
+    # An operator's .env names another proxy.
+    env = tmp_path / ".env"
+    env.write_text(filled_env.read_text() + '\nSUPPORTBOT_TRUSTED_PROXIES=["198.51.100.4"]\n')
+    result = run(docker_compose(), "-f", DEPLOY / "compose.yaml", "--env-file", env, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    app = json.loads(result.stdout)["services"]["app"]
+    assert json.loads(app["environment"]["SUPPORTBOT_TRUSTED_PROXIES"]) == ["198.51.100.4"]
+
+
+def test_the_ingress_names_the_customer_in_kubernetes() -> None:
+    [config] = [d for _, d in manifests() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "supportbot-config"]
+    proxies = Settings(trusted_proxies=json.loads(config["data"]["SUPPORTBOT_TRUSTED_PROXIES"])).trusted_proxies
+    assert all(trusts(proxies, pod) for pod in INGRESS_PODS) and not trusts(proxies, CUSTOMER)
+    # uvicorn's own setting does nothing: the app turns uvicorn's proxy headers off.
+    for path in [*K8S.glob("*.yaml"), DEPLOY / "compose.yaml", DEPLOY / ".env.example"]:
+        assert "FORWARDED_ALLOW_IPS" not in path.read_text(), path.name
 
 
 def test_compose_matches_the_compose_spec_schema(tmp_path: Path) -> None:
