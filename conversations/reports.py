@@ -22,6 +22,7 @@ from conversations.models import (
     Message,
     Role,
 )
+from conversations.pii import mask_pii
 
 # A bot reply that did not answer: the customer was asked to rephrase, or told the help content has no answer.
 NOT_ANSWERED = "not covered by the help content"
@@ -57,7 +58,8 @@ class Day:
 
 @dataclass
 class Gap:
-    """A question the bot could not answer, how often it was asked in the range, and when last."""
+    """A question the bot could not answer (personal data masked: the report is shared and downloaded), how often
+    it was asked in the range, and when last."""
 
     question: str
     count: int
@@ -164,11 +166,12 @@ def build_report(*, session: Session, since: date, until: date) -> Report:
                     intents[intent] += 1
                 reply = thread[position + 1] if position + 1 < len(thread) else None
                 if reply is not None and reply.role == Role.bot and _unanswered(reply):
-                    key = " ".join(message.text.lower().split())[:200]
+                    question = mask_pii(message.text)
+                    key = " ".join(question.lower().split())[:200]
                     found = gaps.get(key)
                     asked = _utc(message.created_at)
                     if found is None:
-                        gaps[key] = Gap(message.text[:300], 1, asked, conversation_id)
+                        gaps[key] = Gap(question[:300], 1, asked, conversation_id)
                     else:
                         found.count += 1
                         if asked > found.last_asked:

@@ -181,8 +181,9 @@ def export_jsonl(
     return lines()
 
 
-def _cell(value: object) -> object:
-    # A cell starting with = + - @ is run as a formula by spreadsheets; a leading quote keeps it text.
+def csv_cell(value: object) -> object:
+    """`value` safe to open in a spreadsheet: text starting with = + - @, a tab or a carriage return would run as a
+    formula there (OWASP's CSV injection), so it gets a leading apostrophe, which keeps it text."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
@@ -201,7 +202,7 @@ def export_csv(
         def emit(row: Sequence[object]) -> str:
             buffer.seek(0)
             buffer.truncate()
-            writer.writerow([_cell(value) for value in row])
+            writer.writerow([csv_cell(value) for value in row])
             return buffer.getvalue()
 
         yield emit(CSV_COLUMNS)

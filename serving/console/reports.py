@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pygal.style import Style
 
 from conversations.reports import InvalidRange, Report, build_report
+from conversations.transfer import csv_cell
 from serving.console.pages import render
 from serving.deps import CurrentStaff, SessionDep
 from serving.errors import ApiError
@@ -165,7 +166,7 @@ def download(
 ) -> Response:  # fmt: skip
     report = report_for(session, start, end)
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(table(report, name))
+    csv.writer(buffer).writerows([csv_cell(value) for value in row] for row in table(report, name))
     filename = f"supportbot-{name}-{report.since.isoformat()}-{report.until.isoformat()}.csv"
     return Response(
         buffer.getvalue(), media_type="text/csv; charset=utf-8",
