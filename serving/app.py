@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -96,17 +97,19 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
             await asyncio.to_thread(services.merged.stop)
         services.engine.dispose()
 
-    # Production hides the API's description: it maps every route for an attacker and helps no customer.
+    # Production hides the API's description: it maps every route for an attacker and helps no customer. Locally,
+    # /docs and /redoc load Swagger UI and ReDoc from files the fastapi-offline package ships (under /docs/static),
+    # not from a CDN, so they work without internet.
     public_docs = settings.mode == "local"
-    app = FastAPI(
-        title="supportbot",
-        version="0.1.0",
-        lifespan=lifespan,
-        docs_url="/docs" if public_docs else None,
-        redoc_url="/redoc" if public_docs else None,
-        openapi_url="/openapi.json" if public_docs else None,
-        responses=ERROR_RESPONSES,
-    )
+    if public_docs:
+        app = FastAPIOffline(
+            title="supportbot", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES, static_url="/docs/static"
+        )
+    else:
+        app = FastAPI(
+            title="supportbot", version="0.1.0", lifespan=lifespan, responses=ERROR_RESPONSES,
+            docs_url=None, redoc_url=None, openapi_url=None,
+        )  # fmt: skip
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(customer.router)

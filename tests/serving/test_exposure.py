@@ -32,7 +32,9 @@ def local(stand_in_vllm: FakeVLLM, base_model_dir: Path, tmp_path_factory) -> It
         yield client
 
 
-@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"])
+@pytest.mark.parametrize(
+    "path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/docs/static/swagger-ui-bundle.js"]
+)
 def test_production_hides_the_api_description(production: TestClient, local: TestClient, path: str) -> None:
     assert production.get(path).status_code == 404
     assert local.get(path).status_code == 200
