@@ -153,6 +153,7 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
-        return RedirectResponse("/docs" if public_docs else "/console")
+        # Locally the front page is the demo shop with the widget; in production, the staff console.
+        return RedirectResponse("/demo" if settings.mode == "local" else "/console")
 
     return app

@@ -1,5 +1,5 @@
-"""What the app shows strangers: production hides the API description and serves metrics only with a token;
-every answer tells browsers not to sniff its type."""
+"""What the app shows strangers: production hides the API description and serves metrics only with a token, and
+its front page is the console (locally, the demo shop); every answer tells browsers not to sniff its type."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +40,13 @@ def test_production_hides_the_api_description(production: TestClient, local: Tes
     assert local.get(path).status_code == 200
 
 
-def test_the_front_page_leads_to_the_console_in_production(production: TestClient, local: TestClient) -> None:
+def test_the_front_page_leads_to_the_demo_shop_locally_and_the_console_in_production(
+    production: TestClient, local: TestClient
+) -> None:
     assert production.get("/", follow_redirects=False).headers["location"] == "/console"
-    assert local.get("/", follow_redirects=False).headers["location"] == "/docs"
+    assert local.get("/", follow_redirects=False).headers["location"] == "/demo"
+    shop = local.get("/")
+    assert shop.status_code == 200 and "(demo shop)" in shop.text and 'src="/widget.js"' in shop.text
 
 
 def test_metrics_need_the_token_in_production(production: TestClient) -> None:
