@@ -14,9 +14,9 @@ from sqlmodel import Session
 
 from bot.articles import ArticleError, read_articles
 from bot.domain import load_pack
+from cli.database import open_database
 from conversations import crud
 from conversations import knowledge as kb
-from conversations.db import init_db, make_engine
 from core.settings import get_settings
 
 kb_app = typer.Typer(help="Help articles of the knowledge base the bot answers from.", no_args_is_help=True)
@@ -30,9 +30,7 @@ def _session() -> Session:
     """A session on the store, with the domain pack's articles imported if the knowledge base is empty,
     as the app does on first start, so the CLI and the app always see the same articles."""
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
-    session = Session(engine)
+    session = Session(open_database(settings))
     pack = load_pack(settings.domain_pack)
     drafts = [kb.ArticleDraft(article.slug, article.title, article.text) for article in pack.articles]
     kb.seed_articles(session=session, drafts=drafts, source=f"domain pack {pack.name}")

@@ -22,8 +22,10 @@ def backup(
     pg_bin_dir: Annotated[Path | None, typer.Option(help="Folder of pg_dump/pg_restore/psql (default: PATH).")] = None,
 ) -> None:
     """Back up the database and the adapter and classifier stores into one archive with checksums."""
+    from cli.database import check_database
     from conversations.backup import BackupError, PgTools, create_backup
 
+    check_database(get_settings())
     try:
         with console.status("Backing up the database and the model stores..."):
             archive = create_backup(get_settings(), destination, PgTools(pg_bin_dir))
@@ -82,15 +84,14 @@ def worker(
     """
     from sqlmodel import Session
 
+    from cli.database import open_database
     from conversations import crud
-    from conversations.db import make_engine, upgrade_db
     from conversations.models import RunStatus
     from finetune.worker import execute_run
 
     settings = get_settings()
     configure_logging(settings.resolved_log_format)
-    engine = make_engine(settings.resolved_database_url)
-    upgrade_db(engine)
+    engine = open_database(settings)
     with Session(engine) as session:
         for run in crud.training_runs_with_status(session=session, statuses=[RunStatus.running]):
             crud.update_training_run(

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session
 
+from cli.database import open_database
 from conversations import crud
-from conversations.db import init_db, make_engine
 from conversations.models import StaffRole
 from core.settings import get_settings
 from serving.auth import account_problem, hash_password
@@ -22,9 +22,7 @@ console = Console()
 
 
 def _session() -> Session:
-    engine = make_engine(get_settings().resolved_database_url)
-    init_db(engine)
-    return Session(engine)
+    return Session(open_database(get_settings()))
 
 
 @staff_app.command("create-admin")

@@ -39,11 +39,10 @@ class RetentionChoice(StrEnum):
 def _store_session():
     from sqlmodel import Session
 
-    from conversations.db import make_engine, upgrade_db
+    from cli.database import open_database
 
-    engine = make_engine(get_settings().resolved_database_url)
+    engine = open_database(get_settings())
     try:
-        upgrade_db(engine)
         with Session(engine) as session:
             yield session
     finally:

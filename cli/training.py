@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import Session
 
+from cli.database import open_database
 from cli.progress import training_progress
 from conversations import crud
-from conversations.db import init_db, make_engine
 from core.settings import get_settings
 from finetune.registry import AdapterNotFound, AdapterRegistry
 from finetune.registry import promote as promote_version
@@ -35,8 +35,7 @@ def train(
     from finetune.worker import execute_run, plan_summary, prepare_run
 
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings)
     with Session(engine) as session:
         try:
             run = crud.create_training_run(session=session, trigger="cli")
@@ -104,8 +103,7 @@ def evaluate(
 
     settings = get_settings()
     pack = load_pack(settings.domain_pack)
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings)
     with Session(engine) as session:
         sources = [item for item in source_conversations(session, pack) if source in (HeldOut.all, item.source)]
     dataset = training_dataset(sources, DatasetRecipe())
@@ -160,8 +158,7 @@ def evaluate(
 def runs() -> None:
     """List retraining runs, newest first."""
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    engine = open_database(settings)
     table = Table("id", "status", "trigger", "adapter", "promoted", "started", "held-out loss", "ROUGE-L")
     with Session(engine) as session:
         for run in crud.list_training_runs(session=session):

@@ -14,6 +14,14 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-local-only"
+# The checkout this code runs from (`make install` installs it in place). Its var/ and .env are the app's whatever
+# folder a command runs in: `supportbot kb import` elsewhere reaches the database `make start` uses.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """The checkout's var/; a copy installed elsewhere (the images set SUPPORTBOT_DATA_DIR) uses the working folder."""
+    return CHECKOUT / "var" if (CHECKOUT / "pyproject.toml").is_file() else Path("var").resolve()
 
 
 def demo_pack_path() -> Path:
@@ -24,10 +32,11 @@ def demo_pack_path() -> Path:
 class Settings(BaseSettings):
     """Configuration of one supportbot installation."""
 
-    model_config = SettingsConfigDict(env_prefix="SUPPORTBOT_", env_file=".env", extra="ignore")
+    # The checkout's .env, then the working folder's (which wins where both set a value).
+    model_config = SettingsConfigDict(env_prefix="SUPPORTBOT_", env_file=(CHECKOUT / ".env", ".env"), extra="ignore")
 
     mode: Literal["local", "production"] = "local"
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     secret_key: str = DEFAULT_SECRET
 
