@@ -6,8 +6,9 @@ imports the live articles again from the domain pack's help folder, so the knowl
 Grades like bench_grounded.py, plus two-turn follow-ups (each reply graded) and `ordered` patterns (procedures).
 Usage (the app's own settings in the environment, for `supportbot kb`):
 `SUPPORTBOT_DATA_DIR=... SUPPORTBOT_DATABASE_URL=... python tests/bench/bench_fresh.py --url http://127.0.0.1:8000
---out /tmp/fresh-heldout.json [--sets demo_shop,faq_company] [--show]`.
+--out /tmp/fresh-heldout.json [--sets demo_shop,faq_company] [--show] [--regrade EARLIER.json]`.
 Without --show, replies and questions are not printed (the questions stay unseen); --out holds everything.
+fresh_heldout/BASELINE.md has the start's numbers and the exact commands.
 """
 
 import argparse
@@ -69,10 +70,22 @@ class Item:
     turns: list[Turn] = field(default_factory=list)
 
 
-def numbers_in(*paths: Path) -> set[str]:
-    """Every number the given help files state: the facts a reply may quote."""
-    text = " ".join(path.read_text() for path in paths)
-    return {number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}
+@dataclass(frozen=True)
+class Facts:
+    """What a set's help content says: the numbers a reply may state, and its text, markup and line breaks removed."""
+
+    numbers: set[str]
+    text: str
+
+    @classmethod
+    def of(cls, *paths: Path) -> "Facts":
+        text = " ".join(" ".join(path.read_text().replace("**", "").split()) for path in paths)
+        return cls({number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}, text)
+
+    def unquoted(self, reply: str) -> str:
+        """The reply without the sentences it quotes word for word from the help content."""
+        sentences = re.split(r"(?<=[.!?;])\s+", reply)
+        return " ".join(s for s in sentences if s.rstrip(".;") not in self.text)
 
 
 def out_of_order(patterns: list[str], reply: str) -> str | None:
@@ -86,11 +99,13 @@ def out_of_order(patterns: list[str], reply: str) -> str | None:
     return None
 
 
-def grade_turn(turn: dict, reply: str, asked: str, known: set[str]) -> tuple[str, str, str | None, bool | None]:
+def grade_turn(turn: dict, reply: str, asked: str, facts: Facts) -> tuple[str, str, str | None, bool | None]:
     """(grade, why, safe move, in order) for one reply; `asked` is every question of the conversation so far.
 
-    bench_grounded.grade's checks, with this set's own known numbers (its check is bound to the demo pack's
-    articles) and `ordered` patterns."""
+    bench_grounded.grade's checks, with this set's own facts (its number check is bound to the demo pack's
+    articles), `ordered` patterns, and no secret check on a sentence quoted from the help content: the company's
+    own help is never a request for a secret, though bench_grounded's pattern reads the FAQ's "the e-mail we send
+    you and press Set a new password" as one."""
     kind = turn.get("kind", "answer")
     move = safe_move(reply)
     ordered = turn.get("ordered", [])
@@ -99,11 +114,11 @@ def grade_turn(turn: dict, reply: str, asked: str, known: set[str]) -> tuple[str
     for pattern in turn.get("wrong", []):
         if re.search(pattern, reply, re.IGNORECASE):
             return "wrong", f"matches wrong pattern {pattern!r}", move, in_order
-    if asks_for_secret(reply):
+    if asks_for_secret(facts.unquoted(reply)):
         return "wrong", "asks for a secret", move, in_order
     if INVENTS_STATUS.search(reply):
         return "wrong", "states an order status it cannot know", move, in_order
-    if (number := invented_number(reply, asked, known)) is not None:
+    if (number := invented_number(reply, asked, facts.numbers)) is not None:
         return "wrong", f"invents the number {number}", move, in_order
     if kind == "answer":
         missing = [p for p in turn.get("must", []) if not re.search(p, reply, re.IGNORECASE)]
@@ -157,16 +172,22 @@ def send(http: httpx.Client, conversation: str, token: str, text: str) -> tuple[
     raise SystemExit(f"the app kept answering {response.status_code}: raise its rate limits (tests/bench/README.md)")
 
 
-def ask_item(http: httpx.Client, name: str, index: int, item: dict, known: set[str]) -> Item:
-    """One conversation: every turn asked in order and graded on its own reply."""
+def ask_item(http: httpx.Client | None, name: str, index: int, item: dict, facts: Facts, saved: dict) -> Item:
+    """One conversation: every turn asked in order and graded on its own reply (without `http`, the saved replies)."""
     turns = item.get("turns") or [item]
-    conversation, token = open_conversation(http)
+    conversation, token = open_conversation(http) if http else ("", "")
     graded: list[Turn] = []
     asked = ""
-    for turn in turns:
+    for number, turn in enumerate(turns):
         asked += " " + turn["q"]
-        reply, ttft, latency = send(http, conversation, token, turn["q"])
-        verdict, why, move, in_order = grade_turn(turn, reply, asked, known)
+        if http:
+            reply, ttft, latency = send(http, conversation, token, turn["q"])
+        else:
+            old = saved[(name, index)]["turns"][number]
+            if old["question"] != turn["q"]:
+                raise SystemExit(f"{name} #{index}: the saved replies are to other questions")
+            reply, ttft, latency = old["reply"], old["ttft_s"], old["latency_s"]
+        verdict, why, move, in_order = grade_turn(turn, reply, asked, facts)
         graded.append(Turn(turn["q"], turn.get("kind", "answer"), reply, verdict, why, move, in_order, ttft, latency))
     grade = min((t.grade for t in graded), key=GRADE_ORDER.index)
     kind = item.get("kind", turns[-1].get("kind", "answer"))
@@ -190,7 +211,8 @@ def pack_help(supportbot: str) -> Path:
     """The domain pack's help folder of the app's installation (the articles a fresh knowledge base holds)."""
     python = Path(supportbot).with_name("python")
     code = "from core.settings import get_settings; print(get_settings().domain_pack)"
-    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    # -P: the app's own packages (PYTHONPATH or its install), never a checkout that happens to be the working folder.
+    done = subprocess.run([str(python), "-P", "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"cannot read the app's domain pack setting: {done.stderr}")
     return Path(done.stdout.strip()) / "help"
@@ -268,6 +290,13 @@ def summary(name: str, items: list[Item]) -> list[str]:
     return lines
 
 
+def cpu() -> str:
+    """This machine's processor and core count, for the report (the benchmark's timings depend on them)."""
+    info = Path("/proc/cpuinfo")
+    names = re.findall(r"^model name\s*:\s*(.+)$", info.read_text(), re.MULTILINE) if info.exists() else []
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -279,28 +308,37 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file of every reply and grade (outside the repo)")
     parser.add_argument("--settle-s", type=float, default=SETTLE_S, help="wait after a knowledge-base change")
     parser.add_argument("--show", action="store_true", help="print each question and reply (they stay unseen without)")
+    parser.add_argument("--regrade", type=Path, help="grade the replies an earlier --out saved again, asking nothing")
     args = parser.parse_args()
     names = [name.strip() for name in args.sets.split(",") if name.strip()]
     if unknown := set(names) - set(SETS):
         parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
 
     started = time.perf_counter()
-    report: dict = {"url": args.url, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": platform.processor()}
+    report: dict = {"url": args.url, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu()}
     results: list[Item] = []
-    help_dir = pack_help(args.supportbot)
-    pack_numbers = [*help_dir.glob("*.md"), help_dir.parent / "pack.yaml"]
-    with httpx.Client(base_url=args.url, timeout=300) as http:
+    saved: dict = {}
+    if args.regrade:
+        earlier = json.loads(args.regrade.read_text())
+        saved = {(row["set"], row["index"]): row for row in earlier["results"]}
+        report |= {key: earlier[key] for key in ("url", "started", "cpu", "help", "wall_s") if key in earlier}
+        report["regraded"] = str(args.regrade)
+    help_dir = Path(report["help"]) if "help" in report else pack_help(args.supportbot)
+    report["help"] = str(help_dir)
+    with httpx.Client(base_url=args.url, timeout=300) as client:
+        http = None if args.regrade else client
         for name in names:
             items = yaml.safe_load(SETS[name].read_text())
             swapped = None
             if name == "faq_company":
-                swapped = swap_to_faq(args.supportbot, help_dir, args.settle_s)
-                known = numbers_in(*FAQ.glob("*.md"), help_dir.parent / "pack.yaml")
+                if http:
+                    swapped = swap_to_faq(args.supportbot, help_dir, args.settle_s)
+                facts = Facts.of(*sorted(FAQ.glob("*.md")), help_dir.parent / "pack.yaml")
             else:
-                known = numbers_in(*pack_numbers)
+                facts = Facts.of(*sorted(help_dir.glob("*.md")), help_dir.parent / "pack.yaml")
             try:
                 for index, item in enumerate(items, 1):
-                    graded = ask_item(http, name, index, item, known)
+                    graded = ask_item(http, name, index, item, facts, saved)
                     results.append(graded)
                     print(f"[{graded.grade:5}] {name} #{index} ({graded.kind})", flush=True)
                     if args.show:
@@ -311,7 +349,8 @@ def main() -> int:
             finally:
                 if swapped is not None:
                     restore(args.supportbot, swapped, help_dir, args.settle_s)
-    report["wall_s"] = round(time.perf_counter() - started, 1)
+    if not args.regrade:
+        report["wall_s"] = round(time.perf_counter() - started, 1)
     lines = [line for name in names for line in summary(name, [r for r in results if r.set == name])]
     lines.append(f"wall time {report['wall_s'] / 60:.1f} min")
     report["summary"] = lines
