@@ -134,6 +134,9 @@ class Message(MessageBase, table=True):
     confidence: float | None = None
     decision: str | None = Field(default=None, max_length=32)
     trace: dict | None = Field(default=None, sa_column=Column(JSON))
+    # A recovery apology: the customer message, left without a reply, that it answers. Unique, so however many
+    # app replicas sweep at once, a message gets one apology (the second insert fails).
+    recovers_message_id: int | None = Field(default=None, unique=True, index=True)
 
 
 class Rating(StrEnum):
@@ -535,6 +538,17 @@ class RateCount(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     window_start: int = Field(sa_column=Column(BigInteger, primary_key=True))
     hits: int = 0
+
+
+# --- Jobs one app replica does for all of them. ---
+
+
+# A job that one app process does for all of them (retention): when it last started and where. A process runs
+# it only after moving `claimed_at` to now in one conditional UPDATE, so app replicas take turns.
+class PeriodicJob(SQLModel, table=True):
+    name: str = Field(primary_key=True, max_length=64)
+    claimed_at: datetime | None = None
+    holder: str | None = Field(default=None, max_length=200)  # "host:pid" of the process that claimed it
 
 
 # --- The support desk: assignment, notes, canned replies, alerts (webhooks and e-mail deliveries). ---

@@ -186,22 +186,22 @@ class ChatService:
 
     def answer_abandoned(self, written_before: datetime) -> int:
         """Answer every customer message left without a reply (the app stopped, or storing the reply failed)
-        with the pack's apology, and flag its conversation for staff; returns how many were answered."""
+        with the pack's apology, and flag its conversation for staff; returns how many were answered. Every app
+        replica sweeps; the store gives each message one apology (crud.answer_unanswered)."""
         answered = 0
         with Session(self.engine) as session:
             waiting = crud.unanswered_customer_messages(session=session, written_before=written_before)
+        reason = "interrupted: the reply was never stored (the app stopped or failed mid-turn)"
         for conversation_id, message_id in waiting:
             if conversation_id in self.in_flight:
                 continue  # its reply is being written here right now
             with Session(self.engine) as session:
-                if not crud.still_unanswered(session=session, conversation_id=conversation_id, message_id=message_id):
-                    continue  # answered meanwhile, by this replica or another
-                reason = "interrupted: the reply was never stored (the app stopped or failed mid-turn)"
-                crud.add_message(
-                    session=session, conversation_id=conversation_id, role=Role.bot, text=self.pack.unavailable_message,
-                    failed=True, error=reason, model=self.dialogue.models.current(), decision="recovered",
+                apology = crud.answer_unanswered(
+                    session=session, conversation_id=conversation_id, message_id=message_id,
+                    text=self.pack.unavailable_message, reason=reason, model=self.dialogue.models.current(),
+                    decision="recovered",
                 )  # fmt: skip
-                crud.flag_for_staff(session=session, conversation_id=conversation_id, reason=reason)
+            if apology is not None:
                 answered += 1
         if answered:
             logger.warning("answered %d customer message(s) left without a reply and flagged them for staff", answered)

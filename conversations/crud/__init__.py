@@ -7,6 +7,7 @@ One module per concern; everything is re-exported here, so `from conversations i
 from conversations.crud.actions import add_action_call, list_action_calls
 from conversations.crud.conversations import (
     add_message,
+    answer_unanswered,
     create_conversation,
     flag_for_staff,
     get_conversation,
@@ -16,7 +17,6 @@ from conversations.crud.conversations import (
     save_dialogue_state,
     save_summary,
     set_message_intent,
-    still_unanswered,
     unanswered_customer_messages,
 )
 from conversations.crud.desk import (
@@ -41,6 +41,7 @@ from conversations.crud.desk import (
     next_in_turn,
     on_duty_emails,
     open_ticket,
+    reassign_ticket,
     record_first_response,
     record_resolution,
     save_canned,
@@ -70,6 +71,7 @@ from conversations.crud.errors import (
     TitleTaken,
     WebhookNotFound,
 )
+from conversations.crud.jobs import claim_job, job_claimed_at
 from conversations.crud.limits import forget_counts, give_back_hit, take_hit
 from conversations.crud.review import (
     add_tag,
@@ -173,6 +175,7 @@ __all__ = [
     "assign_ticket",
     "next_in_turn",
     "unanswered_assigned",
+    "reassign_ticket",
     "record_first_response",
     "record_resolution",
     "set_customer_email",
@@ -205,7 +208,7 @@ __all__ = [
     "save_dialogue_state",
     "set_message_intent",
     "unanswered_customer_messages",
-    "still_unanswered",
+    "answer_unanswered",
     "save_summary",
     "list_messages_after",
     "change_marks",
@@ -268,6 +271,8 @@ __all__ = [
     "import_transcript",
     "delete_conversations",
     "conversations_inactive_since",
+    "claim_job",
+    "job_claimed_at",
     "take_hit",
     "give_back_hit",
     "forget_counts",

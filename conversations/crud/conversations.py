@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from conversations.crud.errors import ConversationAccessDenied, ConversationNotFound
@@ -154,9 +155,32 @@ def unanswered_customer_messages(*, session: Session, written_before: datetime) 
     return [(conversation_id, message_id) for conversation_id, message_id in session.exec(statement).all()]
 
 
-def still_unanswered(*, session: Session, conversation_id: str, message_id: int) -> bool:
-    """Whether `message_id` is still the newest message of the conversation; locks the conversation's row
-    (PostgreSQL) until the session commits, so two replicas never answer the same message twice."""
+def answer_unanswered(
+    *, session: Session, conversation_id: str, message_id: int, text: str, reason: str, **details: object
+) -> Message | None:
+    """Answer the customer message `message_id`, left without a reply, with `text` (a failed bot message naming
+    it) and flag its conversation for staff, in one transaction. None when it needs no answer any more: a newer
+    message followed it, or another app replica's sweep answered it first."""
+    # PostgreSQL: the conversation's row stays locked until the commit, so a second sweep waits and then sees the
+    # answer. SQLite ignores the lock; there the unique recovers_message_id refuses a second answer.
     session.exec(select(Conversation.id).where(Conversation.id == conversation_id).with_for_update())
     newest = session.exec(select(func.max(Message.id)).where(Message.conversation_id == conversation_id)).one()
-    return newest == message_id
+    if newest != message_id:
+        session.rollback()
+        return None
+    conversation = get_conversation(session=session, conversation_id=conversation_id)
+    conversation.needs_attention = True
+    conversation.attention_reason = reason[:200]
+    conversation.updated_at = utcnow()
+    message = Message(
+        conversation_id=conversation_id, role=Role.bot, text=text, failed=True, error=reason[:500],
+        recovers_message_id=message_id, **details,
+    )  # fmt: skip
+    session.add_all([conversation, message])
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    session.refresh(message)
+    return message

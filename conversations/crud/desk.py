@@ -121,6 +121,32 @@ def unanswered_assigned(*, session: Session, assigned_before: datetime) -> Seque
     return session.exec(statement).all()
 
 
+def reassign_ticket(
+    *, session: Session, conversation_id: str, previous_id: int, assignee_id: int, assigned_before: datetime,
+    now: datetime | None = None,
+) -> DeskTicket | None:  # fmt: skip
+    """Move a ticket nobody answered from `previous_id` to `assignee_id`, if it is still as `unanswered_assigned`
+    found it: theirs since before `assigned_before`, unanswered, waiting. One conditional UPDATE, so when app
+    replicas sweep at once one of them moves it and the others get None."""
+    waiting = select(Conversation.id).where(col(Conversation.status) == ConversationStatus.pending_human)
+    moved = session.exec(  # type: ignore[call-overload]
+        update(DeskTicket)
+        .where(
+            col(DeskTicket.conversation_id) == conversation_id,
+            col(DeskTicket.assignee_id) == previous_id,
+            col(DeskTicket.assigned_at) < assigned_before,
+            col(DeskTicket.first_response_at).is_(None),
+            col(DeskTicket.resolved_at).is_(None),
+            col(DeskTicket.conversation_id).in_(waiting),
+        )
+        .values(assignee_id=assignee_id, assigned_at=now or utcnow())
+    )
+    session.commit()
+    if not moved.rowcount:
+        return None
+    return get_ticket(session=session, conversation_id=conversation_id)
+
+
 def record_first_response(*, session: Session, conversation_id: str, now: datetime | None = None) -> None:
     """A teammate answered: the first-response timer stops (later answers leave it alone)."""
     ticket = _ticket(session, conversation_id)
