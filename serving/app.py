@@ -2,8 +2,11 @@
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,6 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from conversations import crud
+from conversations.models import utcnow
 from conversations.retention import apply_retention
 from core.cpu_tuning import Tuning
 from core.settings import Settings
@@ -33,33 +38,45 @@ logger = logging.getLogger(__name__)
 
 
 async def retention_loop(settings: Settings, engine: Engine) -> None:
-    """Apply the retention policy at start and then every `retention_every_hours`; it is idempotent, so
-    several app replicas running it only repeat work that is already done."""
+    """Apply the retention policy when it is due: at the first start, then every `retention_every_hours`. Every
+    app replica asks and the database gives each due run to one of them (crud.claim_job), so replicas never
+    delete or anonymise the same conversations side by side."""
     if settings.retention_every_hours <= 0:
         return
+    every = timedelta(hours=settings.retention_every_hours)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
 
-    def apply() -> None:
+    def apply_when_due() -> float:
+        """Run it if this replica claims it; returns the seconds until it is due next."""
         with Session(engine) as session:
-            result = apply_retention(
-                session=session,
-                keep_days=settings.retention_days,
-                mode=settings.retention_mode,
-                datasets_dir=settings.data_dir / "datasets",
-            )
-        if result.conversations:
-            logger.info(
-                "retention: %s %d conversation(s) idle since before %s",
-                "deleted" if result.mode == "delete" else "anonymised",
-                result.conversations,
-                result.cutoff.date(),
-            )
+            if crud.claim_job(session=session, name="retention", every=every, holder=holder):
+                result = apply_retention(
+                    session=session,
+                    keep_days=settings.retention_days,
+                    mode=settings.retention_mode,
+                    datasets_dir=settings.data_dir / "datasets",
+                )
+                if result.conversations:
+                    logger.info(
+                        "retention: %s %d conversation(s) idle since before %s",
+                        "deleted" if result.mode == "delete" else "anonymised",
+                        result.conversations,
+                        result.cutoff.date(),
+                    )
+            claimed = crud.job_claimed_at(session=session, name="retention")
+        if claimed is None:
+            return every.total_seconds()
+        due = (claimed if claimed.tzinfo else claimed.replace(tzinfo=UTC)) + every
+        # A moment past the due time, so the claim finds it due; never longer than one period.
+        return min(max((due - utcnow()).total_seconds(), 0.0) + 1.0, every.total_seconds())
 
     while True:
         try:
-            await asyncio.to_thread(apply)
+            wait_s = await asyncio.to_thread(apply_when_due)
         except Exception:  # noqa: BLE001 - the loop must keep running; the next pass tries again
             logger.exception("retention run failed")
-        await asyncio.sleep(settings.retention_every_hours * 3600)
+            wait_s = every.total_seconds()
+        await asyncio.sleep(wait_s)
 
 
 def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:

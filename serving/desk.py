@@ -35,6 +35,8 @@ EVENT_HEADER = "X-Supportbot-Event"
 DELIVERY_HEADER = "X-Supportbot-Delivery"
 # A sender holds a delivery this long while trying it; one that crashed meanwhile leaves it to another after.
 HOLD = timedelta(minutes=2)
+# Deliveries one pass of a sender tries at most; the rest wait for the next pass.
+BATCH = 20
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -125,7 +127,8 @@ class Desk:
         self.on_queued()
 
     def reassign_unanswered(self) -> int:
-        """Give conversations nobody answered within `desk_reassign_after_minutes` to the next teammate in turn."""
+        """Give conversations nobody answered within `desk_reassign_after_minutes` to the next teammate in turn.
+        Every app replica sweeps; each ticket moves (and alerts) once, by whichever replica claims it first."""
         minutes = self.settings.desk_reassign_after_minutes
         if minutes <= 0:
             return 0
@@ -137,9 +140,13 @@ class Desk:
                 if teammate is None:
                     continue
                 previous = ticket.assignee_id
-                crud.assign_ticket(
-                    session=session, conversation_id=ticket.conversation_id, assignee_id=teammate.id, team=ticket.team
-                )
+                assert previous is not None
+                moved = crud.reassign_ticket(
+                    session=session, conversation_id=ticket.conversation_id, previous_id=previous,
+                    assignee_id=teammate.id, assigned_before=cutoff,
+                )  # fmt: skip
+                if moved is None:
+                    continue  # another app replica moved it first (and alerted)
                 crud.record_audit(
                     session=session, actor_id=None, action="desk.reassign",
                     target=f"conversation:{ticket.conversation_id}",
@@ -241,7 +248,13 @@ class AlertSender:
         """Try every delivery that is due now; returns how many went out."""
         sent = 0
         with Session(self.engine) as session:
-            for delivery in crud.claim_due_deliveries(session=session, hold_for=HOLD):
+            # One at a time, each claimed just before it is tried: a hold taken for a whole batch could run out
+            # while the batch's first deliveries time out, and another replica would send the rest a second time.
+            for _ in range(BATCH):
+                claimed = crud.claim_due_deliveries(session=session, hold_for=HOLD, limit=1)
+                if not claimed:
+                    break
+                delivery = claimed[0]
                 assert delivery.id is not None
                 error, attempts = None, self.settings.alert_retry_attempts
                 try:
