@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.utils.browser import chromium
 from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
+from tests.utils.server import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 # Kept between local runs so the model is converted and the test adapter trained only once.
@@ -112,19 +112,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
             [sys.executable, "-m", "cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     app = LiveApp(process, settings, log_path)
-    deadline = time.monotonic() + 1200
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"supportbot start exited with {process.returncode}:\n{app.log()[-4000:]}")
-        try:
-            if httpx.get(f"{app.url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    else:
-        process.kill()
-        pytest.fail(f"supportbot did not become ready:\n{app.log()[-4000:]}")
+    wait_ready(app.url, process, log_path, path="/readyz", timeout_s=1200)
     yield app
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

@@ -5,14 +5,11 @@ off by the model server is kept as a partial reply. The kill is a real SIGKILL o
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
@@ -21,11 +18,11 @@ from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, Message, Role, utcnow
 from core.settings import Settings
 from serving.app import create_app
-from tests.conftest import ROOT, stand_in_settings_at
+from tests.conftest import stand_in_settings_at
 from tests.utils.conversation import open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
-from tests.utils.server import running_app
+from tests.utils.server import running_app, start_process, wait_ready
 
 GROUNDED = ("You can return most items within 30 days of delivery. ", "Items must be unused ", "and in their box.")
 # A long grounded answer, word by word: its first sentence is streamed long before the reply is complete.
@@ -151,26 +148,6 @@ def test_a_reply_cut_off_by_the_model_server_is_kept_as_partial(base_model_dir: 
     assert conversation_of(engine, conversation_id).needs_attention
 
 
-def start_app(env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "cli", "start", "--skip-prepare"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"the app did not start:\n{log.read_text()[-3000:]}")
-
-
 def test_after_a_sigkill_mid_reply_the_restarted_app_answers_and_flags(base_model_dir: Path, tmp_path: Path) -> None:
     slow = FakeVLLM("slow", pieces=SLOW_ANSWER, piece_delay_s=0.4).start()
     port = free_port()
@@ -182,7 +159,7 @@ def test_after_a_sigkill_mid_reply_the_restarted_app_answers_and_flags(base_mode
         "SUPPORTBOT_RECOVERY_EVERY_S": "1",
     }  # fmt: skip
     log = tmp_path / "app.log"
-    app = start_app(env, log)
+    app = start_process(env, log)
     try:
         wait_ready(url, app, log)
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -203,7 +180,7 @@ def test_after_a_sigkill_mid_reply_the_restarted_app_answers_and_flags(base_mode
         assert [m.role for m in before] == [Role.customer], [(m.text, m.decision, m.error) for m in before]
 
         killed_at = time.monotonic()
-        app = start_app(env, log)
+        app = start_process(env, log)
         wait_ready(url, app, log)
         while time.monotonic() - killed_at < 120 and not conversation_of(engine, conversation_id).needs_attention:
             time.sleep(0.5)

@@ -1,16 +1,24 @@
-"""The app behind a real uvicorn server in a thread, configured as `supportbot start` configures it."""
+"""The app behind a real uvicorn server: in a thread, configured as `supportbot start` configures it, or as a
+`supportbot start` process of its own."""
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
+import pytest
 import uvicorn
 
 from core.settings import Settings
 from serving.app import create_app
 from serving.bounds import server_config
 from tests.utils.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -32,3 +40,27 @@ def running_app(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def start_process(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`supportbot start --skip-prepare` run from the checkout with `env`, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "cli", "start", "--skip-prepare"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def wait_ready(url: str, process: subprocess.Popen, log: Path, path: str = "/healthz", timeout_s: float = 300) -> None:
+    """Until `url` + `path` answers 200; fails the test with the log's end if the process exits, or kills it and
+    fails if time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the app exited with {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+        try:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"the app did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
