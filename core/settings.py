@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     # stored and flagged for staff. The database pool holds db_pool_size (+ db_max_overflow) connections;
     # a request that waits db_wait_s for one (or for SQLite's write lock) is answered 503 with Retry-After.
     llm_max_concurrent: int = Field(default=16, ge=1)
+    # That bound is per app process: with several app replicas vLLM gets up to app_replicas x llm_max_concurrent
+    # at once. Keep that within what vLLM runs at once, vllm_max_num_seqs (its --max-num-seqs) x its replicas, or
+    # the excess queues inside vLLM, out of order and unseen by busy_reply_after_s; the app warns at start when
+    # it does not fit. app_replicas is the most app processes at once (Kubernetes: the HPA's maxReplicas).
+    app_replicas: int = Field(default=1, ge=1)
+    vllm_max_num_seqs: int = Field(default=256, ge=1)
     # A reply that would wait behind this many others gets the busy reply at once instead of after busy_reply_after_s.
     llm_max_queued: int = Field(default=32, ge=0)
     busy_reply_after_s: float = Field(default=30.0, gt=0)

@@ -24,6 +24,7 @@ from core.cpu_tuning import Tuning
 from core.settings import Settings
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.bounds import NoSniff, RequestLimits
+from serving.capacity import check_llm_capacity
 from serving.console import api as staff_api
 from serving.console import data_rights, desk_api, desk_pages, reports
 from serving.console import knowledge as console_knowledge
@@ -86,6 +87,7 @@ def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, tuning)
         app.state.services = services
+        await asyncio.to_thread(check_llm_capacity, settings)
         interrupted = services.training.mark_lost_runs()
         if interrupted:
             logger.warning(
