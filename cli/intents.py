@@ -104,7 +104,7 @@ def evaluate(
     from bot.intents import load_classifier
     from finetune.intent_report import evaluate_classifier
     from finetune.intents import ClassifierRecipe, examples_from_pack, held_out_examples
-    from finetune.registry import classifier_registry
+    from runtime.registry import classifier_registry
 
     settings = get_settings()
     registry = classifier_registry(settings.classifiers_dir)

@@ -36,9 +36,9 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
     """Convert the base model (once) and train the first domain adapter (once)."""
     from bot.domain import load_pack
     from finetune.prepare import prepare_base_model
-    from finetune.registry import AdapterRegistry
     from finetune.seed import ensure_seed_adapter
     from finetune.sft import LoraRecipe
+    from runtime.registry import AdapterRegistry
 
     if settings.base_model is None:
         with console.status("Preparing the base model (SmolLM2-135M-Instruct, GGUF -> safetensors)..."):
@@ -75,7 +75,7 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
     console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
 
     from cli.intents import train_pack_classifier
-    from finetune.registry import classifier_registry
+    from runtime.registry import classifier_registry
 
     classifiers = classifier_registry(settings.classifiers_dir)
     if classifiers.active() is None:
@@ -100,7 +100,7 @@ LORA_SERVER_GPU_SHARE = 0.2
 def vllm_server(settings: Settings, tuning):
     """The managed vLLM with runtime LoRA: the base model, the promoted adapter, candidates under evaluation."""
     from core.vllm_process import VLLMServer, vllm_config
-    from finetune.registry import AdapterRegistry
+    from runtime.registry import AdapterRegistry
 
     registry = AdapterRegistry(settings.adapters_dir)
 
@@ -169,7 +169,7 @@ def start(
     console.print("Press Ctrl-C to stop.\n")
     try:
         config = server_config(
-            create_app(settings, tuning),
+            create_app(settings, tuning, planner=cli_training.plan_preview),
             settings,
             log_level="info",
             log_config=uvicorn_log_config(settings.resolved_log_format),

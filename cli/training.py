@@ -15,16 +15,25 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from cli.database import open_database
 from cli.progress import training_progress
 from conversations import crud
-from core.settings import get_settings
-from finetune.registry import AdapterNotFound, AdapterRegistry
-from finetune.registry import promote as promote_version
+from core.settings import Settings, get_settings
+from runtime.registry import AdapterNotFound, AdapterRegistry
+from runtime.registry import promote as promote_version
 
 console = Console()
+
+
+def plan_preview(settings: Settings, engine: Engine) -> dict:
+    """The app's `RunPlanner`: the trainer's plan for a run an admin queues, loaded only then, so the app starts
+    (and runs, where retraining is queued for a worker) without the trainer's modules."""
+    from finetune.worker import plan_preview as trainer_plan
+
+    return trainer_plan(settings, engine)
 
 
 def train(

@@ -21,10 +21,12 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY bot ./bot
 COPY conversations ./conversations
+COPY runtime ./runtime
 COPY finetune ./finetune
 COPY serving ./serving
 COPY cli ./cli
 # The CPU build of torch: the app runs only the small intent classifier and a tokenizer, never the LLM.
+# Without the `train` extra: the app queues retraining for the worker image and never trains.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" . \
     && python -c "import serving.app"
@@ -35,10 +37,12 @@ RUN useradd --uid 10001 --user-group --create-home supportbot \
     && chown -R supportbot:supportbot /data /backups
 USER 10001
 
+# Retraining is queued for the worker image: this one has no trainer (compose and deploy/k8s say so too).
 ENV SUPPORTBOT_MODE=production \
     SUPPORTBOT_DATA_DIR=/data \
     SUPPORTBOT_HOST=0.0.0.0 \
-    SUPPORTBOT_PORT=8000
+    SUPPORTBOT_PORT=8000 \
+    SUPPORTBOT_TRAINING_RUNNER=queue
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]

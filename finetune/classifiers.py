@@ -1,21 +1,16 @@
-"""Intent classifier training for the app and the CLI: train a new version, gate it, promote it.
+"""Intent classifier training for retraining runs and the CLI: train a new version, gate it, promote it.
 
 First start trains one on the domain pack's examples; each retraining run adds the staff's relabels.
 """
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.domain import DomainPack, load_pack
-from bot.intents import IntentClassifier, load_classifier
-from bot.routing import RoutingConfig
 from core.settings import Settings
 from finetune.intents import ClassifierRecipe, examples_from_pack, intent_texts_from_pack, train_intent_classifier
-from finetune.registry import classifier_registry, promote
-
-logger = logging.getLogger(__name__)
+from runtime.registry import classifier_registry, promote
 
 PROMOTE_TOLERANCE = 0.005
 """A new classifier is promoted unless its held-out macro-F1 is this much below the active one's."""
@@ -94,24 +89,3 @@ def retrain_classifier(settings: Settings, pack: DomainPack, relabels: list[tupl
         promote(registry, name)
     return {"name": name, "relabels": len(extra), "macro_f1": after, "in_service_macro_f1": before,
             "promoted": promoted}  # fmt: skip
-
-
-def load_promoted_classifier(settings: Settings) -> tuple[str | None, IntentClassifier | None]:
-    """The promoted intent classifier's version and model, or (None, None) when none is promoted yet."""
-    registry = classifier_registry(settings.classifiers_dir)
-    active = registry.active()
-    if active is None:
-        logger.warning("no intent classifier promoted yet: every message goes to the LLM")
-        return None, None
-    return active, load_classifier(registry.path(active))
-
-
-def routing_config(settings: Settings, classifier: IntentClassifier | None) -> RoutingConfig:
-    """Routing thresholds: the settings' where given, else what the classifier recommends."""
-    recommended = classifier.recommended if classifier is not None else {}
-    return RoutingConfig(
-        confidence_threshold=settings.intent_threshold or recommended.get("threshold", 0.5),
-        margin=settings.intent_margin if settings.intent_margin is not None else recommended.get("margin", 0.1),
-        misses_before_handoff=settings.misses_before_handoff,
-        negative_turns_before_handoff=settings.negative_turns_before_handoff,
-    )

@@ -17,19 +17,15 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.actions import ActionRunner
-from bot.articles import Article
-from bot.context import ChatTemplateCounter, Turn
+from bot.context import Turn
 from bot.dialogue import DialogueManager, Swappable, TurnResult
 from bot.domain import Check, DomainPack
-from bot.intents import IntentClassifier
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
-from bot.llm import ChatModel, VLLMChatModel
-from bot.routing import DialogueState, RuleRouter
-from conversations.knowledge import list_articles
+from bot.llm import VLLMChatModel
+from bot.routing import DialogueState
 from core.settings import Settings
-from finetune.classifiers import load_promoted_classifier, routing_config
 from finetune.evaluate import check_passed
+from runtime.dialogue import live_articles, load_promoted_classifier, settings_dialogue
 
 
 @dataclass
@@ -40,43 +36,6 @@ class CustomerChecks:
     total: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     """Each failed check's id and reply, for staff to read."""
-
-
-def settings_dialogue(
-    settings: Settings,
-    pack: DomainPack,
-    *,
-    llm: ChatModel,
-    knowledge: Swappable[KnowledgeIndex],
-    model: str,
-    classifier: IntentClassifier | None,
-    actions: ActionRunner | None = None,
-) -> DialogueManager:
-    """A dialogue manager as the settings describe it: the app's (serving/services.py), and the one below."""
-    return DialogueManager(
-        pack=pack,
-        llm=llm,
-        knowledge=knowledge,
-        counter=ChatTemplateCounter(settings.base_model_dir),
-        models=Swappable(model),
-        classifier=Swappable(classifier),
-        router=RuleRouter(pack, routing_config(settings, classifier)),
-        context_tokens=settings.vllm_max_model_len,
-        reply_tokens=settings.max_reply_tokens,
-        summary_model=settings.served_model_name,
-        first_sentence_within_s=settings.first_sentence_within_s or None,
-        answers_from=settings.answers_from,
-        actions=actions,
-    )
-
-
-def live_articles(session: Session) -> list[Article]:
-    """The articles customers are answered from: every one not retired, at its current version (the app's index,
-    serving/knowledge.py, and the dialogue below)."""
-    return [
-        Article(slug=row.slug, title=row.title, text=row.text, version=row.version)
-        for row in list_articles(session=session, include_retired=False)
-    ]
 
 
 def customer_dialogue(settings: Settings, pack: DomainPack, engine: Engine, vllm_url: str) -> DialogueManager:

@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.process import die_with_parent
-from finetune.sft import ADAPTER_META, LoraRecipe, ProgressFn, TrainingCancelled, TrainingError, TrainResult, train_lora
+from finetune.sft import LoraRecipe, ProgressFn, TrainingCancelled, TrainingError, TrainResult, train_lora
+from runtime.registry import ADAPTER_META
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from bot.domain import DomainPack
 from conversations import crud
 from conversations.pii import mask_pii
 from finetune.dataset import Dataset, DatasetRecipe, DatasetRecord, SourceConversation, SourceTurn, build_dataset
-from finetune.sft import ADAPTER_META, LoraRecipe
+from finetune.sft import LoraRecipe
+from runtime.registry import ADAPTER_META
 
 TRAINED_ON = "trained-on.json"
 

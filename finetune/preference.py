@@ -18,7 +18,8 @@ from pathlib import Path
 
 from finetune.dataset import DatasetRecipe, SourceConversation, content_signature, cut_text, split_of
 from finetune.devices import training_device, weights_dtype
-from finetune.sft import ADAPTER_META, TrainingCancelled, TrainingError
+from finetune.sft import TrainingCancelled, TrainingError
+from runtime.registry import ADAPTER_META
 
 logger = logging.getLogger(__name__)
 

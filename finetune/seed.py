@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bot.context import relevant_policies, system_text
 from bot.domain import DomainPack
-from finetune.registry import AdapterRegistry, promote
 from finetune.sft import LoraRecipe, ProgressFn, TrainResult, train_lora
+from runtime.registry import AdapterRegistry, promote
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finetune.devices import ProcessGroup, training_autocast, weights_dtype
+from runtime.registry import ADAPTER_META
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-ADAPTER_META = "supportbot-adapter.json"
 
 
 class TrainingError(Exception):

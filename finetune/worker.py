@@ -55,9 +55,9 @@ from finetune.plan import (
     training_dataset,
 )
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
-from finetune.registry import AdapterRegistry, promote
 from finetune.seed import with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, shares_system_text, train_lora
+from runtime.registry import AdapterRegistry, promote
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,12 @@ def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: 
     plan = make_plan(selection, counts, recipe, speed, shares_system_text(recipe, training_device()))
     recipe = replace(recipe, max_seq_len=plan.max_seq_len)
     return PreparedRun(sources, dataset, recipe, selection, plan, in_service, init_adapter, learned)
+
+
+def plan_preview(settings: Settings, engine) -> dict:
+    """The plan a run started now would follow, as its progress shows it: the app's `RunPlanner`
+    (runtime/training.py), so that a queued run shows its plan before a worker claims it."""
+    return asdict(prepare_run(settings, load_pack(settings.domain_pack), engine).plan)
 
 
 def plan_summary(plan: dict) -> str:

@@ -22,6 +22,7 @@ from conversations.models import utcnow
 from conversations.retention import apply_retention
 from core.cpu_tuning import Tuning
 from core.settings import Settings
+from runtime.training import RunPlanner
 from serving.auth import StaffAuthError, staff_auth_response
 from serving.bounds import NoSniff, RequestLimits
 from serving.capacity import check_llm_capacity
@@ -80,12 +81,13 @@ async def retention_loop(settings: Settings, engine: Engine) -> None:
         await asyncio.sleep(wait_s)
 
 
-def create_app(settings: Settings, tuning: Tuning | None = None) -> FastAPI:
-    """The app; `tuning` is what the managed vLLM was started with (`supportbot start` measured it)."""
+def create_app(settings: Settings, tuning: Tuning | None = None, planner: RunPlanner | None = None) -> FastAPI:
+    """The app; `tuning` is what the managed vLLM was started with (`supportbot start` measured it), `planner` the
+    trainer's planning of a retraining run (`supportbot start` hands it in: serving never imports the trainer)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, tuning)
+        services = build_services(settings, tuning, planner)
         app.state.services = services
         await asyncio.to_thread(check_llm_capacity, settings)
         interrupted = services.training.mark_lost_runs()

@@ -17,7 +17,7 @@ from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
 from conversations.db import store_busy, store_full
 from conversations.text import InvalidText
-from finetune.registry import AdapterNotFound
+from runtime.registry import AdapterNotFound
 from serving.identity import IdentityExpired, IdentityRefused
 
 logger = logging.getLogger(__name__)

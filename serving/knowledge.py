@@ -16,7 +16,7 @@ from bot.dialogue import Swappable
 from bot.domain import DomainPack
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from conversations.knowledge import ArticleDraft, knowledge_revision, seed_articles
-from finetune.customer_checks import live_articles
+from runtime.dialogue import live_articles
 
 logger = logging.getLogger(__name__)
 

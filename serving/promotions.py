@@ -15,9 +15,9 @@ from bot.llm import VLLMChatModel
 from bot.routing import RuleRouter
 from bot.vllm_admin import load_adapter_into_vllm
 from core.settings import Settings
-from finetune.classifiers import routing_config
-from finetune.merged_serving import MergedServing
-from finetune.registry import AdapterRegistry, classifier_registry
+from runtime.dialogue import routing_config
+from runtime.merged_serving import MergedServing
+from runtime.registry import AdapterRegistry, classifier_registry
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ from conversations.db import init_db, make_engine
 from core.cpu_tuning import Tuning, tune
 from core.settings import Settings
 from core.vllm_process import vllm_config
-from finetune.classifiers import load_promoted_classifier
-from finetune.customer_checks import settings_dialogue
-from finetune.manager import TrainingManager
-from finetune.merged_serving import MergedServing
-from finetune.registry import AdapterRegistry
+from runtime.dialogue import load_promoted_classifier, settings_dialogue
+from runtime.merged_serving import MergedServing
+from runtime.registry import AdapterRegistry
+from runtime.training import RunPlanner, TrainingManager
 from serving.chat import ChatService
 from serving.desk import AlertSender, Desk
 from serving.knowledge import KnowledgeSync
@@ -115,10 +114,11 @@ def merged_serving(settings: Settings, llm: VLLMChatModel, tuning: Tuning) -> Me
     )
 
 
-def build_services(settings: Settings, tuning: Tuning | None = None) -> Services:
+def build_services(settings: Settings, tuning: Tuning | None = None, planner: RunPlanner | None = None) -> Services:
     """Every long-lived part, built once at start-up: the store, the domain pack, the LLM client, the dialogue.
 
-    `tuning` is what the managed vLLM was started with (measured here when not given).
+    `tuning` is what the managed vLLM was started with (measured here when not given); `planner` works out a
+    retraining run's plan when it is queued (without one, the run shows its plan once the worker has made it).
     """
     engine = make_engine(
         settings.resolved_database_url,
@@ -161,7 +161,7 @@ def build_services(settings: Settings, tuning: Tuning | None = None) -> Services
         pack=pack,
         llm=llm,
         dialogue=dialogue,
-        training=TrainingManager(settings, engine),
+        training=TrainingManager(settings, engine, planner),
         promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name, merged=merged),
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack, desk=desk),
         watcher=ConversationWatcher(engine),

@@ -5,11 +5,15 @@ the layering fails here before it makes two packages depend on each other.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top: a package may import those on lower levels (and itself), never one on its own level or above.
-LEVELS = {"core": 0, "conversations": 1, "bot": 1, "finetune": 2, "serving": 3, "cli": 4}
+# The app (serving) and the trainer (finetune) share a level, so neither imports the other: what both need sits in
+# runtime, and only the CLI wires them together.
+LEVELS = {"core": 0, "conversations": 1, "bot": 1, "runtime": 2, "finetune": 3, "serving": 3, "cli": 4}
 HTTP = ("fastapi", "starlette")
 
 
@@ -81,3 +85,17 @@ def test_only_serving_speaks_http() -> None:
         if not name.startswith("serving") and any(target.split(".")[0] in HTTP for target in imported(path))
     ]
     assert speaking == []
+
+
+def test_the_app_loads_without_the_trainer() -> None:
+    # What the layering above cannot see: a module of a lower package that pulls the trainer in at import time,
+    # directly or through a third-party import. The app image installs neither the trainer's packages (the `train`
+    # extra) nor needs finetune/ to start.
+    trainer = ("finetune", "trl", "peft", "gguf", "datasets")
+    script = (
+        "import sys, serving.app, serving.services\n"
+        f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({trainer!r})))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

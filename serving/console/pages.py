@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import ConversationReviewCreate, ReviewCreate, RunStatus, StaffRole
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from serving.auth import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,

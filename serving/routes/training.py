@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations.models import TrainingRunPublic
-from finetune.registry import AdapterList, AdapterRegistry, promote
+from runtime.registry import AdapterList, AdapterRegistry, promote
 from serving.deps import CurrentAdmin, RowId, ServicesDep, SessionDep
 from serving.errors import ApiError
 

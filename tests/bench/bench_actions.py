@@ -31,7 +31,7 @@ from bot.domain import default_pack_path, load_pack
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, RuleRouter
 from core.settings import Settings
-from finetune.classifiers import load_promoted_classifier, routing_config
+from runtime.dialogue import load_promoted_classifier, routing_config
 from serving.demo_shop import CANCEL_WITHIN, OPENS_AT, Order, seeded_orders
 from tests.utils.shop import KEY, Served, demo_shop
 

@@ -39,9 +39,9 @@ from conversations.db import make_engine  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from finetune.dataset import DatasetRecord  # noqa: E402
 from finetune.evaluate import generation_scores  # noqa: E402
-from finetune.registry import AdapterRegistry  # noqa: E402
 from finetune.seed import with_system  # noqa: E402
 from finetune.worker import execute_run, plan_summary, prepare_run  # noqa: E402
+from runtime.registry import AdapterRegistry  # noqa: E402
 from tests.utils.ports import free_port  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cucom-ecommerce" / "ecommerce_v_0_1.jsonl.zip"

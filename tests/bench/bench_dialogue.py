@@ -20,7 +20,7 @@ from bot.domain import default_pack_path, load_pack
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import DialogueState, RuleRouter
 from core.settings import Settings
-from finetune.classifiers import load_promoted_classifier, routing_config
+from runtime.dialogue import load_promoted_classifier, routing_config
 
 REPLY = "Thanks for your message. You can return items within 30 days of delivery for a full refund."
 

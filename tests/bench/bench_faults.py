@@ -346,10 +346,10 @@ def training_killed(args: argparse.Namespace, folder: Path) -> dict:
     from conversations.db import init_db, make_engine
     from conversations.models import RunStatus
     from core.settings import Settings
-    from finetune.manager import TrainingManager
-    from finetune.registry import AdapterRegistry
     from finetune.sft import load_checkpoint
     from finetune.worker import run_folder
+    from runtime.registry import AdapterRegistry
+    from runtime.training import TrainingManager
 
     model_port = free_port()
     settings = Settings(

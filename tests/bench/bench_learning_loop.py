@@ -23,8 +23,8 @@ from conversations.models import Role
 from core.settings import get_settings
 from finetune.dataset import Dataset
 from finetune.evaluate import assistant_loss, generation_scores, with_loss
-from finetune.registry import AdapterRegistry
 from finetune.worker import execute_run
+from runtime.registry import AdapterRegistry
 
 # Customer questions answered badly by the bot and corrected by staff, from the demo pack's policies.
 CORRECTIONS = [

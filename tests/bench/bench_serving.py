@@ -424,8 +424,8 @@ def limit_server(data_dir: Path) -> Iterator[tuple[str, str, str]]:
     from core.process import free_port
     from core.settings import Settings
     from core.vllm_process import VLLMServer, vllm_config
-    from finetune.merge import merge_adapter
-    from finetune.registry import AdapterRegistry
+    from runtime.merge import merge_adapter
+    from runtime.registry import AdapterRegistry
     from serving.services import vllm_tuning
 
     settings = Settings(data_dir=data_dir)
@@ -487,7 +487,7 @@ class SwitchResult:
 async def timed_switch(app: str, data_dir: Path, to: str, streams: int, timeout_s: float) -> SwitchResult:
     """Promote `to` as `supportbot promote` does and keep `streams` conversations talking until the app serves it
     from its merged server: seconds to the first reply by `to`, to merged serving, and the failed replies."""
-    from finetune.registry import AdapterRegistry, promote
+    from runtime.registry import AdapterRegistry, promote
 
     replies: list[Reply] = []
     answering: float | None = None
@@ -598,7 +598,7 @@ async def main(args: argparse.Namespace) -> dict:
 
     switches: list[SwitchResult] = []
     if args.switch:
-        from finetune.registry import AdapterRegistry
+        from runtime.registry import AdapterRegistry
 
         registry = AdapterRegistry(Path(args.data_dir) / "adapters")
         in_service = registry.active()

@@ -27,7 +27,7 @@ from finetune.intents import (
     held_out_examples,
     train_intent_classifier,
 )
-from finetune.registry import classifier_registry
+from runtime.registry import classifier_registry
 
 # Measured about 0.90 held-out accuracy on the demo pack (5 held-out messages per intent); the bar is
 # set well below that so the test is not flaky, and well above chance (1/22).

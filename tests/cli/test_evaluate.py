@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from core.settings import get_settings
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 
 COLOURS = ["red", "blue", "green", "white", "black", "grey", "yellow", "brown"]
 ITEMS = ["lamp", "vase", "rug", "chair", "table", "mirror", "clock", "shelf"]

@@ -8,7 +8,7 @@ import httpx
 import psutil
 import pytest
 
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 

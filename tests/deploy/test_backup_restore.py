@@ -21,8 +21,7 @@ from conversations import crud
 from conversations.backup import BackupError, PgTools, create_backup, restore_backup
 from conversations.db import make_engine, upgrade_db
 from core.settings import Settings
-from finetune.registry import AdapterRegistry, classifier_registry
-from finetune.sft import ADAPTER_META
+from runtime.registry import ADAPTER_META, AdapterRegistry, classifier_registry
 from tests.utils.postgres import PostgresServer, find_bin_dir
 from tests.utils.store import bot, customer, make_conversation
 

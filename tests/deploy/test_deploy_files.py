@@ -21,6 +21,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
@@ -349,6 +350,26 @@ def test_dockerfiles_copy_only_files_that_exist_and_run_real_commands(dockerfile
 
     result = run(BIN / "hadolint", "--config", DEPLOY / ".hadolint.yaml", DEPLOY / dockerfile)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pip_installs(text: str) -> list[str]:
+    """The arguments of every `pip install` in a Dockerfile or the Makefile, continuation lines joined."""
+    return re.findall(r"pip install ([^&;\n]+)", text.replace("\\\n", " "))
+
+
+def test_the_worker_image_and_the_makefile_install_the_trainer_and_the_app_image_does_not() -> None:
+    def extras(path: Path) -> set[str]:
+        found = re.findall(r"\./?\[([^\]]+)\]", " ".join(pip_installs(path.read_text())))
+        return {extra.strip() for group in found for extra in group.split(",")}
+
+    assert "train" in extras(ROOT / "Makefile") and "train" in extras(DEPLOY / "Dockerfile.worker")
+    assert "train" not in extras(DEPLOY / "Dockerfile.app")
+    # And both images hold every package the project installs (a missing one builds, then fails at import).
+    packages = {name.rstrip("*") for name in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                ["packages"]["find"]["include"]}  # fmt: skip
+    for dockerfile in ("Dockerfile.app", "Dockerfile.worker"):
+        copied = set(re.findall(r"^COPY (\w+) \./\1$", (DEPLOY / dockerfile).read_text(), re.MULTILINE))
+        assert packages <= copied, f"{dockerfile} does not copy {sorted(packages - copied)}"
 
 
 def test_grafana_dashboard_uses_metrics_that_exist() -> None:

@@ -18,7 +18,7 @@ from conversations.db import make_engine, upgrade_db
 from conversations.models import RunStatus
 from core import settings as settings_module
 from core.settings import Settings
-from finetune.manager import TrainingManager
+from runtime.training import TrainingManager
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
 from finetune.dataset import Dataset, DatasetRecipe, split_of
 from finetune.plan import learned_keys
-from finetune.registry import AdapterRegistry
 from finetune.worker import execute_run, run_folder
+from runtime.registry import AdapterRegistry
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 CORRECTION = "You can return any item within 30 days of delivery; the return label costs $5.95."

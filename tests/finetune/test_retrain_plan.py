@@ -25,9 +25,9 @@ from finetune.plan import (
     pass_tokens,
     record_learned,
 )
-from finetune.registry import AdapterRegistry
-from finetune.sft import ADAPTER_META, LoraRecipe, train_lora
+from finetune.sft import LoraRecipe, train_lora
 from finetune.worker import prepare_run
+from runtime.registry import ADAPTER_META, AdapterRegistry
 
 TEST_ADAPTER = Path(__file__).parents[2] / "var" / "test-data" / "adapters" / "domain-v1"
 

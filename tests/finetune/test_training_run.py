@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.sft import ADAPTER_META, LoraRecipe, TrainingCancelled, train_lora
+from finetune.sft import LoraRecipe, TrainingCancelled, train_lora
+from runtime.registry import ADAPTER_META
 
 CONVERSATIONS = [
     [

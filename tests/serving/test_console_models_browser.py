@@ -20,8 +20,7 @@ from sqlmodel import Session
 from conversations import crud
 from conversations.models import RunStatus, StaffRole, TrainingRun, utcnow
 from core.settings import Settings
-from finetune.registry import AdapterRegistry
-from finetune.sft import ADAPTER_META
+from runtime.registry import ADAPTER_META, AdapterRegistry
 from serving.auth import SESSION_COOKIE
 from tests.conftest import ROOT
 from tests.utils.browser import Server

@@ -5,7 +5,7 @@ from sqlmodel import Session, select
 
 from conversations.db import make_engine
 from conversations.models import Conversation, Message
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from tests.utils.conversation import bot_reply, open_conversation, send
 
 

@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 
 from bot.vllm_admin import AdapterLoadFailed
 from conversations import crud
-from finetune.registry import AdapterNotFound
+from runtime.registry import AdapterNotFound
 from serving.errors import ERROR_STATUS, install_error_handlers
 
 

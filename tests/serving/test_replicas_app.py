@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
-from finetune.registry import AdapterRegistry
-from finetune.sft import ADAPTER_META
+from runtime.registry import ADAPTER_META, AdapterRegistry
 from serving.app import create_app
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM

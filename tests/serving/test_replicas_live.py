@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage
 from bot.llm import ReplyDone, VLLMChatModel
 from bot.replicas import ReplicaPool
 from bot.vllm_admin import load_adapter_into_vllm
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from tests.conftest import LiveApp
 from tests.utils.fake_vllm import FakeVLLM
 

@@ -4,6 +4,7 @@ refused while one is active (409), cancelled, and startable again; staff who are
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from cli.training import plan_preview
 from conversations import crud
 from conversations.models import StaffRole
 from core.settings import Settings
@@ -14,7 +15,8 @@ from tests.utils.staff import make_staff
 
 def test_an_admin_starts_cancels_and_restarts_a_run(stand_in_settings: Settings) -> None:
     settings = stand_in_settings.model_copy(update={"training_runner": "queue"})
-    with TestClient(create_app(settings)) as client:
+    # The planner `supportbot start` hands in: the trainer's own planning, which serving does not import.
+    with TestClient(create_app(settings, planner=plan_preview)) as client:
         engine = client.app.state.services.engine  # type: ignore[attr-defined]
         admin = make_staff(engine, "ada@example.com", "Ada Admin", StaffRole.admin)
         staff = make_staff(engine, "sam@example.com", "Sam Staff")

@@ -23,7 +23,7 @@ from conversations import crud
 from conversations.db import make_engine
 from conversations.models import Conversation, ConversationStatus, CsatRating, Feedback, Message, Role
 from core.settings import Settings
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from tests.conftest import ROOT
 from tests.utils.browser import CHROMIUM, CHROMIUM_ARGS, Server
 from tests.utils.conversation import open_conversation

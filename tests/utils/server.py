@@ -13,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
+from cli.training import plan_preview
 from core.settings import Settings
 from serving.app import create_app
 from serving.bounds import server_config
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def running_app(settings: Settings) -> Iterator[str]:
     """Start the app on a free local port with `server_config`; yields its base URL, stops it afterwards."""
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
-    server = uvicorn.Server(server_config(create_app(settings), settings, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(settings, planner=plan_preview), settings, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 300  # building the services loads models; slow on a busy machine

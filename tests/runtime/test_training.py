@@ -1,4 +1,4 @@
-"""Retraining jobs: one at a time, lost ones shown as interrupted, and the schedule's triggers."""
+"""Retraining jobs: one at a time, lost ones shown as interrupted, the schedule's triggers, the plan a run shows."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +10,7 @@ from conversations import crud
 from conversations.db import init_db, make_engine
 from conversations.models import Role, RunStatus
 from core.settings import Settings
-from finetune.manager import TrainingManager
+from runtime.training import TrainingManager
 
 
 @pytest.fixture
@@ -57,3 +57,19 @@ def test_schedule_triggers_on_new_reviews_and_daily(manager: TrainingManager) ->
             crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
                                    use_for_training=True, expected_version=0)  # fmt: skip
     assert manager.due(datetime.now(UTC)) == "schedule:reviews"
+
+
+def test_a_queued_run_shows_the_planners_plan_and_a_failing_planner_starts_it_anyway(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, training_runner="queue")
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    planned = TrainingManager(settings, engine, planner=lambda settings, engine: {"steps": 3}).start("manual")
+    assert planned.progress == {"plan": {"steps": 3}}
+
+    def broken(settings: Settings, engine: object) -> dict:
+        raise OSError("no base model")
+
+    with Session(engine) as session:
+        crud.update_training_run(session=session, run_id=planned.id, status=RunStatus.finished)
+    unplanned = TrainingManager(settings, engine, planner=broken).start("manual")
+    assert unplanned.status == RunStatus.queued and "plan" not in (unplanned.progress or {})

@@ -1,6 +1,8 @@
 """Runs retraining jobs for the app: one at a time, each in its own worker process, and on a schedule.
 
-Jobs live in the database, so a restarted app shows a job it lost as interrupted and can resume it.
+Jobs live in the database, so a restarted app shows a job it lost as interrupted and can resume it. The app never
+imports the trainer: the worker is a process of its own (`python -m finetune.worker`, or `supportbot worker` on
+another machine), and the plan a run shows when it is queued comes from a planner handed in (`RunPlanner`).
 """
 
 import asyncio
@@ -8,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
@@ -21,13 +23,18 @@ from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RunPlanner = Callable[[Settings, Engine], dict]
+"""What a run started now would learn and how long it may take, as its progress shows it: the trainer's own
+planning (finetune/worker.py's `plan_preview`), handed in by `supportbot start` so that the app does not import it."""
+
 
 class TrainingManager:
     """Starts retraining workers and keeps the runs table honest about them."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, planner: RunPlanner | None = None) -> None:
         self.settings = settings
         self.engine = engine
+        self.planner = planner
         self._workers: dict[int, subprocess.Popen] = {}
 
     def mark_lost_runs(self) -> int:
@@ -60,16 +67,14 @@ class TrainingManager:
 
     def plan(self) -> dict | None:
         """What a run started now would train on and how long it may take; None if that cannot be worked out
-        here (the worker will tell, or fail with the reason)."""
-        from bot.domain import load_pack
-        from finetune.worker import prepare_run
-
+        here, or no planner was handed in (the worker will tell, or fail with the reason)."""
+        if self.planner is None:
+            return None
         try:
-            prepared = prepare_run(self.settings, load_pack(self.settings.domain_pack), self.engine)
+            return self.planner(self.settings, self.engine)
         except Exception:  # noqa: BLE001 - a plan is a preview: the run itself reports what went wrong
             logger.exception("could not plan the retraining run")
             return None
-        return asdict(prepared.plan)
 
     def resume(self, run_id: int) -> TrainingRun:
         """Queue a stopped run again and start its worker; raises crud.RunNotResumable otherwise."""

@@ -15,11 +15,12 @@ import httpx
 from pydantic import BaseModel
 
 from bot.vllm_admin import AdapterLoadFailed, load_adapter_into_vllm
-from finetune.sft import ADAPTER_META
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_FILE = "active.json"
+# What training writes into an adapter's folder last (its record of the run): the version is complete once it exists.
+ADAPTER_META = "supportbot-adapter.json"
 # bot.intents.CLASSIFIER_FILE; not imported, so that the store does not pull in torch.
 CLASSIFIER_MARKER = "classifier.json"
 

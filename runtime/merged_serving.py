@@ -26,7 +26,7 @@ import httpx
 from bot.llm import VLLMChatModel
 from core.process import free_port
 from core.vllm_process import VLLMConfig, VLLMServer, VLLMStartError
-from finetune.merge import MergeFailed, merge_in_subprocess
+from runtime.merge import MergeFailed, merge_in_subprocess
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Folds a LoRA adapter into the base weights (peft `merge_and_unload`): a plain model vLLM serves without LoRA.
 
 One merged folder per adapter version, written once and kept: versions are never reused, so its name is its key.
-Run as `python -m finetune.merge BASE ADAPTER OUT` so the app process never loads torch for it.
+Run as `python -m runtime.merge BASE ADAPTER OUT` so the app process never loads peft for it; peft comes with the
+`train` extra, which a machine that merges (one whose app manages vLLM) has.
 """
 
 import json
@@ -68,7 +69,7 @@ def merge_in_subprocess(base_model_dir: Path, adapter_dir: Path, out_dir: Path, 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         code = subprocess.call(
-            [sys.executable, "-m", "finetune.merge", str(base_model_dir), str(adapter_dir), str(out_dir)],
+            [sys.executable, "-m", "runtime.merge", str(base_model_dir), str(adapter_dir), str(out_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -9,8 +9,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from finetune.merge import MERGED_MARKER, merge_adapter, merged_ready
-from finetune.registry import AdapterRegistry
+from runtime.merge import MERGED_MARKER, merge_adapter, merged_ready
+from runtime.registry import AdapterRegistry
 from tests.conftest import TEST_DATA
 
 

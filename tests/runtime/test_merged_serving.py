@@ -12,7 +12,7 @@ import psutil
 
 from conversations.db import make_engine
 from conversations.models import StaffRole
-from finetune.registry import AdapterRegistry
+from runtime.registry import AdapterRegistry
 from tests.utils.conversation import open_conversation, parse_sse
 from tests.utils.staff import Staff, make_staff
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from bot.vllm_admin import AdapterLoadFailed
-from finetune.registry import AdapterNotFound, AdapterRegistry, promote
-from finetune.sft import ADAPTER_META
+from runtime.registry import ADAPTER_META, AdapterNotFound, AdapterRegistry, promote
 from tests.utils.fake_vllm import FakeVLLM
 
 
