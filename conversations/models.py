@@ -9,7 +9,7 @@ from enum import StrEnum
 from uuid import uuid4
 
 from pydantic import StrictBool, field_validator
-from sqlalchemy import JSON, BigInteger, Column
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from conversations.text import PlainText
@@ -527,6 +527,17 @@ class HelpArticleVersion(SQLModel, table=True):
     changed_by: str = Field(default="", max_length=254)  # a staff e-mail, or the system user for the CLI
     staff_id: int | None = Field(default=None, foreign_key="staffaccount.id")
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Knowledge embeddings shared by every app replica. ---
+
+
+# One text's embedding by one encoder, computed once by whichever process met the text first and read by every
+# other; keyed by the encoder's id and the text's sha256 (the text itself is not kept), the vector as float32 bytes.
+class StoredEmbedding(SQLModel, table=True):
+    encoder: str = Field(primary_key=True, max_length=200)
+    text_hash: str = Field(primary_key=True, max_length=64)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 # --- Abuse limits shared by every app replica. ---

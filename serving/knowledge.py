@@ -1,7 +1,8 @@
 """Keeps the app's knowledge index in step with the knowledge base in the database, in every replica.
 
 Each replica polls the KB's revision (one indexed max() query) and rebuilds its index when it moved,
-re-embedding only the passages whose text changed; the replica that saved a change rebuilds at once.
+re-embedding only the passages whose text changed; the replica that saved a change rebuilds at once. Embeddings
+come from the database where any replica stored them already (runtime/embeddings.py), so only new text is embedded.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from bot.domain import DomainPack
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from conversations.knowledge import ArticleDraft, knowledge_revision, seed_articles
 from runtime.dialogue import live_articles
+from runtime.embeddings import StoredEncoder, storing
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ class KnowledgeSync:
 
     @classmethod
     def start(cls, engine: Engine, pack: DomainPack, encoder: SentenceEncoder | None = None) -> "KnowledgeSync":
-        """Import the pack's help articles into an empty knowledge base, then index what the KB holds."""
-        sync = cls(engine, encoder or SentenceEncoder())
+        """Import the pack's help articles into an empty knowledge base, then index what the KB holds. Without an
+        `encoder`, the shipped one, backed by the embeddings stored in `engine`'s database."""
+        sync = cls(engine, encoder or StoredEncoder.open(engine))
         with Session(engine) as session:
             drafts = [ArticleDraft(article.slug, article.title, article.text) for article in pack.articles]
             imported = seed_articles(session=session, drafts=drafts, source=f"domain pack {pack.name}")
@@ -53,9 +56,10 @@ class KnowledgeSync:
                 if revision == self.revision:
                     return False
                 articles = live_articles(session)
-            index = self.index.current().updated(articles)
-            # Answer ranking reads every sentence's embedding; make them now, not in a customer's turn.
-            index.embed_sentences()
+            with storing(self.encoder):
+                index = self.index.current().updated(articles)
+                # Answer ranking reads every sentence's embedding; make them now, not in a customer's turn.
+                index.embed_sentences()
             self.index.switch(index)
             self.revision = revision
         logger.info("knowledge base revision %d: %d articles, %d passages", revision, len(articles), len(index))

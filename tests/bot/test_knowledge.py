@@ -1,25 +1,11 @@
 """Retrieval over help articles with the shipped sentence encoder: the right passage comes first,
 unrelated questions find nothing relevant, and an edit re-embeds only what it changed."""
 
-from collections.abc import Sequence
-
-import numpy as np
 import pytest
 
 from bot.domain import default_pack_path, load_pack
-from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder
-
-
-class CountingEncoder(SentenceEncoder):
-    """The real encoder, counting the texts it embeds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedded: list[str] = []
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.embedded += texts
-        return super().embed(texts)
+from bot.knowledge import Article, KnowledgeIndex
+from tests.utils.encoders import CountingEncoder
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,141 @@
+"""The encoder backed by stored embeddings: a second start over the same help articles embeds nothing, reads back
+exactly the vectors the first computed, keeps customer questions out of the database, and answers without it."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bot.domain import default_pack_path, load_pack
+from bot.knowledge import KnowledgeIndex
+from conversations.db import make_engine, upgrade_db
+from conversations.models import StoredEmbedding
+from runtime.embeddings import StoredEncoder, encoder_id
+from serving.knowledge import KnowledgeSync
+from tests.utils.encoders import CountingEncoder
+
+
+@pytest.fixture(scope="module")
+def counting() -> CountingEncoder:
+    return CountingEncoder()
+
+
+@pytest.fixture(scope="module")
+def shipped_id() -> str:
+    return encoder_id()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    upgrade_db(engine)
+    yield engine
+    engine.dispose()
+
+
+def stored_rows(engine: Engine) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(StoredEmbedding)).one()
+
+
+def test_a_second_start_embeds_nothing_and_reads_back_the_same_vectors(
+    db_url: str, engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    articles = load_pack(default_pack_path()).articles
+    first = StoredEncoder(counting, engine, encoder_id=shipped_id)
+    counting.embedded.clear()
+    with first.storing():
+        built = KnowledgeIndex.build(articles, first)
+        built.embed_sentences()
+    passages = [f"{p.title}\n{p.text}" for p in built.passages]
+    with first.storing():
+        computed = first.embed(passages)  # what the first process would have, from the rows it stored
+    embedded_first = len(counting.embedded)
+    assert embedded_first > len(built)  # every passage and every sentence
+    assert stored_rows(engine) > len(built)
+
+    counting.embedded.clear()
+    other = make_engine(db_url)  # another process: its own engine, the same database
+    try:
+        second = StoredEncoder(counting, other, encoder_id=shipped_id)
+        with second.storing():
+            rebuilt = KnowledgeIndex.build(articles, second)
+            assert rebuilt.embed_sentences() > 0  # the index asked for every sentence ...
+            read_back = second.embed(passages)
+    finally:
+        other.dispose()
+    assert counting.embedded == []  # ... and the encoder ran for none of them
+    assert np.array_equal(read_back, computed)
+    question = "Can I pay with PayPal?"
+    assert [hit.passage for hit in rebuilt.search(question)] == [hit.passage for hit in built.search(question)]
+
+
+def test_vectors_read_back_equal_the_encoders_own(engine: Engine, counting: CountingEncoder, shipped_id: str) -> None:
+    texts = ["Returns: You can return an item within 30 days.", "Payments: We take cards and PayPal."]
+    own = counting.embed(texts)
+    stored = StoredEncoder(counting, engine, encoder_id=shipped_id)
+    with stored.storing():
+        stored.embed(texts)
+    counting.embedded.clear()
+    with stored.storing():
+        again = stored.embed(list(reversed(texts)) + texts)
+    assert counting.embedded == []
+    assert again.dtype == np.float32
+    assert np.array_equal(again, np.concatenate([own[::-1], own]))
+
+
+def test_another_encoder_id_does_not_read_these_vectors(
+    engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    texts = ["Delivery: Orders ship within two working days."]
+    shipped = StoredEncoder(counting, engine, encoder_id=shipped_id)
+    with shipped.storing():
+        shipped.embed(texts)
+    counting.embedded.clear()
+    retrained = StoredEncoder(counting, engine, encoder_id=shipped_id.replace("sha256:", "sha256:0"))
+    with retrained.storing():
+        retrained.embed(texts)
+    assert counting.embedded == texts
+
+
+def test_customer_questions_are_not_stored(engine: Engine, counting: CountingEncoder, shipped_id: str) -> None:
+    stored = StoredEncoder(counting, engine, encoder_id=shipped_id)
+    with stored.storing():
+        index = KnowledgeIndex.build(load_pack(default_pack_path()).articles[:2], stored)
+    rows = stored_rows(engine)
+    assert index.search("my email is jane@example.com, where is my order?")
+    assert stored_rows(engine) == rows
+
+
+def test_without_a_usable_database_the_encoder_still_answers(tmp_path: Path, counting: CountingEncoder) -> None:
+    unmigrated = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no storedembedding table: every query fails
+    stored = StoredEncoder(counting, unmigrated, encoder_id="any")
+    texts = ["Returns: You can return an item within 30 days."]
+    with stored.storing():
+        vectors = stored.embed(texts)
+    unmigrated.dispose()
+    assert np.array_equal(vectors, counting.embed(texts))
+
+
+def test_a_second_app_replica_embeds_nothing_at_start(
+    engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    pack = load_pack(default_pack_path())
+    counting.embedded.clear()
+    first = KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    assert counting.embedded != []
+    counting.embedded.clear()
+    second = KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    assert counting.embedded == []
+    assert len(second.index.current()) == len(first.index.current()) > 0
