@@ -47,7 +47,7 @@ class Article:
 
 # --- Markdown text ---------------------------------------------------------------------------------
 
-_MARKDOWN = MarkdownIt("commonmark")
+_MARKDOWN = MarkdownIt("commonmark").enable("table")
 # A sentence ends at . ! or ? (and a closing quote or bracket) followed by space and a capital or digit.
 _SENTENCE_END = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 _ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "approx", "no", "mr", "mrs", "ms", "dr", "st", "incl", "ca"}
@@ -81,35 +81,116 @@ def _inline_text(token: Token) -> str:
     return " ".join("".join(parts).split())
 
 
-def markdown_blocks(text: str) -> list[tuple[str, str]]:
-    """(section heading, plain text) for each paragraph, list item and code block of a Markdown text."""
-    tokens = _MARKDOWN.parse(text)
-    blocks: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Block:
+    """One block of a Markdown text as its reader sees it, with its place in the article's layout."""
+
+    kind: str  # paragraph, lead_in (the sentence that introduces the list after it), step, bullet, row, code
+    text: str  # plain text, whole sentences
+    heading: str = ""  # the section heading above it
+    group: int | None = None  # the list or table a lead-in, item or row belongs to, counted through the text
+    position: int = 0  # a step's number as the article gives it; a bullet's or row's place in its list or table
+
+
+# The paragraph right before a list introduces it ("You can book online. To book a repair:"); of a longer one, only
+# its last sentence does, and the rest is a paragraph of its own.
+LEAD_IN_SENTENCES = 3
+
+
+def _closed(text: str) -> str:
+    # A list item or table row often has no full stop; give it one so it stays its own sentence.
+    return text if text[-1] in ".!?:;" else text + "."
+
+
+def article_blocks(text: str) -> list[Block]:
+    """The paragraphs, lead-ins, list items, table rows and code blocks of a Markdown text, in order.
+
+    A top-level list item is one block, nested lists and all; the paragraph right before a list or table, in the same
+    section, is that list's lead-in (its last sentence, past LEAD_IN_SENTENCES). A table row reads
+    "header: cell; header: cell."."""
+    blocks: list[Block] = []
     heading = ""
-    in_heading = in_item = 0
-    for token in tokens:
+    in_heading = depth = 0
+    group = -1
+    kind = ""  # of the open top-level list: step or bullet
+    item: list[str] = []  # the texts of the open top-level item
+    number = 0  # the open item's number
+    header: list[str] = []
+    row: list[str] = []
+    in_header = in_cell = False
+
+    def open_group(item_kind: str) -> None:
+        nonlocal group, kind
+        group += 1
+        kind = item_kind
+        last = blocks[-1] if blocks else None
+        if last is not None and last.kind == "paragraph" and last.heading == heading:
+            sentences = split_sentences(last.text)
+            split = len(sentences) - 1 if len(sentences) > LEAD_IN_SENTENCES else 0
+            before, lead = sentences[:split], sentences[split:]
+            blocks[-1:] = [Block("paragraph", " ".join(before), heading)] if before else []
+            blocks.append(Block("lead_in", " ".join(lead), heading, group))
+
+    for token in _MARKDOWN.parse(text):
         if token.type == "heading_open":
             in_heading += 1
         elif token.type == "heading_close":
             in_heading -= 1
-        elif token.type == "list_item_open":
-            in_item += 1
-        elif token.type == "list_item_close":
-            in_item -= 1
+        elif token.type in ("ordered_list_open", "bullet_list_open"):
+            if depth == 0:
+                open_group("step" if token.type == "ordered_list_open" else "bullet")
+                number = 0
+            depth += 1
+        elif token.type in ("ordered_list_close", "bullet_list_close"):
+            depth -= 1
+        elif token.type == "list_item_open" and depth == 1:
+            item = []
+            number = int(token.info) if kind == "step" and token.info.isdigit() else number + 1
+        elif token.type == "list_item_close" and depth == 1 and item:
+            blocks.append(Block(kind, " ".join(item), heading, group, number))
+        elif token.type == "table_open" and depth == 0:
+            open_group("row")
+            header, number = [], 0
+        elif token.type == "thead_open":
+            in_header = True
+        elif token.type == "thead_close":
+            in_header = in_cell = False
+        elif token.type == "tr_open":
+            row = []
+        elif token.type in ("th_open", "td_open"):
+            in_cell = depth == 0
+        elif token.type in ("th_close", "td_close"):
+            in_cell = False
+        elif token.type == "tr_close" and not in_header and any(row):
+            names = header + [""] * len(row)  # markdown-it gives every row the header's cells; just in case
+            cells = [f"{name}: {cell}" if name else cell for name, cell in zip(names, row, strict=False) if cell]
+            number += 1
+            blocks.append(Block("row", _closed("; ".join(cells)), heading, group, number))
         elif token.type == "inline":
             content = _inline_text(token)
-            if not content:
+            if in_cell:  # empty cells count too: they keep the columns in line with the header
+                (header if in_header else row).append(content)
+            elif not content:
                 continue
-            if in_heading:
+            elif in_heading:
                 heading = content
+            elif depth:
+                item.append(_closed(content))
             else:
-                # A list item often has no full stop; give it one so it stays its own sentence.
-                if in_item and content[-1] not in ".!?:;":
-                    content += "."
-                blocks.append((heading, content))
+                blocks.append(Block("paragraph", content, heading))
         elif token.type in ("fence", "code_block") and token.content.strip():
-            blocks.append((heading, " ".join(token.content.split())))
+            code = " ".join(token.content.split())
+            if depth:
+                item.append(code)
+            else:
+                blocks.append(Block("code", code, heading))
     return blocks
+
+
+def markdown_blocks(text: str) -> list[tuple[str, str]]:
+    """(section heading, plain text) for each paragraph, lead-in, list item, table row and code block of a Markdown
+    text (`article_blocks` without the layout)."""
+    return [(block.heading, block.text) for block in article_blocks(text)]
 
 
 # --- Reading files ---------------------------------------------------------------------------------

@@ -11,22 +11,28 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import bm25s
 import numpy as np
 import snowballstemmer
 from transformers import AutoModel, AutoTokenizer
 
-from bot.articles import Article, markdown_blocks, split_sentences
+from bot.articles import Article, Block, article_blocks, split_sentences
 from bot.intent_net import SCORE_DECIMALS, settled
 from bot.intents import EncoderIntentClassifier, IntentNet, encoder_path
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_SENTENCES = 4
+# A list (a procedure's steps, bullets) stays in one passage with its lead-in up to this many items, so that retrieval
+# finds it whole and a reply can give it whole; a longer one is split into even runs of at most this many.
+MAX_LIST_ITEMS = 12
 # Weight of the dense cosine in the hybrid score; the rest is the normalised BM25 score. Measured on
 # the demo pack's 451 intent examples that name a help article (tests/bench/bench_retrieval.py prints
 # the sweep): the right article was in the top 3 for 94.9 % of them at 0.6, 95.3 % at 0.7, 94.0 % at
@@ -48,13 +54,33 @@ SENTENCE_BATCH = 64
 
 @dataclass(frozen=True)
 class Passage:
-    """One retrievable chunk of a help article: a few whole sentences of one section."""
+    """One retrievable chunk of a help article: a few whole sentences of one section, or one list with its lead-in."""
 
     article_slug: str
     title: str
-    text: str  # whole sentences, as written in the article (Markdown markup removed)
+    text: str  # whole sentences, as written in the article (Markdown markup removed): its parts' texts, space-joined
     version: int = 1
     heading: str = ""  # the section heading above it, if the article has sections
+    position: int = 0  # its place among the article's passages
+    parts: tuple[Block, ...] = ()  # the paragraphs, lead-ins and list items `text` is made of, in order
+
+    def layout(self) -> list[tuple[str, tuple[Block, ...]]]:
+        """Each sentence of `text` (as split_sentences gives it) with the parts it lies in: a lead-in ending in ":"
+        and the first item after it read as one sentence lie in both."""
+        sentences = split_sentences(self.text)
+        spans, start = [], 0
+        for part in self.parts:
+            spans.append((start, start + len(part.text), part))
+            start += len(part.text) + 1
+        if " ".join(part.text for part in self.parts) != self.text:
+            spans = []  # built by hand, without parts: every sentence a paragraph's
+        found, cursor = [], 0
+        for sentence in sentences:
+            begin = self.text.find(sentence, cursor)
+            end = begin + len(sentence)
+            cursor = end if begin >= 0 else cursor
+            found.append((sentence, tuple(part for a, b, part in spans if begin >= 0 and a < end and begin < b)))
+        return found
 
 
 @dataclass(frozen=True)
@@ -71,45 +97,80 @@ class Hit:
 # --- Splitting articles into passages ------------------------------------------------------------
 
 
-def _chunks(sentences: list[str]) -> list[list[str]]:
-    """Sentences in runs of at most MAX_SENTENCES, as even as possible (7 -> 4 + 3, 9 -> 3 + 3 + 3)."""
-    count = math.ceil(len(sentences) / MAX_SENTENCES)
-    size, extra = divmod(len(sentences), count)
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    """Items in runs of at most `size`, as even as possible (7 -> 4 + 3, 9 -> 3 + 3 + 3 for 4)."""
+    count = math.ceil(len(items) / size)
+    step, extra = divmod(len(items), count)
     runs, start = [], 0
     for index in range(count):
-        end = start + size + (1 if index < extra else 0)
-        runs.append(sentences[start:end])
+        end = start + step + (1 if index < extra else 0)
+        runs.append(items[start:end])
         start = end
     return runs
 
 
+def _units(blocks: list[Block]) -> list[list[Block]]:
+    """The blocks that belong together: a list or table with its lead-in (split into runs of at most MAX_LIST_ITEMS
+    items, the lead-in with the first), or one paragraph, code block or stray item."""
+    units: list[list[Block]] = []
+    for block in blocks:
+        previous = units[-1] if units else []
+        if block.group is not None and previous and previous[-1].group == block.group:
+            previous.append(block)
+        else:
+            units.append([block])
+    split: list[list[Block]] = []
+    for unit in units:
+        items = [block for block in unit if block.kind != "lead_in"]
+        if unit[0].group is None or len(items) <= MAX_LIST_ITEMS:
+            split.append(unit)
+            continue
+        runs = _chunks(items, MAX_LIST_ITEMS)
+        runs[0] = unit[: len(unit) - len(items)] + runs[0]
+        split += runs
+    return split
+
+
 def split_passages(article: Article) -> list[Passage]:
-    """The article's passages: paragraphs of one section, merged while short, split when long, each
-    2 to MAX_SENTENCES whole sentences where the text allows."""
+    """The article's passages: paragraphs of one section, merged while short, split when long, each 2 to MAX_SENTENCES
+    whole sentences where the text allows; a list stays whole with its lead-in (up to MAX_LIST_ITEMS items)."""
     passages: list[Passage] = []
-    pending: list[str] = []
+    pending: list[Block] = []
     pending_heading = ""
+
+    def add(parts: list[Block], heading: str) -> None:
+        text = " ".join(part.text for part in parts)
+        passages.append(
+            Passage(article.slug, article.title, text, article.version, heading, len(passages), tuple(parts))
+        )
 
     def flush() -> None:
         if pending:
-            passages.append(
-                Passage(article.slug, article.title, " ".join(pending), article.version, heading=pending_heading)
-            )
+            add(list(pending), pending_heading)
             pending.clear()
 
-    for heading, text in markdown_blocks(article.text):
-        sentences = split_sentences(text)
+    def count(parts: list[Block]) -> int:
+        return sum(len(split_sentences(part.text)) for part in parts)
+
+    for unit in _units(article_blocks(article.text)):
+        heading = unit[0].heading
         if heading != pending_heading:
             flush()
             pending_heading = heading
-        if len(pending) + len(sentences) <= MAX_SENTENCES:
-            pending.extend(sentences)
+        size = count(unit)
+        if count(pending) + size <= MAX_SENTENCES:
+            pending.extend(unit)
             continue
         flush()
-        runs = _chunks(sentences)
+        if unit[0].group is not None:
+            pending.extend(unit)  # past MAX_SENTENCES: a list is kept whole
+            continue
+        # One long paragraph (or code block): even runs of whole sentences.
+        block = unit[0]
+        runs = _chunks(split_sentences(block.text), MAX_SENTENCES)
         for run in runs[:-1]:
-            passages.append(Passage(article.slug, article.title, " ".join(run), article.version, heading=heading))
-        pending.extend(runs[-1])
+            add([replace(block, text=" ".join(run))], heading)
+        pending.append(replace(block, text=" ".join(runs[-1])))
     flush()
     return passages
 

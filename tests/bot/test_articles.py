@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.articles import ArticleError, read_article, read_articles, split_sentences
+from bot.articles import (
+    ArticleError,
+    article_blocks,
+    markdown_blocks,
+    read_article,
+    read_articles,
+    split_sentences,
+    split_title,
+)
 from bot.knowledge import Article, split_passages
 
 
@@ -149,3 +157,84 @@ def test_long_paragraphs_split_evenly_and_short_ones_merge() -> None:
     # 7 sentences -> 4 + 3; a short paragraph joins the passage before it while that stays at 4 sentences.
     assert [p.text.count(".") for p in passages] == [4, 4, 1]
     assert passages[1].text.endswith("Fact number 7 is stated here. Short one.")
+
+
+HOW_TO = """# Parcel lockers
+
+You can send a parcel from any locker. Follow these steps:
+
+1. Weigh the parcel
+   - at home, any kitchen scale will do
+2. Buy a label in the app.
+3. Scan the label at the locker.
+
+## Sizes
+
+Lockers come in three sizes:
+
+- Small
+- Large, up to 20 kg
+
+| Size | Price |
+|------|-------|
+| Small | $3 |
+| Large | |
+
+4. A list that starts at four
+
+Questions? Write to us.
+"""
+
+
+def test_markdown_keeps_each_blocks_kind_list_and_lead_in() -> None:
+    blocks = article_blocks(split_title(HOW_TO)[1])
+    assert [(b.kind, b.text, b.heading, b.group, b.position) for b in blocks] == [
+        ("lead_in", "You can send a parcel from any locker. Follow these steps:", "", 0, 0),
+        # A nested list belongs to the step it sits in.
+        ("step", "Weigh the parcel. at home, any kitchen scale will do.", "", 0, 1),
+        ("step", "Buy a label in the app.", "", 0, 2),
+        ("step", "Scan the label at the locker.", "", 0, 3),
+        ("lead_in", "Lockers come in three sizes:", "Sizes", 1, 0),
+        ("bullet", "Small.", "Sizes", 1, 1),
+        ("bullet", "Large, up to 20 kg.", "Sizes", 1, 2),
+        # A table is a list of rows, each read with its header; an empty cell says nothing.
+        ("row", "Size: Small; Price: $3.", "Sizes", 2, 1),
+        ("row", "Size: Large.", "Sizes", 2, 2),
+        ("step", "A list that starts at four.", "Sizes", 3, 4),
+        ("paragraph", "Questions? Write to us.", "Sizes", None, 0),
+    ]
+    # The older view, (heading, text), is the same blocks without their layout.
+    assert markdown_blocks(split_title(HOW_TO)[1]) == [(b.heading, b.text) for b in blocks]
+
+
+def test_only_the_last_sentence_of_a_long_paragraph_leads_into_a_list() -> None:
+    text = "One fact here. Two facts here. Three facts here. Then the steps:\n\n1. First\n2. Second\n"
+    assert [(b.kind, b.text) for b in article_blocks(text)] == [
+        ("paragraph", "One fact here. Two facts here. Three facts here."),
+        ("lead_in", "Then the steps:"),
+        ("step", "First."),
+        ("step", "Second."),
+    ]
+    # After a heading, a list has no lead-in.
+    assert [b.kind for b in article_blocks("Intro text.\n\n## Steps\n\n1. First\n")] == ["paragraph", "step"]
+
+
+def test_a_procedure_stays_in_one_passage_with_its_lead_in() -> None:
+    steps = [f"Do thing number {n} now." for n in range(1, 10)]
+    text = "Intro. To do it:\n\n" + "\n".join(f"{n}. {step}" for n, step in enumerate(steps, 1)) + "\n\nAfter that."
+    passages = split_passages(Article("howto", "How to", text))
+    # 9 steps and the lead-in, past MAX_SENTENCES, in one passage; what follows starts the next.
+    assert [p.text for p in passages] == ["Intro. To do it: " + " ".join(steps), "After that."]
+    assert [p.position for p in passages] == [0, 1]
+    layout = passages[0].layout()
+    assert [sentence for sentence, _ in layout] == ["Intro.", "To do it: Do thing number 1 now.", *steps[1:]]
+    # "To do it:" and the first step read as one sentence, which lies in both parts.
+    assert [part.kind for part in layout[1][1]] == ["lead_in", "step"]
+    assert [part.position for _, parts in layout[2:] for part in parts] == list(range(2, 10))
+
+
+def test_a_list_past_the_bound_splits_into_even_runs() -> None:
+    text = "Our stores:\n\n" + "\n".join(f"- Store {n} is open daily." for n in range(1, 15))
+    passages = split_passages(Article("stores", "Stores", text))
+    assert [len(p.parts) for p in passages] == [8, 7]  # 14 bullets in runs of 7, the lead-in with the first
+    assert passages[0].parts[0].kind == "lead_in" and passages[1].text.startswith("Store 8 is open daily.")
