@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from bot.actions import ActionRunner
 from bot.articles import split_sentences
+from bot.compose import compose_reply
 from bot.context import (
     Prompt,
     TokenCounter,
@@ -44,7 +45,7 @@ from bot.grounding import (
 )
 from bot.guard import LeakGuard, secret_reasons
 from bot.intents import IntentClassifier, Prediction
-from bot.knowledge import Hit, KnowledgeIndex, SentenceEncoder
+from bot.knowledge import Hit, KnowledgeIndex, Passage, SentenceEncoder
 from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
 from bot.places import expanded_query
@@ -322,11 +323,14 @@ class DialogueManager:
         )  # fmt: skip
 
     @staticmethod
-    def fallback(ranked: Sequence[Candidate], said: Sequence[str]) -> str:
-        """A reply built from the passages themselves: their best one or two sentences for the question, less
-        what the customer was already told."""
+    def fallback(ranked: Sequence[Candidate], said: Sequence[str], passages: Sequence[Passage] = ()) -> str:
+        """A reply built from the passages themselves: their best one to three sentences for the question, less
+        what the customer was already told, in the article's order and layout (bot/compose.py) when `passages`
+        (those `ranked` was ranked from) are given."""
         already = set(content_stems(" ".join(said), courtesy=True))
         fresh = [c for c in choose_sentences(ranked) if not set(content_stems(c.sentence, courtesy=True)) <= already]
+        if passages:
+            return compose_reply(fresh, passages)
         return " ".join(c.sentence for c in sorted(fresh, key=lambda c: c.passage))
 
     async def respond(
@@ -385,7 +389,8 @@ class DialogueManager:
                 # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
                 # for gift cards?") gets what the bot's last reply did not say, unless that leaves nothing.
                 told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
-                fixed = self.fallback(ranked, told) or self.fallback(ranked, [])
+                shown = [hit.passage for hit in evidence]
+                fixed = self.fallback(ranked, told, shown) or self.fallback(ranked, [], shown)
                 result.check = {"verdict": "from the passages", "sentences": len(split_sentences(fixed))}
         if fixed is not None:
             result.text = fixed
@@ -537,7 +542,9 @@ class DialogueManager:
                         sent.extend(held)
             if failures:
                 result.replaced = written.strip()
-                replacement = self.fallback(ranked, sent) or ("" if sent else SMALL_TALK_FALLBACK)
+                replacement = self.fallback(ranked, sent, [hit.passage for hit in evidence]) or (
+                    "" if sent else SMALL_TALK_FALLBACK
+                )
                 result.check = {"verdict": "replaced", "failures": failures, "kept_sentences": len(sent)}
                 for piece in emit(replacement):
                     yield piece

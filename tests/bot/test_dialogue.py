@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 from langchain_core.messages import BaseMessage
 
-from bot.articles import split_sentences
+from bot.articles import read_article, split_sentences
 from bot.context import NOTE_HEADING, SUMMARY_LABEL, ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
@@ -313,3 +313,74 @@ def test_a_clear_question_nothing_covers_gets_not_sure_without_calling_the_model
     model = ScriptedModel("Yes, all our packaging is plastic-free.")
     result = run_turn(manager(counter, model), [Turn("customer", "Is your packaging plastic-free?")], DialogueState())
     assert result.text == NOT_SURE_REPLY and model.prompts == []
+
+
+# Another company's help content, written as an FAQ: question headings, a numbered procedure, a bulleted list.
+FAQ = """# Pebble Bikes help centre
+
+## How do I book a bike repair?
+
+You can book a repair online in a few minutes. To book a repair:
+
+1. Sign in to your Pebble account.
+2. Open the Service tab and choose Book a repair.
+3. Pick the bike that needs work from your garage list.
+4. Describe the problem and add a photo if you can.
+5. Choose a workshop and a drop-off slot.
+6. Confirm the booking; we e-mail you a reference code.
+
+## When is the workshop open?
+
+Our workshop opening hours are:
+
+- Monday to Friday, 8 am to 6 pm
+- Saturday, 9 am to 1 pm
+- Closed on Sundays and public holidays
+
+## Can I cancel a repair booking?
+
+Cancel up to 24 hours before your slot and pay nothing. Later cancellations cost a $15 fee.
+"""
+STEPS = [
+    "Sign in to your Pebble account.",
+    "Open the Service tab and choose Book a repair.",
+    "Pick the bike that needs work from your garage list.",
+    "Describe the problem and add a photo if you can.",
+    "Choose a workshop and a drop-off slot.",
+    "Confirm the booking; we e-mail you a reference code.",
+]
+
+
+@pytest.fixture(scope="module")
+def faq_knowledge(tmp_path_factory: pytest.TempPathFactory) -> KnowledgeIndex:
+    """The FAQ imported from a Markdown file as `supportbot kb import` reads it, indexed with the real encoder."""
+    path = tmp_path_factory.mktemp("help") / "pebble-help.md"
+    path.write_text(FAQ, encoding="utf-8")
+    return KnowledgeIndex.build([read_article(path)], SentenceEncoder())
+
+
+def test_a_how_do_i_question_gets_the_whole_procedure_in_order(
+    counter: ChatTemplateCounter, faq_knowledge: KnowledgeIndex
+) -> None:
+    model = ScriptedModel()
+    dialogue = manager(counter, model)
+    dialogue.knowledge, dialogue.answers_from = Swappable(faq_knowledge), "passages"
+    question = "what do i have to do to get my bicycle fixed by you?"
+    result = run_turn(dialogue, [Turn("customer", question)], DialogueState())
+    assert result.check["verdict"] == "from the passages" and model.prompts == []
+    lines = result.text.splitlines()
+    lead_in = "You can book a repair online in a few minutes. To book a repair:"
+    assert lines == [lead_in, *(f"{n}. {step}" for n, step in enumerate(STEPS, start=1))], result.text
+    # Nothing of the other sections, and each line is the article's own text.
+    assert "workshop opening hours" not in result.text and "$15" not in result.text
+    passages = " ".join(passage.text for passage in faq_knowledge.passages)
+    assert all(step in passages for step in STEPS) and lead_in in passages
+
+
+def test_a_bullet_comes_with_its_lead_in(counter: ChatTemplateCounter, faq_knowledge: KnowledgeIndex) -> None:
+    dialogue = manager(counter, ScriptedModel())
+    dialogue.knowledge, dialogue.answers_from = Swappable(faq_knowledge), "passages"
+    result = run_turn(dialogue, [Turn("customer", "can i drop my bike off on a saturday morning?")], DialogueState())
+    assert result.text.startswith("Our workshop opening hours are:"), result.text
+    assert "Saturday, 9 am to 1 pm." in result.text and "1." not in result.text.split(":")[0]
+    assert "Sign in" not in result.text and "$15" not in result.text

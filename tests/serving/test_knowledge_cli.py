@@ -11,7 +11,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from bot.dialogue import DialogueManager
 from bot.domain import default_pack_path, load_pack
+from bot.grounding import rank_sentences
 from bot.knowledge import SentenceEncoder
 from cli.main import app
 from conversations import knowledge as kb
@@ -157,3 +159,48 @@ def test_two_running_apps_pick_up_an_import_by_themselves(engine: Engine, tmp_pa
             time.sleep(0.2)
         # The dialogue answers from the same index the poll swapped.
         assert all(s.dialogue.knowledge is s.knowledge.index for s in apps)
+
+
+FAQ = """# Help
+
+## How do I move my plan to a new address?
+
+Moving takes a few minutes online. To move your plan:
+
+1. Sign in and open My plan.
+2. Choose Move address.
+3. Enter the new address and the moving date.
+4. Pick a time for the engineer's visit.
+5. Confirm, and keep the reference we e-mail you.
+
+## What do I pay?
+
+Our prices are:
+
+- Basic plan, $20 a month
+- Fast plan, $35 a month
+"""
+
+
+def test_an_imported_faq_answers_a_how_to_with_its_whole_procedure(
+    engine: Engine, encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    (tmp_path / "moving.md").write_text(FAQ, encoding="utf-8")
+    assert kb_cli("import", str(tmp_path / "moving.md"))[0] == 0
+    index = KnowledgeSync.start(engine, load_pack(default_pack_path()), encoder).index.current()
+    question = "how can i transfer my service to my new home?"  # none of the article's words for it
+    hits = [hit for hit in index.search(question, k=4) if hit.relevant]
+    cosine = index.sentence_similarity(question, [hit.passage for hit in hits])
+    ranked = rank_sentences(
+        question, [hit.passage.text for hit in hits], passage_scores=[hit.score for hit in hits],
+        similarity=lambda _, sentences: [cosine.get(sentence, 0.0) for sentence in sentences],
+    )  # fmt: skip
+    reply = DialogueManager.fallback(ranked, [], [hit.passage for hit in hits])
+    assert reply.splitlines() == [
+        "Moving takes a few minutes online. To move your plan:",
+        "1. Sign in and open My plan.",
+        "2. Choose Move address.",
+        "3. Enter the new address and the moving date.",
+        "4. Pick a time for the engineer's visit.",
+        "5. Confirm, and keep the reference we e-mail you.",
+    ], reply
