@@ -36,6 +36,8 @@ class CustomerChecks:
     total: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     """Each failed check's id and reply, for staff to read."""
+    results: dict[str, bool] = field(default_factory=dict)
+    """Each check's id and whether it passed, for the gate to pair with another model's."""
 
 
 def customer_dialogue(settings: Settings, pack: DomainPack, engine: Engine, vllm_url: str) -> DialogueManager:
@@ -73,7 +75,8 @@ def customer_check_scores(
             for check in checks:
                 reply = await _reply(dialogue, check.prompt)
                 score.total += 1
-                if check_passed(check, reply):
+                score.results[check.id] = check_passed(check, reply)
+                if score.results[check.id]:
                     score.passed += 1
                 else:
                     score.failed[check.id] = reply

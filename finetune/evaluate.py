@@ -4,6 +4,10 @@ Metrics: assistant-turn loss and perplexity, ROUGE-L of generated replies agains
 the domain pack's must-pass checks. Loss and ROUGE-L are also reported per source (the company's own
 conversations, "store", and the domain pack's "seed" ones): the gate decides on the company's and uses the
 seeds as a guard against forgetting. Generation goes through the running vLLM server.
+
+Where both models were scored turn by turn and check by check, the gate compares them pair by pair with a bootstrap
+confidence interval, and a sampled score (ROUGE-L, the bare model's checks) vetoes only a difference the interval
+puts wholly below zero: two candidates that differ by noise get the same decision.
 """
 
 import logging
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from bot.context import relevant_policies, system_text
 from bot.domain import Check, DomainPack
@@ -69,6 +74,49 @@ class GateConfig:
     """Relative increase of loss on the seed conversations allowed when the company's conversations decide."""
     seed_rouge_tolerance: float = 0.05
     """Absolute drop of ROUGE-L on the seed conversations allowed when the company's conversations decide."""
+    confidence: float = 0.95
+    """Confidence of the paired bootstrap intervals: a sampled score vetoes only when its whole interval lies below
+    zero (and the drop exceeds its tolerance)."""
+    resamples: int = 2000
+    """Bootstrap resamples; the seed is fixed, so the same scores always give the same interval."""
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1 or self.resamples < 100:
+            raise ValueError("confidence must be in [0.5, 1) and resamples at least 100")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Candidate minus the model in service on the same items, with a bootstrap confidence interval of the mean."""
+
+    mean: float
+    low: float
+    high: float
+    items: int
+
+    @property
+    def worse(self) -> bool:
+        """The whole interval lies below zero: the candidate is worse beyond what resampling explains."""
+        return self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} (interval {self.low:+.3f} to {self.high:+.3f}, {self.items} paired)"
+
+
+def paired_difference(
+    candidate: Sequence[float], in_service: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000
+) -> Difference | None:
+    """The mean of `candidate[i] - in_service[i]` and its percentile bootstrap interval; None without pairs. Both
+    lists must score the same items in the same order."""
+    if len(candidate) != len(in_service) or not candidate:
+        return None
+    differences = np.asarray(candidate, dtype=np.float64) - np.asarray(in_service, dtype=np.float64)
+    rows = np.random.default_rng(0).integers(0, len(differences), size=(resamples, len(differences)))
+    means = differences[rows].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Difference(round(float(differences.mean()), 4), round(float(low), 4), round(float(high), 4),
+                      len(differences))  # fmt: skip
 
 
 @dataclass
@@ -92,6 +140,13 @@ class ModelScores:
     samples: list[dict] = field(default_factory=list)
     by_source: dict[str, dict] = field(default_factory=dict)
     """Per source ("store", "seed"): conversations, turns, loss and ROUGE-L on that source's held-out part."""
+    turn_rouge: dict[str, list[float]] = field(default_factory=dict)
+    """ROUGE-L of each scored turn, per source ("all" when not split by source), in the evaluation set's order: what
+    the gate pairs with the other model's."""
+    check_results: dict[str, bool] = field(default_factory=dict)
+    """Each bare-model must-pass check's id and whether it passed."""
+    customer_check_results: dict[str, bool] = field(default_factory=dict)
+    """Each must-pass check as customers get them: id and whether it passed."""
 
 
 def assistant_loss(
@@ -164,6 +219,7 @@ def source_scores(*, records: Sequence[DatasetRecord], max_turns: int = 40, **ge
         part = generation_scores(records=group, max_turns=max_turns, **{**generation, "max_checks": 0})
         count = part.turns
         scores.by_source[source] = {"conversations": len(group), "turns": count, "rouge_l": part.rouge_l}
+        scores.turn_rouge[source] = part.turn_rouge.get("all", [])
         scores.samples += [{**sample, "source": source} for sample in part.samples[: 5 // len(groups) + 1]]
         if part.rouge_l is not None:
             weighted, turns = weighted + part.rouge_l * count, turns + count
@@ -234,12 +290,14 @@ def generation_scores(
             scores.samples.append({"prompt": prompt[-1]["content"], "reply": reply, "reference": reference})
     for check, reply in zip(checks, replies[len(turns) :], strict=True):
         scores.checks_total += 1
-        if check_passed(check, reply):
+        scores.check_results[check.id] = check_passed(check, reply)
+        if scores.check_results[check.id]:
             scores.checks_passed += 1
         else:
             scores.failed_checks.append(check.id)
     scores.rouge_l = round(sum(rouges) / len(rouges), 4) if rouges else None
     scores.turns = len(rouges)
+    scores.turn_rouge = {"all": [round(value, 4) for value in rouges]} if rouges else {}
     return scores
 
 
@@ -261,46 +319,98 @@ def _worse(candidate: dict, in_service: dict, loss_tolerance: float, rouge_toler
     return reasons
 
 
+class _Gate:
+    """One comparison of a candidate with the model in service: the reasons to keep it out and the paired
+    differences measured on the way."""
+
+    def __init__(self, candidate: ModelScores, in_service: ModelScores, config: GateConfig) -> None:
+        self.candidate, self.in_service, self.config = candidate, in_service, config
+        self.reasons: list[str] = []
+        self.differences: dict[str, dict] = {}
+
+    def paired(self, name: str, mine: Sequence[float], theirs: Sequence[float]) -> Difference | None:
+        difference = paired_difference(mine, theirs, confidence=self.config.confidence,
+                                       resamples=self.config.resamples)  # fmt: skip
+        if difference is not None:
+            self.differences[name] = asdict(difference)
+        return difference
+
+    def rouge(self, part: str, candidate: dict, in_service: dict, loss_tolerance: float, rouge_tolerance: float,
+              where: str) -> None:  # fmt: skip
+        """Loss by its tolerance; ROUGE-L, where both were scored turn by turn, by its paired interval."""
+        prefix = f"{where}: " if where else ""
+        mine, theirs = self.candidate.turn_rouge.get(part, []), self.in_service.turn_rouge.get(part, [])
+        difference = self.paired(f"ROUGE-L, {where or 'held-out conversations'}", mine, theirs)
+        if difference is None:
+            self.reasons += _worse(candidate, in_service, loss_tolerance, rouge_tolerance, prefix)
+            return
+        self.reasons += _worse(candidate, {**in_service, "rouge_l": None}, loss_tolerance, 0.0, prefix)
+        if difference.worse and difference.mean < -rouge_tolerance:
+            rouge, worse_than = candidate.get("rouge_l"), in_service.get("rouge_l")
+            self.reasons.append(f"{prefix}ROUGE-L {rouge} is worse than {worse_than}, by {difference}")
+
+    def checks(self, guard: bool) -> None:
+        """The must-pass checks as customers get them by count (greedy replies: no sampling noise); the bare
+        model's by count, or, when they only guard against forgetting and were scored check by check, by interval."""
+        config, candidate, in_service = self.config, self.candidate, self.in_service
+        if candidate.customer_checks_total > 0 and in_service.customer_checks_total > 0:
+            passed, theirs = candidate.customer_checks_passed, in_service.customer_checks_passed
+            if passed < theirs - config.checks_tolerance:
+                self.reasons.append(f"passes {passed} must-pass checks as customers get them, in service {theirs}")
+        shared = [key for key in candidate.check_results if key in in_service.check_results]
+        difference = self.paired("bare model's must-pass checks", [float(candidate.check_results[k]) for k in shared],
+                                 [float(in_service.check_results[k]) for k in shared])  # fmt: skip
+        passed, theirs = candidate.checks_passed, in_service.checks_passed
+        fewer = passed < theirs - (config.seed_checks_tolerance if guard else config.checks_tolerance)
+        if fewer and (not guard or difference is None or difference.worse):
+            where = "forgetting: the bare model " if guard else ""
+            shown = f", by {difference}" if guard and difference is not None else ""
+            self.reasons.append(f"{where}passes {passed} must-pass checks, in service {theirs}{shown}")
+
+
 def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateConfig) -> dict:
-    """Whether the candidate may replace the model in service, with the reasons.
+    """Whether the candidate may replace the model in service, with the reasons, the paired differences (with their
+    intervals) and a one-line summary.
 
     When both were scored on the company's own conversations ("store"), those decide with the normal
     tolerances, and the seed conversations only guard against forgetting: they block a candidate only when it
     is worse there by more than the seed tolerances. Without company conversations, the overall scores decide.
+    ROUGE-L scored turn by turn vetoes only when its paired interval lies wholly below zero and the mean drop
+    exceeds the tolerance; loss, a deterministic sum over the same references, keeps its relative tolerance.
 
     The must-pass checks as customers get them (both models scored so) allow `checks_tolerance` fewer passes.
-    The bare model's checks then guard against forgetting with `seed_checks_tolerance` when the company's
-    conversations decide; otherwise, and whenever the checks as customers get them are missing, they allow
-    `checks_tolerance`.
+    The bare model's checks then guard against forgetting with `seed_checks_tolerance` (and, scored check by
+    check, only a drop the interval confirms) when the company's conversations decide; otherwise, and whenever
+    the checks as customers get them are missing, they allow `checks_tolerance`.
     """
     if in_service is None:
         return {"promote": True, "reasons": ["nothing in service"]}
+    judged = _Gate(candidate, in_service, config)
     store = "store" in candidate.by_source and "store" in in_service.by_source
     if store:
         decided_on = "company's conversations"
-        reasons = _worse(candidate.by_source["store"], in_service.by_source["store"], config.loss_tolerance,
-                         config.rouge_tolerance, "company's conversations: ")  # fmt: skip
+        judged.rouge("store", candidate.by_source["store"], in_service.by_source["store"], config.loss_tolerance,
+                     config.rouge_tolerance, "company's conversations")  # fmt: skip
         if "seed" in candidate.by_source and "seed" in in_service.by_source:
-            reasons += _worse(candidate.by_source["seed"], in_service.by_source["seed"], config.seed_loss_tolerance,
-                              config.seed_rouge_tolerance, "forgetting on seed conversations: ")  # fmt: skip
+            judged.rouge("seed", candidate.by_source["seed"], in_service.by_source["seed"], config.seed_loss_tolerance,
+                          config.seed_rouge_tolerance, "forgetting on seed conversations")  # fmt: skip
     else:
         decided_on = "all held-out conversations"
-        reasons = _worse(asdict(candidate), asdict(in_service), config.loss_tolerance, config.rouge_tolerance, "")
+        judged.rouge("all", asdict(candidate), asdict(in_service), config.loss_tolerance, config.rouge_tolerance, "")
     as_customers = candidate.customer_checks_total > 0 and in_service.customer_checks_total > 0
-    if as_customers:
-        passed, theirs = candidate.customer_checks_passed, in_service.customer_checks_passed
-        if passed < theirs - config.checks_tolerance:
-            reasons.append(f"passes {passed} must-pass checks as customers get them, in service {theirs}")
-    guard = as_customers and store  # the bare model's answers only guard against forgetting
-    passed, theirs = candidate.checks_passed, in_service.checks_passed
-    if passed < theirs - (config.seed_checks_tolerance if guard else config.checks_tolerance):
-        where = "forgetting: the bare model " if guard else ""
-        reasons.append(f"{where}passes {passed} must-pass checks, in service {theirs}")
-    if reasons:
-        return {"promote": False, "reasons": reasons, "decided_on": decided_on}
+    judged.checks(guard=as_customers and store)  # the bare model's answers only guard against forgetting
+    measured = "; ".join(f"{name} {Difference(**values)}" for name, values in judged.differences.items())
+    if judged.reasons:
+        summary = f"not promoted: {judged.reasons[0]}" + (f" ({len(judged.reasons) - 1} more)" if
+                                                           len(judged.reasons) > 1 else "")  # fmt: skip
+        return {"promote": False, "reasons": judged.reasons, "decided_on": decided_on,
+                "differences": judged.differences, "summary": summary}  # fmt: skip
     fine = ["not worse on the company's conversations; seed conversations within the forgetting tolerance"
             if store else "not worse on any metric"]  # fmt: skip
-    return {"promote": True, "reasons": fine, "decided_on": decided_on}
+    if measured:
+        fine.append(f"measured: {measured}")
+    return {"promote": True, "reasons": fine, "decided_on": decided_on, "differences": judged.differences,
+            "summary": f"promoted: {fine[0]}"}  # fmt: skip
 
 
 def report(candidate: ModelScores, in_service: ModelScores | None, decision: dict) -> dict:

@@ -379,6 +379,7 @@ def with_customer_checks(settings: Settings, pack: DomainPack, vllm_url: str, sc
         customer = found[score.model]
         score.customer_checks_passed, score.customer_checks_total = customer.passed, customer.total
         score.failed_customer_checks = customer.failed
+        score.customer_check_results = customer.results
 
 
 def evaluate_candidate(
