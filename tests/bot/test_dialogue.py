@@ -382,5 +382,5 @@ def test_a_bullet_comes_with_its_lead_in(counter: ChatTemplateCounter, faq_knowl
     dialogue.knowledge, dialogue.answers_from = Swappable(faq_knowledge), "passages"
     result = run_turn(dialogue, [Turn("customer", "can i drop my bike off on a saturday morning?")], DialogueState())
     assert result.text.startswith("Our workshop opening hours are:"), result.text
-    assert "Saturday, 9 am to 1 pm." in result.text and "1." not in result.text.split(":")[0]
+    assert "Saturday, 9 am to 1 pm." in result.text
     assert "Sign in" not in result.text and "$15" not in result.text
