@@ -139,3 +139,15 @@ def test_a_second_app_replica_embeds_nothing_at_start(
     second = KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
     assert counting.embedded == []
     assert len(second.index.current()) == len(first.index.current()) > 0
+
+
+def test_the_app_knowledge_stores_with_the_shipped_encoder_id(tmp_path: Path, shipped_id: str) -> None:
+    """KnowledgeSync without an encoder (as serving/services.py starts it) stores under the shipped encoder's id."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    upgrade_db(engine)
+    sync = KnowledgeSync.start(engine, load_pack(default_pack_path()))
+    with Session(engine) as session:
+        encoders = set(session.exec(select(StoredEmbedding.encoder)).all())
+    engine.dispose()
+    assert encoders == {shipped_id}
+    assert isinstance(sync.encoder, StoredEncoder)
