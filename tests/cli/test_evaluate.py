@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from conversations.db import make_engine, upgrade_db
 from core.settings import get_settings
 from runtime.registry import AdapterRegistry
 
@@ -40,6 +41,10 @@ def test_evaluate_scores_the_adapter_in_service_and_the_base_model_on_imported_c
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
+    # The company's database exists, as `supportbot start` leaves it: the CLI never creates one unasked.
+    engine = make_engine(get_settings().resolved_database_url)
+    upgrade_db(engine)
+    engine.dispose()
     try:
         transcripts = tmp_path / "company.jsonl"
         transcripts.write_text(company_transcripts())
