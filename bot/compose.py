@@ -19,6 +19,7 @@ class _Placed:
     passage: Passage
     index: int  # the sentence's place in its passage
     parts: tuple[Block, ...]  # the passage parts it lies in
+    layout: list[tuple[str, tuple[Block, ...]]]  # the passage's sentences with their parts (Passage.layout)
     order: tuple[int, int, int]  # its article's first place among the passages, the passage's place, `index`
 
 
@@ -33,7 +34,7 @@ def _place(chosen: Sequence[Candidate], passages: Sequence[Passage]) -> list[_Pl
         index = next((i for i, (sentence, _) in enumerate(layout) if sentence == candidate.sentence), len(layout))
         parts = layout[index][1] if index < len(layout) else ()
         order = (first[passage.article_slug], passage.position, index)
-        placed.append(_Placed(candidate, passage, index, parts, order))
+        placed.append(_Placed(candidate, passage, index, parts, layout, order))
     return placed
 
 
@@ -86,7 +87,7 @@ def compose_reply(chosen: Sequence[Candidate], passages: Sequence[Passage]) -> s
             pieces[place.order] = place.candidate.sentence
             continue
         group = items[0].group
-        start = min(i for i, (_, parts) in enumerate(place.passage.layout()) if any(p.group == group for p in parts))
+        start = min(i for i, (_, parts) in enumerate(place.layout) if any(p.group == group for p in parts))
         key = (place.order[0], place.order[1], start)
         _, _, gathered = lists.setdefault(key, (place.passage, group, []))
         gathered += [item for item in items if item not in gathered]

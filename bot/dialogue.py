@@ -323,15 +323,13 @@ class DialogueManager:
         )  # fmt: skip
 
     @staticmethod
-    def fallback(ranked: Sequence[Candidate], said: Sequence[str], passages: Sequence[Passage] = ()) -> str:
+    def fallback(ranked: Sequence[Candidate], said: Sequence[str], passages: Sequence[Passage]) -> str:
         """A reply built from the passages themselves: their best one to three sentences for the question, less
-        what the customer was already told, in the article's order and layout (bot/compose.py) when `passages`
-        (those `ranked` was ranked from) are given."""
+        what the customer was already told, in the article's order and layout (bot/compose.py); `passages` are those
+        `ranked` was ranked from."""
         already = set(content_stems(" ".join(said), courtesy=True))
         fresh = [c for c in choose_sentences(ranked) if not set(content_stems(c.sentence, courtesy=True)) <= already]
-        if passages:
-            return compose_reply(fresh, passages)
-        return " ".join(c.sentence for c in sorted(fresh, key=lambda c: c.passage))
+        return compose_reply(fresh, passages)
 
     async def respond(
         self, *, turns: Sequence[Turn], state: DialogueState, summary: str = ""
