@@ -193,6 +193,7 @@ class DomainPack(PackInfo):
 
     _policy_index: dict[str, Policy] = PrivateAttr(default_factory=dict)
     _intent_index: dict[str, Intent] = PrivateAttr(default_factory=dict)
+    _seeds: bool = PrivateAttr(default=True)
 
     def model_post_init(self, context: Any, /) -> None:
         self._policy_index = {policy.id: policy for policy in self.policies}
@@ -212,11 +213,20 @@ class DomainPack(PackInfo):
         except KeyError:
             raise KeyError(f"pack {self.name!r} has no intent {name!r}") from None
 
+    def without_seeds(self) -> Self:
+        """This pack without its seed conversations and must-pass checks, for a company whose own conversations
+        replace them: the help articles, intents and texts stay."""
+        pack = self.model_copy(update={"checks": []})
+        pack._seeds = False
+        return pack
+
     def seed_conversations(self) -> list[SeedConversation]:
         """Read the seed conversations from disk; only training needs them, so they are not kept.
 
-        A pack without seed_conversations.jsonl has none. Raises DomainPackError on a bad line.
+        A pack without seed_conversations.jsonl (or `without_seeds`) has none. Raises DomainPackError on a bad line.
         """
+        if not self._seeds:
+            return []
         return [conversation for _, conversation in _read_seeds(self.path / SEEDS_FILE, set(self._intent_index))]
 
 

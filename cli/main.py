@@ -34,9 +34,8 @@ def _configure_logging(verbose: bool) -> None:
 
 def prepare_models(settings: Settings, steps: int | None = None) -> None:
     """Convert the base model (once) and train the first domain adapter (once)."""
-    from bot.domain import load_pack
     from finetune.prepare import prepare_base_model
-    from finetune.seed import ensure_seed_adapter
+    from finetune.seed import ensure_seed_adapter, training_pack
     from finetune.sft import LoraRecipe
     from runtime.registry import AdapterRegistry
 
@@ -53,7 +52,13 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
         max_minutes=settings.seed_adapter_max_minutes,
         rank=min(16, settings.vllm_max_lora_rank),
     )
-    if registry.active() is None:
+    pack = training_pack(settings)
+    if registry.active() is None and not pack.seed_conversations():
+        console.print(
+            "No seed conversations in the pack (or SUPPORTBOT_PACK_SEEDS=none): the base model answers until a "
+            "retraining on your reviewed conversations (`supportbot train`) promotes an adapter"
+        )
+    elif registry.active() is None:
         with training_progress("Training the first domain adapter", console) as progress:
             task = progress.add_task("train", total=recipe.max_steps, loss="-")
 
@@ -63,7 +68,7 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
             result = ensure_seed_adapter(
                 registry=registry,
                 base_model_dir=settings.base_model_dir,
-                pack=load_pack(settings.domain_pack),
+                pack=pack,
                 recipe=recipe,
                 on_step=on_step,
             )
@@ -72,7 +77,7 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
                 f"[green]Adapter trained[/]: {result.steps} steps on {result.examples} conversations in "
                 f"{result.seconds:.0f} s, loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
             )
-    console.print(f"[green]Domain adapter in service[/]: {registry.active()}")
+    console.print(f"[green]Domain adapter in service[/]: {registry.active() or 'none (base model)'}")
 
     from cli.intents import train_pack_classifier
     from runtime.registry import classifier_registry

@@ -40,7 +40,7 @@ def train(
     steps: Annotated[int | None, typer.Option(help="Override the recipe's maximum training steps.")] = None,
 ) -> None:
     """Retrain now: dataset from reviewed conversations, new adapter, evaluation, promotion if not worse."""
-    from bot.domain import load_pack
+    from finetune.seed import training_pack
     from finetune.worker import execute_run, plan_summary, prepare_run
 
     settings = get_settings()
@@ -52,7 +52,7 @@ def train(
             console.print(f"[red]A retraining run is already going[/]: {error}")
             raise typer.Exit(1) from error
     overrides = {"max_steps": steps} if steps else None
-    plan = asdict(prepare_run(settings, load_pack(settings.domain_pack), engine, overrides).plan)
+    plan = asdict(prepare_run(settings, training_pack(settings), engine, overrides).plan)
     console.print(f"Plan: {plan_summary(plan)}")
     for note in plan["notes"]:
         console.print(f"[yellow]{note}[/]")
@@ -73,6 +73,7 @@ def train(
     console.print(f"Run {run.id}: [bold]{run.status}[/], adapter {run.adapter}, promoted: {run.promoted}")
     if run.report:
         decision = run.report["decision"]
+        console.print(f"Decision: {decision.get('summary', '')}")
         console.print("Evaluation: " + "; ".join(decision["reasons"]))
     if run.error:
         console.print(f"[red]{run.error}[/]")
@@ -105,13 +106,13 @@ def evaluate(
     for training, corrections in place of the replies they corrected, personal data masked), so a company's
     own transcripts, imported with `supportbot store import`, are scored the same way as the demo's.
     """
-    from bot.domain import load_pack
     from bot.replicas import first_healthy
     from finetune.dataset import DatasetRecipe
+    from finetune.seed import training_pack
     from finetune.worker import model_scores, source_conversations, training_dataset, with_customer_checks
 
     settings = get_settings()
-    pack = load_pack(settings.domain_pack)
+    pack = training_pack(settings)
     engine = open_database(settings)
     with Session(engine) as session:
         sources = [item for item in source_conversations(session, pack) if source in (HeldOut.all, item.source)]

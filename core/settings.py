@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     base_model: Path | None = None
     served_model_name: str = "base"
     domain_pack: Path = Field(default_factory=demo_pack_path)
+    # "none": the company's own reviewed conversations replace the pack's examples. The pack's seed conversations
+    # are neither trained on (at first start or in retraining) nor scored, and its checks.yaml holds no candidate:
+    # the gate has the company's held-out conversations and generic safety checks (finetune/safety_checks.py).
+    pack_seeds: Literal["pack", "none"] = "pack"
 
     # vLLM: managed as a child process unless vllm_url names one that runs elsewhere.
     vllm_url: str | None = None
@@ -284,6 +288,10 @@ class Settings(BaseSettings):
     @property
     def classifiers_dir(self) -> Path:
         return self.data_dir / "classifiers"
+
+    @property
+    def selectors_dir(self) -> Path:
+        return self.data_dir / "selectors"
 
     @property
     def logs_dir(self) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 from bot.context import relevant_policies, system_text
 from bot.domain import Check, DomainPack
 from finetune.dataset import DatasetRecord
+from finetune.safety_checks import CHECKS_NAMED, PACK, judged_checks
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class ModelScores:
     """Each bare-model must-pass check's id and whether it passed."""
     customer_check_results: dict[str, bool] = field(default_factory=dict)
     """Each must-pass check as customers get them: id and whether it passed."""
+    checks_from: str = PACK
+    """Which checks were run: the pack's checks.yaml ("pack"), or generic safety checks for a pack without one."""
 
 
 def assistant_loss(
@@ -270,7 +273,8 @@ def generation_scores(
         for index, message in enumerate(conversation):
             if message["role"] == "assistant" and len(turns) < max_turns:
                 turns.append((conversation[:index], message["content"]))
-    checks = pack.checks[:max_checks]
+    checks_from, checks = judged_checks(pack)
+    checks = checks[:max_checks]
     check_prompts = [
         [{"role": "system", "content": system_text(pack, relevant_policies(pack, check.prompt))},
          {"role": "user", "content": check.prompt}]
@@ -282,7 +286,7 @@ def generation_scores(
                      [prompt for prompt, _ in turns] + check_prompts)
         )  # fmt: skip
 
-    scores = ModelScores(model=model)
+    scores = ModelScores(model=model, checks_from=checks_from)
     rouges = []
     for (prompt, reference), reply in zip(turns, replies, strict=False):
         rouges.append(rouge_l(reply, reference))
@@ -400,17 +404,37 @@ def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateCon
     as_customers = candidate.customer_checks_total > 0 and in_service.customer_checks_total > 0
     judged.checks(guard=as_customers and store)  # the bare model's answers only guard against forgetting
     measured = "; ".join(f"{name} {Difference(**values)}" for name, values in judged.differences.items())
+    evidence = _evidence(candidate, in_service, store)
     if judged.reasons:
         summary = f"not promoted: {judged.reasons[0]}" + (f" ({len(judged.reasons) - 1} more)" if
                                                            len(judged.reasons) > 1 else "")  # fmt: skip
-        return {"promote": False, "reasons": judged.reasons, "decided_on": decided_on,
-                "differences": judged.differences, "summary": summary}  # fmt: skip
-    fine = ["not worse on the company's conversations; seed conversations within the forgetting tolerance"
-            if store else "not worse on any metric"]  # fmt: skip
+        return {"promote": False, "reasons": judged.reasons, "decided_on": decided_on, "evidence": evidence,
+                "differences": judged.differences, "summary": f"{summary}; {evidence}"}  # fmt: skip
+    seeds = "seed" in candidate.by_source and "seed" in in_service.by_source
+    fine = [("not worse on the company's conversations" + ("; seed conversations within the forgetting tolerance"
+             if seeds else "")) if store else "not worse on any metric"]  # fmt: skip
     if measured:
         fine.append(f"measured: {measured}")
-    return {"promote": True, "reasons": fine, "decided_on": decided_on, "differences": judged.differences,
-            "summary": f"promoted: {fine[0]}"}  # fmt: skip
+    return {"promote": True, "reasons": fine, "decided_on": decided_on, "evidence": evidence,
+            "differences": judged.differences, "summary": f"promoted: {fine[0]}; {evidence}"}  # fmt: skip
+
+
+def _evidence(candidate: ModelScores, in_service: ModelScores, store: bool) -> str:
+    """What the decision rested on, in words: which held-out conversations (how many turns, paired or not) and which
+    checks, so a reader sees at once whether the pack's seeds and checks took part."""
+    named = {"store": "the company's held-out conversations", "seed": "the pack's seed conversations (forgetting)"}
+    both = [part for part in named if part in candidate.by_source and part in in_service.by_source]
+    parts = []
+    for part in both if store else ["all"]:
+        mine, theirs = candidate.turn_rouge.get(part, []), in_service.turn_rouge.get(part, [])
+        paired = mine and len(mine) == len(theirs)
+        how = f"ROUGE-L of {len(mine)} turns, paired bootstrap" if paired else "mean loss and ROUGE-L"
+        parts.append(f"{named.get(part, 'all held-out conversations')} ({how})")
+    if "seed" not in both:
+        parts.append("no seed conversations")
+    total = max(candidate.customer_checks_total, candidate.checks_total)
+    parts.append(f"{total} {CHECKS_NAMED.get(candidate.checks_from, 'checks')}" if total else "no checks")
+    return "evidence: " + ", ".join(parts)
 
 
 def report(candidate: ModelScores, in_service: ModelScores | None, decision: dict) -> dict:

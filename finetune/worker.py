@@ -17,7 +17,7 @@ import httpx
 import yaml
 from sqlmodel import Session
 
-from bot.domain import DomainPack, load_pack
+from bot.domain import DomainPack
 from bot.replicas import first_healthy
 from bot.vllm_admin import load_adapter_into_vllm
 from conversations import crud
@@ -55,7 +55,8 @@ from finetune.plan import (
     training_dataset,
 )
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
-from finetune.seed import with_system
+from finetune.safety_checks import judged_checks
+from finetune.seed import training_pack, with_system
 from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, shares_system_text, train_lora
 from runtime.registry import AdapterRegistry, promote
 
@@ -136,7 +137,7 @@ def prepare_run(settings: Settings, pack: DomainPack, engine, recipe_overrides: 
 def plan_preview(settings: Settings, engine) -> dict:
     """The plan a run started now would follow, as its progress shows it: the app's `RunPlanner`
     (runtime/training.py), so that a queued run shows its plan before a worker claims it."""
-    return asdict(prepare_run(settings, load_pack(settings.domain_pack), engine).plan)
+    return asdict(prepare_run(settings, training_pack(settings), engine).plan)
 
 
 def plan_summary(plan: dict) -> str:
@@ -238,7 +239,7 @@ def execute_run(
     reporter.update(status=RunStatus.running, started_at=utcnow(), worker_pid=os.getpid(), error=None)
     background = ThreadPoolExecutor(1, thread_name_prefix="in-service-replies")
     try:
-        pack = load_pack(settings.domain_pack)
+        pack = training_pack(settings)
         reporter.stage("dataset")
         prepared = prepare_run(settings, pack, engine, recipe_overrides)
         sources, dataset, recipe, plan = prepared.sources, prepared.dataset, prepared.recipe, prepared.plan
@@ -251,7 +252,9 @@ def execute_run(
         reporter.update(dataset_hash=dataset.content_hash, card=dataset.card)
 
         registry = AdapterRegistry(settings.adapters_dir)
-        in_service = registry.active()
+        # With no adapter promoted yet (a pack without seed conversations), customers get the base model: the
+        # candidate must not be worse than that.
+        in_service = registry.active() or settings.served_model_name
         evaluation = dataset.held_out(settings.eval_max_conversations)
         adapter_name = adapter_name or registry.next_name()
         reporter.update(adapter=adapter_name)
@@ -307,7 +310,7 @@ def execute_run(
         # The adapter in service is scored (vLLM's replies, then its loss in one more thread) beside the classifier
         # and the candidate, so vLLM batches both adapters' replies. Scored during training instead, it took the
         # cores training had sped up to use: the same run took 652 s that way (training 109 tokens/s).
-        service_scores = background.submit(model_scores, settings, pack, evaluation, in_service) if in_service else None
+        service_scores = background.submit(model_scores, settings, pack, evaluation, in_service)
         reporter.stage("classifier")
         with Session(engine) as session:
             relabels = crud.relabelled_examples(session=session)
@@ -363,7 +366,7 @@ def with_customer_checks(settings: Settings, pack: DomainPack, vllm_url: str, sc
     """Add the must-pass checks as customers get them to each of `scores` (a model's, served by `vllm_url`); a
     failure to score them leaves them out, and the gate falls back to the bare model's checks."""
     scored = [score for score in scores if score is not None]
-    checks = pack.checks[: settings.eval_max_checks]
+    checks = judged_checks(pack)[1][: settings.eval_max_checks]
     if not checks or not scored:
         return
     engine = make_engine(settings.resolved_database_url)
@@ -390,7 +393,8 @@ def evaluate_candidate(
     in_service: str | None,
     service_scores: Future | None = None,
 ) -> dict:
-    """Score the candidate and the adapter in service on the same held-out set, and gate.
+    """Score the candidate and the model in service (an adapter, or the base model's served name) on the same
+    held-out set, and gate.
 
     `service_scores` holds the in-service adapter's scores when they were started earlier; if that attempt
     failed (vLLM restarting, say) they are computed again here.
