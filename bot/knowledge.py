@@ -372,6 +372,12 @@ class KnowledgeIndex:
                 self._queries.popitem(last=False)
         return vector
 
+    def embedded_texts(self) -> list[str]:
+        """Every text this index has its encoder embed ahead of customers: each passage as indexed, and each sentence
+        under its article's title as `embed_sentences` embeds it (what a store of embeddings must keep for it)."""
+        passages = self.passages
+        return [_index_text(p) for p in passages] + [_sentence_text(*key) for key in _sentence_keys(passages)]
+
     def embed_sentences(self, passages: Sequence[Passage] | None = None) -> int:
         """Embed ahead of time the sentences `sentence_similarity` will need (by default every passage's), so that
         no customer turn waits for them; returns how many were embedded now."""
@@ -382,7 +388,7 @@ class KnowledgeIndex:
             missing = [key for key in keys if key not in self._sentences]
         for start in range(0, len(missing), SENTENCE_BATCH):
             batch = missing[start : start + SENTENCE_BATCH]
-            vectors = self.encoder.embed([f"{title}: {sentence}" for title, sentence in batch])
+            vectors = self.encoder.embed([_sentence_text(title, sentence) for title, sentence in batch])
             with self._cache_lock:
                 self._sentences.update(zip(batch, vectors, strict=True))
         return len(missing)
@@ -428,6 +434,10 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 def _sentence_keys(passages: Sequence[Passage]) -> list[tuple[str, str]]:
     """(article title, sentence) of every sentence of `passages`, once each: what the sentence cache is keyed by."""
     return list(dict.fromkeys((p.title, sentence) for p in passages for sentence in split_sentences(p.text)))
+
+
+def _sentence_text(title: str, sentence: str) -> str:
+    return f"{title}: {sentence}"
 
 
 def _lucene_idf(documents: int, frequency: int) -> float:

@@ -50,7 +50,7 @@ from conversations.crud.desk import (
     unanswered_assigned,
     update_duty,
 )
-from conversations.crud.embeddings import store_embeddings, stored_embeddings
+from conversations.crud.embeddings import remove_stale_embeddings, store_embeddings, stored_embeddings
 from conversations.crud.errors import (
     CannedReplyNotFound,
     ConversationAccessDenied,
@@ -151,6 +151,7 @@ from conversations.crud.widget import (
 __all__ = [
     "StoreError",
     "stored_embeddings",
+    "remove_stale_embeddings",
     "store_embeddings",
     "add_action_call",
     "list_action_calls",

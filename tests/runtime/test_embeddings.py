@@ -1,5 +1,6 @@
 """The encoder backed by stored embeddings: a second start over the same help articles embeds nothing, reads back
-exactly the vectors the first computed, keeps customer questions out of the database, and answers without it."""
+exactly the vectors the first computed, keeps customer questions out of the database, and answers without it; the
+rows of texts an edit removed are cleaned up by one replica, never while it serves an older revision."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ from sqlmodel import Session, select
 from bot.domain import default_pack_path, load_pack
 from bot.knowledge import KnowledgeIndex
 from conversations.db import make_engine, upgrade_db
+from conversations.knowledge import ArticleDraft, list_articles, save_article
 from conversations.models import StoredEmbedding
-from runtime.embeddings import StoredEncoder, encoder_id
+from runtime.embeddings import StoredEncoder, encoder_id, text_hash
 from serving.knowledge import KnowledgeSync
 from tests.utils.encoders import CountingEncoder
 
@@ -151,3 +153,86 @@ def test_the_app_knowledge_stores_with_the_shipped_encoder_id(tmp_path: Path, sh
     engine.dispose()
     assert encoders == {shipped_id}
     assert isinstance(sync.encoder, StoredEncoder)
+
+
+def stored_hashes(engine: Engine) -> set[str]:
+    with Session(engine) as session:
+        return set(session.exec(select(StoredEmbedding.text_hash)).all())
+
+
+def edit_first_article(engine: Engine, sentence: str) -> str:
+    """Append `sentence` to the first help article (a new version, as the console saves it); returns its slug."""
+    with Session(engine) as session:
+        article = list_articles(session=session)[0]
+        draft = ArticleDraft(article.slug, article.title, f"{article.text}\n\n{sentence}")
+        save_article(session=session, draft=draft, changed_by="test")
+        return article.slug
+
+
+def test_an_edited_articles_old_embeddings_are_removed(
+    engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    sync = KnowledgeSync.start(
+        engine, load_pack(default_pack_path()), StoredEncoder(counting, engine, encoder_id=shipped_id)
+    )
+    before = stored_hashes(engine)
+    slug = edit_first_article(engine, "Gift cards can be used with every payment method.")
+    assert sync.refresh()
+    live = {text_hash(text) for text in sync.index.current().embedded_texts()}
+    orphaned = before - live  # the edited article's old passage (its text changed), nothing else
+    assert orphaned and len(orphaned) < len(before) // 4
+    assert stored_hashes(engine) == before | live
+
+    assert sync.remove_stale_embeddings() == len(orphaned)
+    assert stored_hashes(engine) == live
+    assert sync.remove_stale_embeddings() == 0
+    # What is left is all a new replica needs: it embeds nothing and finds the edit.
+    counting.embedded.clear()
+    replica = KnowledgeSync.start(
+        engine, load_pack(default_pack_path()), StoredEncoder(counting, engine, encoder_id=shipped_id)
+    )
+    assert counting.embedded == []
+    edited = next(p for p in replica.index.current().passages if "Gift cards can be used" in p.text)
+    assert edited.article_slug == slug
+    assert replica.index.current().search(edited.text)[0].passage == edited
+
+
+def test_a_replica_behind_the_knowledge_base_removes_nothing(
+    engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    """A replica still serving an older revision would count the new texts as stale: it leaves every row alone."""
+    pack = load_pack(default_pack_path())
+    behind = KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    edit_first_article(engine, "Gift cards can be used with every payment method.")
+    ahead = KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    rows = stored_hashes(engine)
+    new = {text_hash(text) for text in ahead.index.current().embedded_texts()} - {
+        text_hash(text) for text in behind.index.current().embedded_texts()
+    }
+    assert new and new <= rows
+
+    assert behind.remove_stale_embeddings() is None
+    assert stored_hashes(engine) == rows
+    assert behind.refresh()
+    assert behind.remove_stale_embeddings() == len(rows) - len(stored_hashes(engine)) > 0
+    assert new <= stored_hashes(engine)
+
+
+def test_one_replica_cleans_per_period(engine: Engine, counting: CountingEncoder, shipped_id: str) -> None:
+    pack = load_pack(default_pack_path())
+    replicas = [
+        KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id)) for _ in range(2)
+    ]
+    edit_first_article(engine, "Gift cards can be used with every payment method.")
+    for replica in replicas:
+        assert replica.refresh()
+    rows = stored_hashes(engine)
+    replicas[0].clean_when_due()
+    cleaned = stored_hashes(engine)
+    assert cleaned < rows
+    edit_first_article(engine, "Gift cards never expire.")
+    for replica in replicas:
+        replica.refresh()
+        replica.clean_when_due()  # not due for another hour: the edit's old rows stay
+    assert cleaned - stored_hashes(engine) == set()
+    assert len(stored_hashes(engine)) > len(cleaned)
