@@ -15,6 +15,8 @@ cities, one title per generated article), then:
     .venv/bin/python tests/bench/bench_knowledge_start.py --passages 10000 --url sqlite:///var/k10k.db --second-only
 
 The second command is a pod starting on a filled store: a process that built no other index, whose RSS is a pod's.
+It prints READY on a line of its own once the index is built, so that a parent can time a pod's start to ready
+(tests/bench/bench_knowledge_pods.py does, at several sizes on SQLite and PostgreSQL); `--fill-only` only fills.
 """
 
 import argparse
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.articles import split_sentences  # noqa: E402
 from bot.domain import default_pack_path, load_pack  # noqa: E402
-from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder  # noqa: E402
+from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder, tokenize  # noqa: E402
 from conversations.db import make_engine, upgrade_db  # noqa: E402
 from runtime.embeddings import StoredEncoder, encoder_id  # noqa: E402
 from tests.utils.encoders import CountingEncoder  # noqa: E402
@@ -92,6 +94,16 @@ def synthetic_articles(passages: int, seed: int = 0) -> list[Article]:
             )
         articles.append(Article(f"generated-{number}", f"{title} ({number})", "\n\n".join(sections)))
     return articles
+
+
+def bench_queries(count: int) -> list[str]:
+    """Distinct customer-like questions, so that none comes from the index's cache of query embeddings."""
+    rng = random.Random(2)
+    sentences = source_sentences()
+    return [
+        f"{vary(rng.choice(sentences)[1], rng).rstrip('.')} for my {rng.choice(PRODUCTS)} in {rng.choice(CITIES)}?"
+        for _ in range(count)
+    ]
 
 
 def rss_mb() -> float:
@@ -157,6 +169,7 @@ def main() -> None:
         help="the store at --url is filled already (by a run with the same --passages): time only the second start, "
         "in a process that built no other index, for its RSS",
     )
+    parser.add_argument("--fill-only", action="store_true", help="fill the store and stop, for a --second-only run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -175,21 +188,20 @@ def main() -> None:
     fill_id = shipped_id if args.real_fill else "bench-stand-in/float32"
     if not args.second_only:
         fill(args, articles, counting, engine, fill_id, results)
+    if args.fill_only:
+        write(results, args.json)
+        return
 
     second_engine = make_engine(url)  # a new process: its own engine on the same database
     counting.embedded.clear()
     index, second_s = build(articles, StoredEncoder(counting, second_engine, encoder_id=fill_id))
     assert not counting.embedded, f"the second start embedded {len(counting.embedded)} texts"
+    print("READY", flush=True)
     results["passages"] = len(index)
     results["second_start_s"] = second_s
     results["rss_mb_after_second_start"] = rss_mb()
 
-    rng = random.Random(2)
-    sentences = source_sentences()
-    queries = [  # distinct, so that none comes from the index's cache of query embeddings
-        f"{vary(rng.choice(sentences)[1], rng).rstrip('.')} for my {rng.choice(PRODUCTS)} in {rng.choice(CITIES)}?"
-        for _ in range(args.queries)
-    ]
+    queries = bench_queries(args.queries)
     for query in queries[:10]:
         index.search(query)
     timings = []
@@ -206,11 +218,23 @@ def main() -> None:
     results["search_without_query_embedding_ms_p50"], results["search_without_query_embedding_ms_p95"] = percentiles(
         cached
     )
+    lexical = []  # the BM25 half alone (tokenize and score every passage), to weigh against a database's search
+    for query in queries:
+        started = time.perf_counter()
+        tokens = [token for token in tokenize(query) if token in index._idf]
+        if tokens and index._bm25 is not None:
+            index._bm25.get_scores(tokens)
+        lexical.append((time.perf_counter() - started) * 1000)
+    results["bm25_ms_p50"], results["bm25_ms_p95"] = percentiles(lexical)
     results["rss_mb_max"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write(results, args.json)
+
+
+def write(results: dict, path: Path | None) -> None:
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
