@@ -529,6 +529,18 @@ class HelpArticleVersion(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
 
 
+# What an admin made of a question the bot could not answer and a teammate then did (conversations/crud/gaps.py):
+# a help snippet, named by its article's slug, or nothing (None: "Not a snippet"). One per customer question; it goes
+# when the conversation is erased, the snippet stays.
+class GapDecision(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", unique=True, index=True)  # the customer's question
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    article_slug: str | None = Field(default=None, max_length=80)
+    staff_id: int | None = None  # no foreign key, as for reviews
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
 # --- Knowledge embeddings shared by every app replica. ---
 
 

@@ -165,7 +165,7 @@ def build_report(*, session: Session, since: date, until: date) -> Report:
                 if intent:
                     intents[intent] += 1
                 reply = thread[position + 1] if position + 1 < len(thread) else None
-                if reply is not None and reply.role == Role.bot and _unanswered(reply):
+                if reply is not None and reply.role == Role.bot and unanswered_reply(reply):
                     question = mask_pii(message.text)
                     key = " ".join(question.lower().split())[:200]
                     found = gaps.get(key)
@@ -195,7 +195,8 @@ def build_report(*, session: Session, since: date, until: date) -> Report:
     )  # fmt: skip
 
 
-def _unanswered(reply: Message) -> bool:
+def unanswered_reply(reply: Message) -> bool:
+    """Whether a bot reply left the customer's question unanswered: a content gap."""
     if reply.decision == "rephrase":
         return True
     check = (reply.trace or {}).get("check") or {}

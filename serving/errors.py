@@ -91,6 +91,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     crud.CannedReplyNotFound: (404, "No canned reply has this id."),
     crud.TitleTaken: (409, "Another canned reply already has this title."),
     crud.WebhookNotFound: (404, "No webhook has this id."),
+    crud.GapNotFound: (404, "No question the bot could not answer and a teammate did has this id."),
+    crud.GapDecided: (409, "Someone already made a snippet of this answer or dismissed it."),
     crud.RunNotFound: (404, "No retraining run {error}."),
     crud.RunAlreadyActive: (409, "A retraining run is already going ({error})."),
     crud.RunNotResumable: (409, "{error}"),

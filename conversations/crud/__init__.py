@@ -56,6 +56,8 @@ from conversations.crud.errors import (
     ConversationAccessDenied,
     ConversationNotFound,
     EmailTaken,
+    GapDecided,
+    GapNotFound,
     InvalidLabel,
     LastAdmin,
     MessageNotFound,
@@ -71,6 +73,14 @@ from conversations.crud.errors import (
     StoreError,
     TitleTaken,
     WebhookNotFound,
+)
+from conversations.crud.gaps import (
+    AnsweredGap,
+    answered_gaps,
+    decide_gap,
+    get_answered_gap,
+    pending_gaps,
+    training_messages,
 )
 from conversations.crud.jobs import claim_job, job_claimed_at
 from conversations.crud.limits import forget_counts, give_back_hit, take_hit
@@ -150,6 +160,14 @@ from conversations.crud.widget import (
 
 __all__ = [
     "StoreError",
+    "AnsweredGap",
+    "answered_gaps",
+    "decide_gap",
+    "get_answered_gap",
+    "pending_gaps",
+    "training_messages",
+    "GapDecided",
+    "GapNotFound",
     "stored_embeddings",
     "remove_stale_embeddings",
     "store_embeddings",

@@ -124,3 +124,15 @@ class WebhookNotFound(StoreError):
     """No webhook has this id."""
 
     code = "webhook_not_found"
+
+
+class GapNotFound(StoreError):
+    """No customer question with this id went unanswered by the bot and was then answered by a teammate."""
+
+    code = "gap_not_found"
+
+
+class GapDecided(StoreError):
+    """An admin already made a snippet of this answered gap, or dismissed it."""
+
+    code = "gap_decided"
