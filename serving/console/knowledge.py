@@ -1,4 +1,5 @@
-"""The console's Knowledge page: admins list, add, edit, retire and restore help articles.
+"""The console's Knowledge page: admins list, add, edit, retire and restore help articles, and make help snippets
+of the questions the bot could not answer and a teammate then did (or dismiss them).
 
 A saved change is audited, kept as a version, and indexed at once here; other app replicas pick it
 up at their next poll of the knowledge base's revision (serving/knowledge.py).
@@ -13,15 +14,18 @@ from sqlmodel import Session
 from bot.articles import MAX_TITLE_CHARS, plain_text, slugify
 from conversations import crud
 from conversations import knowledge as kb
+from conversations.pii import mask_pii
 from serving.auth import SignedIn
 from serving.console.pages import back, render
 from serving.deps import CurrentAdmin, ServicesDep, SessionDep
-from serving.errors import ApiError
+from serving.errors import REPORTED, ApiError, as_api_error
 
 router = APIRouter(prefix="/console/knowledge", include_in_schema=False)
 
 # An article typed into the console; longer help content is imported from files (`supportbot kb import`).
 MAX_TEXT_CHARS = 100_000
+# Answered gaps listed at once: an admin works through them from the newest.
+GAPS_SHOWN = 50
 
 
 def _draft(slug: str, title: str, text: str) -> kb.ArticleDraft:
@@ -36,10 +40,19 @@ def _draft(slug: str, title: str, text: str) -> kb.ArticleDraft:
     return kb.ArticleDraft(slug=slug, title=title, text=text)
 
 
-def _audit(session: Session, signed: SignedIn, action: str, slug: str, version: int) -> None:
+def _refuse_taken(session: Session, slug: str) -> None:
+    """A new article may not take an existing one's id (a retired one's included)."""
+    try:
+        kb.get_article(session=session, slug=slug)
+    except kb.ArticleNotFound:
+        return
+    raise ApiError(409, "article_exists", f"An article {slug!r} exists already: edit it instead.")
+
+
+def _audit(session: Session, signed: SignedIn, action: str, slug: str, version: int, **details: object) -> None:
     crud.record_audit(
         session=session, actor_id=signed.staff.id, action=action, target=f"article:{slug}",
-        details={"version": version},
+        details={"version": version, **details},
     )  # fmt: skip
 
 
@@ -49,14 +62,33 @@ def _reindex(services: ServicesDep) -> None:
         services.knowledge.refresh()
 
 
+def snippet_slug(question_id: int) -> str:
+    """The id of the help snippet made from the answered gap of this customer question."""
+    return f"snippet-{question_id}"
+
+
+def snippet_draft(gap: crud.AnsweredGap) -> kb.ArticleDraft:
+    """What the "Add as snippet" form starts from: the customer's question as the title and the teammate's answer as
+    the text, both with personal data masked (the snippet is shown to every customer)."""
+    title = " ".join(mask_pii(gap.question).split())
+    if len(title) > MAX_TITLE_CHARS:
+        title = title[: MAX_TITLE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return kb.ArticleDraft(slug=snippet_slug(gap.question_id), title=title, text=mask_pii(gap.answer).strip())
+
+
 def knowledge_page(
     request: Request, signed: SignedIn, session: Session, error: str | None = None, status_code: int = 200,
-    draft: kb.ArticleDraft | None = None,
+    draft: kb.ArticleDraft | None = None, snippet: kb.ArticleDraft | None = None,
 ) -> HTMLResponse:  # fmt: skip
+    """The page; `snippet` keeps what an admin typed into a gap's form that was refused."""
     articles = kb.list_articles(session=session)
+    gaps = [
+        (gap, snippet if snippet is not None and snippet.slug == snippet_slug(gap.question_id) else snippet_draft(gap))
+        for gap in crud.pending_gaps(session=session, limit=GAPS_SHOWN)
+    ]
     return render(
         request, "knowledge.html", signed, status_code, section="knowledge", articles=articles, error=error,
-        draft=draft, max_title=MAX_TITLE_CHARS, max_text=MAX_TEXT_CHARS,
+        draft=draft, gaps=gaps, max_title=MAX_TITLE_CHARS, max_text=MAX_TEXT_CHARS,
     )  # fmt: skip
 
 
@@ -88,11 +120,7 @@ def create_article(
 ) -> Response:  # fmt: skip
     try:
         draft = _draft(slug, title, text)
-        try:
-            kb.get_article(session=session, slug=draft.slug)
-            raise ApiError(409, "article_exists", f"An article {draft.slug!r} exists already: edit it instead.")
-        except kb.ArticleNotFound:
-            pass
+        _refuse_taken(session, draft.slug)
     except ApiError as error:
         fallback = kb.ArticleDraft(slug, title, text)
         return knowledge_page(request, signed, session, error.message, error.status, draft=fallback)
@@ -102,6 +130,47 @@ def create_article(
     _audit(session, signed, "kb.create", draft.slug, saved.article.version)
     _reindex(services)
     return back(f"/console/knowledge/{draft.slug}", "article_created")
+
+
+@router.post("/gaps/{question_id}")
+def add_snippet(
+    question_id: int, signed: CurrentAdmin, request: Request, session: SessionDep, services: ServicesDep,
+    title: Annotated[str, Form(max_length=MAX_TITLE_CHARS)], text: Annotated[str, Form(max_length=MAX_TEXT_CHARS)],
+) -> Response:  # fmt: skip
+    """Approve an answered gap: the (edited) teammate's answer becomes a help article the bot answers from."""
+    slug = snippet_slug(question_id)
+    try:
+        gap = crud.get_answered_gap(session=session, question_id=question_id)
+        draft = _draft(slug, title, text)
+        _refuse_taken(session, draft.slug)
+    except REPORTED as failure:
+        error = as_api_error(failure)
+        typed = kb.ArticleDraft(slug, title, text)
+        return knowledge_page(request, signed, session, error.message, error.status, snippet=typed)
+    saved = kb.save_article(
+        session=session, draft=draft, changed_by=signed.staff.email,
+        source=f"teammate answer in conversation {gap.conversation_id}", staff_id=signed.staff.id,
+    )  # fmt: skip
+    crud.decide_gap(session=session, gap=gap, article_slug=slug, staff_id=signed.staff.id)
+    _audit(session, signed, "kb.create", slug, saved.article.version, conversation=gap.conversation_id)
+    _reindex(services)
+    return back(f"/console/knowledge/{slug}", "snippet_created")
+
+
+@router.post("/gaps/{question_id}/dismiss")
+def dismiss_gap(question_id: int, signed: CurrentAdmin, request: Request, session: SessionDep) -> Response:
+    """Not a snippet: the answered gap leaves the list; the conversation stays as it is."""
+    try:
+        gap = crud.get_answered_gap(session=session, question_id=question_id)
+        crud.decide_gap(session=session, gap=gap, article_slug=None, staff_id=signed.staff.id)
+    except REPORTED as failure:
+        error = as_api_error(failure)
+        return knowledge_page(request, signed, session, error.message, error.status)
+    crud.record_audit(
+        session=session, actor_id=signed.staff.id, action="kb.gap_dismissed",
+        target=f"conversation:{gap.conversation_id}", details={"message": question_id},
+    )  # fmt: skip
+    return back("/console/knowledge", "gap_dismissed", "#gaps")
 
 
 @router.get("/{slug}")

@@ -70,6 +70,8 @@ NOTICES = {
     "article_unchanged": "Nothing changed, so no new version was saved.",
     "article_retired": "Article retired: the bot no longer answers from it. Its history is kept.",
     "article_restored": "Article restored: the bot answers from it again.",
+    "snippet_created": "Snippet added from the teammate's answer: the bot answers from it from the next message on.",
+    "gap_dismissed": "Dismissed: that answer will not become a snippet.",
 }
 
 

@@ -43,7 +43,7 @@ STAFF_EXCEPTIONS = {("PUT", "/api/staff/accounts/{staff_id}/duty")}
 # Path parameters that point at nothing, so an admin call that gets through changes nothing.
 HARMLESS = {
     "run_id": "999999", "name": "no-such-thing", "slug": "no-such-article", "canned_id": "999999",
-    "webhook_id": "999999",
+    "webhook_id": "999999", "question_id": "999999",
 }  # fmt: skip
 
 
