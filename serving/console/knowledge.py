@@ -71,6 +71,7 @@ def snippet_draft(gap: crud.AnsweredGap) -> kb.ArticleDraft:
     """What the "Add as snippet" form starts from: the customer's question as the title and the teammate's answer as
     the text, both with personal data masked (the snippet is shown to every customer)."""
     title = " ".join(mask_pii(gap.question).split())
+    title = title[:1].upper() + title[1:]
     if len(title) > MAX_TITLE_CHARS:
         title = title[: MAX_TITLE_CHARS - 1].rsplit(" ", 1)[0] + "…"
     return kb.ArticleDraft(slug=snippet_slug(gap.question_id), title=title, text=mask_pii(gap.answer).strip())

@@ -16,8 +16,9 @@ from sqlmodel import Session
 
 from conversations import crud
 from conversations import knowledge as kb
-from conversations.models import StaffRole
+from conversations.models import StaffRole, utcnow
 from serving.app import create_app
+from serving.console.knowledge import snippet_draft
 from tests.conftest import stand_in_settings_at
 from tests.utils.conversation import bot_reply, open_conversation, send
 from tests.utils.fake_vllm import FakeVLLM
@@ -137,3 +138,16 @@ def test_an_approved_teammate_answer_becomes_a_snippet_the_bot_answers_from(app:
     page = app.get("/console/knowledge").text
     assert gap_card(page, personal_id) == "" and f"snippet-{personal_question}" not in page
     assert "No question the bot could not answer has a teammate" in page
+
+
+def test_the_snippet_offered_is_the_question_and_answer_cleaned_of_personal_data() -> None:
+    gap = crud.AnsweredGap(
+        conversation_id="c1", question_id=7, question="  do you   engrave?\n mail me at jo@example.com ", answer_id=9,
+        answer="Yes, $12. I've noted +44 161 496 0753 for you.\n", answered_at=utcnow(), author="Tom", thread=(),
+    )  # fmt: skip
+    draft = snippet_draft(gap)
+    assert (draft.slug, draft.title, draft.text) == (
+        "snippet-7",
+        "Do you engrave? mail me at [email]",
+        "Yes, $12. I've noted [phone] for you.",
+    )
