@@ -272,6 +272,7 @@ class KnowledgeIndex:
     _queries: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict, repr=False)
     _sentences: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _every_sentence: list[tuple[str, str]] | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -374,14 +375,22 @@ class KnowledgeIndex:
 
     def embedded_texts(self) -> list[str]:
         """Every text this index has its encoder embed ahead of customers: each passage as indexed, and each sentence
-        under its article's title as `embed_sentences` embeds it (what a store of embeddings must keep for it)."""
-        passages = self.passages
-        return [_index_text(p) for p in passages] + [_sentence_text(*key) for key in _sentence_keys(passages)]
+        as `embed_sentences` embeds it (what a store of embeddings must keep for it)."""
+        return [_index_text(entry.passage) for entry in self._entries] + self.sentence_texts()
+
+    def sentence_texts(self) -> list[str]:
+        """Each sentence of every passage under its article's title, as `embed_sentences` has the encoder embed it."""
+        return [_sentence_text(*key) for key in self._all_sentence_keys()]
+
+    def _all_sentence_keys(self) -> list[tuple[str, str]]:
+        if self._every_sentence is None:  # splitting every passage into sentences takes seconds at 100,000
+            self._every_sentence = _sentence_keys(self.passages)
+        return self._every_sentence
 
     def embed_sentences(self, passages: Sequence[Passage] | None = None) -> int:
         """Embed ahead of time the sentences `sentence_similarity` will need (by default every passage's), so that
         no customer turn waits for them; returns how many were embedded now."""
-        return self._embed_missing(_sentence_keys(self.passages if passages is None else passages))
+        return self._embed_missing(self._all_sentence_keys() if passages is None else _sentence_keys(passages))
 
     def _embed_missing(self, keys: Sequence[tuple[str, str]]) -> int:
         with self._cache_lock:

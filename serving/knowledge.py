@@ -24,7 +24,7 @@ from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from conversations import crud
 from conversations.knowledge import ArticleDraft, knowledge_revision, seed_articles
 from runtime.dialogue import live_articles
-from runtime.embeddings import StoredEncoder, storing, text_hash
+from runtime.embeddings import StoredEncoder, reading_ahead, storing, text_hash
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,10 @@ class KnowledgeSync:
                 articles = live_articles(session)
             with storing(self.encoder):
                 index = self.index.current().updated(articles)
-                # Answer ranking reads every sentence's embedding; make them now, not in a customer's turn.
-                index.embed_sentences()
+                # Answer ranking reads every sentence's embedding; make them now, not in a customer's turn. They are
+                # embedded in small batches, so their stored vectors are read ahead in large ones.
+                with reading_ahead(self.encoder, index.sentence_texts()):
+                    index.embed_sentences()
             self.index.switch(index)
             self.revision = revision
         logger.info("knowledge base revision %d: %d articles, %d passages", revision, len(articles), len(index))

@@ -42,7 +42,7 @@ from bot.articles import split_sentences  # noqa: E402
 from bot.domain import default_pack_path, load_pack  # noqa: E402
 from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder, tokenize  # noqa: E402
 from conversations.db import make_engine, upgrade_db  # noqa: E402
-from runtime.embeddings import StoredEncoder, encoder_id  # noqa: E402
+from runtime.embeddings import StoredEncoder, encoder_id, reading_ahead, storing  # noqa: E402
 from tests.utils.encoders import CountingEncoder  # noqa: E402
 
 PRODUCTS = ["desk lamp", "duvet cover", "kettle", "speaker", "charger", "mug", "smart plug", "rug", "toaster", "pan"]
@@ -119,15 +119,12 @@ def percentiles(timings: list[float]) -> tuple[float, float]:
 
 
 def build(articles: list[Article], encoder: SentenceEncoder) -> tuple[KnowledgeIndex, float]:
+    """The index as KnowledgeSync.refresh builds it at start."""
     started = time.perf_counter()
-    storing = encoder.storing() if isinstance(encoder, StoredEncoder) else None
-    if storing is not None:
-        with storing:
-            index = KnowledgeIndex.build(articles, encoder)
-            index.embed_sentences()
-    else:
+    with storing(encoder):
         index = KnowledgeIndex.build(articles, encoder)
-        index.embed_sentences()
+        with reading_ahead(encoder, index.sentence_texts()):
+            index.embed_sentences()
     return index, time.perf_counter() - started
 
 

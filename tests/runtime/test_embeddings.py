@@ -2,19 +2,20 @@
 exactly the vectors the first computed, keeps customer questions out of the database, and answers without it; the
 rows of texts an edit removed are cleaned up by one replica, never while it serves an older revision."""
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot.domain import default_pack_path, load_pack
 from bot.knowledge import KnowledgeIndex
 from conversations.db import make_engine, upgrade_db
-from conversations.knowledge import ArticleDraft, list_articles, save_article
+from conversations.knowledge import ArticleDraft, list_articles, save_article, save_articles
 from conversations.models import StoredEmbedding
 from runtime.embeddings import StoredEncoder, encoder_id, text_hash
 from serving.knowledge import KnowledgeSync
@@ -236,3 +237,30 @@ def test_one_replica_cleans_per_period(engine: Engine, counting: CountingEncoder
         replica.clean_when_due()  # not due for another hour: the edit's old rows stay
     assert cleaned - stored_hashes(engine) == set()
     assert len(stored_hashes(engine)) > len(cleaned)
+
+
+def test_a_start_reads_the_stored_vectors_in_few_queries(
+    engine: Engine, counting: CountingEncoder, shipped_id: str
+) -> None:
+    """The sentences are embedded 64 at a time; their stored vectors are read 500 at a time all the same."""
+    pack = load_pack(default_pack_path())
+    copies = [ArticleDraft(f"{a.slug}-{n}", f"{a.title} ({n})", a.text) for n in range(8) for a in pack.articles]
+    with Session(engine) as session:
+        save_articles(session=session, drafts=copies, changed_by="test")
+    KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    texts = stored_rows(engine)
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "storedembedding" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        counting.embedded.clear()
+        KnowledgeSync.start(engine, pack, StoredEncoder(counting, engine, encoder_id=shipped_id))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert counting.embedded == []
+    assert texts > 640  # more than 10 batches of 64
+    assert len(reads) <= 2 * math.ceil(texts / 500)
