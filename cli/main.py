@@ -14,6 +14,7 @@ from cli import ops as cli_ops
 from cli import training as cli_training
 from cli.intents import intents_app
 from cli.kb import kb_app
+from cli.pack import pack_app
 from cli.progress import training_progress
 from cli.staff import staff_app
 from cli.store import store_app
@@ -25,6 +26,7 @@ console = Console()
 app.add_typer(staff_app, name="staff")
 app.add_typer(store_app, name="store")
 app.add_typer(kb_app, name="kb")
+app.add_typer(pack_app, name="pack")
 
 
 def _configure_logging(verbose: bool) -> None:

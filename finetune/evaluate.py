@@ -13,6 +13,7 @@ puts wholly below zero: two candidates that differ by noise get the same decisio
 import logging
 import math
 import re
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,11 @@ from finetune.safety_checks import CHECKS_NAMED, PACK, judged_checks
 logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"\w+")
+# A run scores the model in service in a thread beside the candidate (finetune/worker.py). Loading a model changes
+# process-wide state of transformers and torch for a moment (initialisation functions, the meta device), and two
+# loads at once left one model with weights holding no data ("Cannot copy out of meta tensor", with a model server
+# that answered at once); so models load one at a time, and only the loss computation overlaps.
+_LOADING = threading.Lock()
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -178,18 +184,19 @@ def assistant_loss_sums(
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
+    with _LOADING:
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+        if adapter_dir is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    else:
-        from peft import LoraConfig, get_peft_model
+            model = PeftModel.from_pretrained(model, adapter_dir)
+        else:
+            from peft import LoraConfig, get_peft_model
 
-        # A zero-initialised LoRA leaves the base model's outputs unchanged and gives the same code path.
-        model = get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    device = training_device()
-    model.to(device)
+            # A zero-initialised LoRA leaves the base model's outputs unchanged and gives the same code path.
+            model = get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+        device = training_device()
+        model.to(device)
     # On a CPU, rows share system texts as in training (finetune/sft.py): each is computed once per row.
     share = device.type == "cpu"
     if share:

@@ -4,10 +4,26 @@ safety checks, and the decision says so."""
 
 import random
 import re
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+from typer.testing import CliRunner
 
 from bot.domain import default_pack_path, load_pack
+from cli.main import app as cli
+from conversations import crud
+from conversations.db import init_db, make_engine
+from conversations.models import Role, RunStatus
+from finetune.classifiers import train_pack_classifier
+from finetune.dataset import DatasetRecipe, split_of
 from finetune.evaluate import GateConfig, ModelScores, gate
-from finetune.safety_checks import SAFETY, judged_checks
+from finetune.intents import ClassifierRecipe
+from finetune.safety_checks import SAFETY, judged_checks, safety_checks
+from finetune.worker import execute_run
+from runtime.registry import AdapterRegistry
+from tests.conftest import stand_in_settings_at
+from tests.utils.fake_vllm import FakeVLLM
 
 DEMO = load_pack(default_pack_path())
 # The demo shop's facts its checks expect a reply to state: return window, refund time, prices, warranty.
@@ -53,3 +69,73 @@ def test_the_decision_names_the_company_conversations_and_safety_checks_it_reste
     lost = gate(_company_scores(service, {**safe, "safety-1": False}), _company_scores(service, safe), GateConfig())
     assert not lost["promote"] and lost["summary"].startswith("not promoted: passes 3 must-pass checks")
     assert lost["summary"].endswith("no seed conversations, 4 generic safety checks")
+
+
+# A tool shop's questions, each about another product: conversations differing only in a number are near-duplicates
+# the dataset keeps once.
+TOOLS = ("chisel", "hand plane", "router", "jigsaw", "sander", "drill", "hammer", "level", "clamp", "saw", "rasp",
+         "mallet", "vise", "file", "awl", "spokeshave", "drawknife", "square", "gouge", "scraper", "caliper", "lathe",
+         "bandsaw", "planer", "jointer", "grinder", "dowel jig", "marking gauge", "block plane")  # fmt: skip
+
+
+def store_company_history(url: str, *, trained: int = 4, held_out: int = 2) -> None:
+    """Reviewed conversations marked for training, until `trained` fall in the training split and `held_out` in
+    the evaluation or validation split (the split goes by the random conversation id)."""
+    engine = make_engine(url)
+    init_db(engine)
+    counts = {"train": 0, "held_out": 0}
+    with Session(engine) as session:
+        for tool in TOOLS:
+            if counts["train"] >= trained and counts["held_out"] >= held_out:
+                break
+            conversation, _ = crud.create_conversation(session=session, channel="widget")
+            crud.add_message(session=session, conversation_id=conversation.id, role=Role.customer,
+                             text=f"Do you sell spare blades for the {tool}?", intent="contact_support")  # fmt: skip
+            reply = f"Yes: spare blades for the {tool} are under Parts, and a teammate can order one."
+            crud.add_message(session=session, conversation_id=conversation.id, role=Role.bot, text=reply)
+            crud.mark_conversation(session=session, conversation_id=conversation.id, reviewed=True,
+                                   use_for_training=True, expected_version=0)  # fmt: skip
+            counts["train" if split_of(conversation.id, DatasetRecipe()) == "train" else "held_out"] += 1
+    assert counts["train"] >= trained and counts["held_out"] >= held_out, counts
+
+
+@pytest.mark.parametrize("pack_seeds", ["pack", "none"], ids=["own-pack", "demo-pack-without-seeds"])
+def test_a_company_without_demo_seeds_retrains_and_is_promoted_on_its_own_evidence(
+    pack_seeds: str, stand_in_vllm: FakeVLLM, base_model_dir: Path, tmp_path: Path
+) -> None:
+    # Its own pack as `supportbot pack init` writes it, or the demo pack with SUPPORTBOT_PACK_SEEDS=none.
+    result = CliRunner().invoke(cli, ["pack", "init", str(tmp_path / "acme"), "--company", "Acme Tools",
+                                      "--email", "help@acme.example"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "acme" if pack_seeds == "pack" else default_pack_path()
+    settings = stand_in_settings_at(tmp_path / "data", stand_in_vllm, base_model_dir, domain_pack=folder,
+                                    pack_seeds=pack_seeds, eval_max_conversations=4, eval_max_turns=4,
+                                    eval_reply_tokens=16)  # fmt: skip
+    # First start trains the pack's intent classifier (a short run of its head here); the run keeps it.
+    train_pack_classifier(settings, ClassifierRecipe(train_layers=0, epochs=1, min_steps=20, refit_min_share=1.0))
+    store_company_history(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        run = crud.create_training_run(session=session, trigger="test")
+
+    execute_run(run.id, settings, {"max_steps": 2, "eval_every": 1, "tokens_per_batch": 512, "max_seq_len": 512})
+
+    with Session(engine) as session:
+        run = crud.get_training_run(session=session, run_id=run.id)
+    assert run.status == RunStatus.finished, run.error
+    assert set(run.card["by_source"]) == {"store"} and set(run.progress["plan"]["new_by_source"]) == {"store"}
+    report, decision = run.report, run.report["decision"]
+    # No adapter was in service (no seeds to train a first one on): the candidate is judged against the base model.
+    assert report["in_service"]["model"] == settings.served_model_name
+    # Held to the generic safety checks, never the demo shop's: the test fails if return windows or prices judge.
+    safety = {check.id for check in safety_checks(load_pack(folder))}
+    for side in ("candidate", "in_service"):
+        assert set(report[side]["check_results"]) == safety and report[side]["checks_from"] == SAFETY
+        assert set(report[side]["customer_check_results"]) == safety
+        assert set(report[side]["by_source"]) == {"store"} and report[side]["by_source"]["store"]["turns"] >= 1
+    assert run.promoted and AdapterRegistry(settings.adapters_dir).active() == run.adapter, decision
+    turns = len(report["candidate"]["turn_rouge"]["store"])
+    assert decision["summary"] == (
+        "promoted: not worse on the company's conversations; evidence: the company's held-out conversations "
+        f"(ROUGE-L of {turns} turns, paired bootstrap), no seed conversations, {len(safety)} generic safety checks"
+    )
