@@ -20,6 +20,8 @@ from finetune.dataset import DatasetRecipe, split_of
 from finetune.evaluate import GateConfig, ModelScores, gate
 from finetune.intents import ClassifierRecipe
 from finetune.safety_checks import SAFETY, judged_checks, safety_checks
+from finetune.seed import ensure_seed_adapter
+from finetune.sft import LoraRecipe
 from finetune.worker import execute_run
 from runtime.registry import AdapterRegistry
 from tests.conftest import stand_in_settings_at
@@ -139,3 +141,20 @@ def test_a_company_without_demo_seeds_retrains_and_is_promoted_on_its_own_eviden
         "promoted: not worse on the company's conversations; evidence: the company's held-out conversations "
         f"(ROUGE-L of {turns} turns, paired bootstrap), no seed conversations, {len(safety)} generic safety checks"
     )
+
+
+def test_a_pack_without_seeds_gets_no_first_adapter_and_pack_init_keeps_what_exists(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    recipe = LoraRecipe(max_steps=1, tokens_per_batch=512, max_seq_len=128, rank=4)
+    skipped = ensure_seed_adapter(registry=registry, base_model_dir=base_model_dir, pack=DEMO.without_seeds(),
+                                  recipe=recipe)  # fmt: skip
+    assert skipped is None and registry.active() is None, "the base model serves until a retraining promotes one"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "pack.yaml").write_text("name: mine\n")
+    result = CliRunner().invoke(cli, ["pack", "init", str(tmp_path / "mine"), "--company", "A", "--email", "a@b.c"])
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert (tmp_path / "mine" / "pack.yaml").read_text() == "name: mine\n"
+    checked = CliRunner().invoke(cli, ["pack", "check", str(tmp_path / "mine")])
+    assert checked.exit_code == 1 and "pack.yaml" in checked.output
