@@ -429,7 +429,10 @@ def gate(candidate: ModelScores, in_service: ModelScores | None, config: GateCon
 def _evidence(candidate: ModelScores, in_service: ModelScores, store: bool) -> str:
     """What the decision rested on, in words: which held-out conversations (how many turns, paired or not) and which
     checks, so a reader sees at once whether the pack's seeds and checks took part."""
-    named = {"store": "the company's held-out conversations", "seed": "the pack's seed conversations (forgetting)"}
+    named = {
+        "store": "the company's held-out conversations",
+        "seed": "the pack's seed conversations as a forgetting guard",
+    }
     both = [part for part in named if part in candidate.by_source and part in in_service.by_source]
     parts = []
     for part in both if store else ["all"]:

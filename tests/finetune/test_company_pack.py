@@ -71,6 +71,13 @@ def test_the_decision_names_the_company_conversations_and_safety_checks_it_reste
     lost = gate(_company_scores(service, {**safe, "safety-1": False}), _company_scores(service, safe), GateConfig())
     assert not lost["promote"] and lost["summary"].startswith("not promoted: passes 3 must-pass checks")
     assert lost["summary"].endswith("no seed conversations, 4 generic safety checks")
+    # With the pack's seeds and checks.yaml, the line names them instead.
+    demo_like = _company_scores(service, {"return-window": True})
+    demo_like.checks_from, demo_like.by_source["seed"], demo_like.turn_rouge["seed"] = "pack", {"loss": 1.0}, service
+    assert gate(demo_like, demo_like, GateConfig())["summary"].endswith(
+        "evidence: the company's held-out conversations (ROUGE-L of 30 turns, paired bootstrap), the pack's seed "
+        "conversations as a forgetting guard (ROUGE-L of 30 turns, paired bootstrap), 1 must-pass checks of the pack"
+    )
 
 
 # A tool shop's questions, each about another product: conversations differing only in a number are near-duplicates
