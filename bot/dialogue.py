@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from bot.actions import ActionRunner
+from bot.actions import ActionRunner, Handled
 from bot.articles import split_sentences
 from bot.compose import compose_reply
 from bot.context import (
@@ -35,12 +35,10 @@ from bot.domain import DomainPack
 from bot.grounding import (
     Candidate,
     GroundingChecker,
-    choose_sentences,
     content_stems,
     holds_asked_fact,
     names_a_rare_term,
     numbers,
-    rank_sentences,
     sentence_frequency,
 )
 from bot.guard import LeakGuard, secret_reasons
@@ -50,6 +48,7 @@ from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
 from bot.places import expanded_query
 from bot.routing import Decision, DialogueState, Route, Router
+from bot.selection import AnswerSelector, Selection, by_rules, rank_candidates, select
 from bot.sentiment import is_negative
 from bot.slots import SlotExtractor, masked_fields, masked_slots, render_slots
 
@@ -199,6 +198,7 @@ class DialogueManager:
         answers_from: str = "model",
         actions: ActionRunner | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        selector: Swappable[AnswerSelector | None] | None = None,
     ) -> None:
         self.pack = pack
         self.llm = llm
@@ -216,6 +216,8 @@ class DialogueManager:
         self.answers_from = answers_from  # "passages" or "model": who words an answer the help content covers
         self.actions = actions
         self.clock = clock
+        # The learned answer selector (bot/selection.py) once one is trained; until then the scores' rules decide.
+        self.selector = selector or Swappable(None)
         self.languages = LanguageDetection([*pack.languages, *pack.language_messages])
 
     def plan(
@@ -312,29 +314,40 @@ class DialogueManager:
 
     def answers(self, question: str, passages: Sequence[Hit]) -> list[Candidate]:
         """The sentences of `passages`, best answer to `question` first."""
-        cosine = self.knowledge.current().sentence_similarity(question, [hit.passage for hit in passages])
+        return rank_candidates(self.knowledge.current(), question, passages)
 
-        def similarity(query: str, candidates: Sequence[str]) -> list[float]:
-            return [cosine.get(candidate, 0.0) for candidate in candidates]
-
-        return rank_sentences(
-            question, [hit.passage.text for hit in passages], similarity=similarity,
-            passage_scores=[hit.score for hit in passages],
-        )  # fmt: skip
+    def select(self, question: str, text: str, hits: Sequence[Hit]) -> Selection:
+        """Which sentences of the passages `hits` answer `question` (`text` is the customer's own message), and whether
+        any does: the learned selector decides when one is in service, reading every passage retrieval returned;
+        else the scores' rules, over the passages that passed retrieval's relevance bar."""
+        selector = self.selector.current()
+        evidence = list(hits) if selector is not None else [hit for hit in hits if hit.relevant]
+        ranked = self.answers(question, evidence) if evidence else []
+        frequency = sentence_frequency(self.knowledge.current().text)
+        if selector is not None and ranked:
+            return replace(select(selector, question, text, ranked, evidence, frequency=frequency), hits=evidence)
+        best = max((candidate.score for candidate in ranked), default=0.0)
+        answerable = best >= ANSWERABLE or (
+            best >= SPECIFIC_ANSWERABLE and names_a_rare_term(text, ranked[0].sentence, frequency)
+        )
+        return replace(by_rules(ranked, answerable), hits=evidence)
 
     @staticmethod
-    def fallback(ranked: Sequence[Candidate], said: Sequence[str], passages: Sequence[Passage]) -> str:
-        """A reply built from the passages themselves: their best one to three sentences for the question, less
+    def fallback(selection: Selection, said: Sequence[str], passages: Sequence[Passage]) -> str:
+        """A reply built from the passages themselves: the one to three sentences chosen for the question, less
         what the customer was already told, in the article's order and layout (bot/compose.py); `passages` are those
-        `ranked` was ranked from."""
-        already = set(content_stems(" ".join(said), courtesy=True))
-        fresh = [c for c in choose_sentences(ranked) if not set(content_stems(c.sentence, courtesy=True)) <= already]
-        return compose_reply(fresh, passages)
+        the selection was made from."""
+        return compose_reply(selection.chosen(said), passages)
 
     async def respond(
         self, *, turns: Sequence[Turn], state: DialogueState, summary: str = ""
     ) -> AsyncIterator[str | TurnResult]:
         """Stream the reply to the newest customer turn (the last of `turns`), then a `TurnResult`.
+
+        The turn's stages, in order: understand and retrieve (`plan`: details, help passages, intent, route), act
+        (`actions`: an order look-up or change), select (`select`: which passage sentences answer, if any), compose
+        (`compose`: a fixed reply, or the chosen sentences in the article's layout), and, when the model words the
+        answer, word and check (`worded_by_model`: every sentence checked against the passages as it streams).
 
         Raises `bot.llm.LLMUnavailable` when the model is needed and cannot answer.
         """
@@ -346,64 +359,93 @@ class DialogueManager:
         result.language = route.language or self.languages.detect(text)
         handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
-            # The company's systems answer (or fail honestly): a fixed template over the result, never the model.
-            result.route, result.state, result.text = handled.route, handled.state, handled.reply
-            if handled.route.decision is Decision.handoff and self.outside_hours():
-                result.outside_hours = True
-                result.text = handled.reply.replace(self.pack.handoff_message, self.handoff_reply(handled.route))
-            result.action = handled.trace or None  # None: the turn only asked for an input
-            if handled.facts:
-                result.check = {"verdict": "from the action result", "fields": masked_fields(handled.facts)}
-            result.stages_ms["action"] = handled.trace.get("ms", 0.0)
-            result.stages_ms["total"] = _ms(started)
-            for word in _words(result.text):
-                yield word
-            yield result
-            return
-        if route.decision is Decision.silent:
-            result.stages_ms["total"] = _ms(started)
-            yield result
-            return
-        evidence = [hit for hit in hits if hit.relevant]
+            self.acted(handled, result)
+        elif route.decision is not Decision.silent:
+            selection, evidence = self.compose(turns, text, query, result)
+            if result.text is None:
+                async for event in self.worded_by_model(turns, summary, query, selection, evidence, result, started):
+                    yield event
+                result.stages_ms["total"] = _ms(started)
+                yield result
+                return
+        result.stages_ms["total"] = _ms(started)
+        for word in _words(result.text or ""):
+            yield word
+        yield result
+
+    def acted(self, handled: Handled, result: TurnResult) -> None:
+        """The act stage's reply: the company's systems answer (or fail honestly), a fixed template over the result,
+        never the model."""
+        result.route, result.state, result.text = handled.route, handled.state, handled.reply
+        if handled.route.decision is Decision.handoff and self.outside_hours():
+            result.outside_hours = True
+            result.text = handled.reply.replace(self.pack.handoff_message, self.handoff_reply(handled.route))
+        result.action = handled.trace or None  # None: the turn only asked for an input
+        if handled.facts:
+            result.check = {"verdict": "from the action result", "fields": masked_fields(handled.facts)}
+        result.stages_ms["action"] = handled.trace.get("ms", 0.0)
+
+    def compose(self, turns: Sequence[Turn], text: str, query: str, result: TurnResult) -> tuple[Selection, list[Hit]]:
+        """The select and compose stages: sets `result.text` to a fixed reply (handoff, refusal, "not sure", the
+        passages' own sentences) and returns the selection and the passages it read, which the model words from
+        when `result.text` stays None."""
+        route = result.route
+        evidence = [hit for hit in result.hits if hit.relevant]
         fixed = self.fixed_reply(route)
-        ranked: list[Candidate] = []
+        selection = by_rules([], False)
         if fixed is None:
             started_ranking = time.perf_counter()
-            ranked = self.answers(query, evidence) if evidence else []
+            selection = self.select(query, text, result.hits)
+            evidence = list(selection.hits)
             result.stages_ms["rank"] = _ms(started_ranking)
-            best = max((candidate.score for candidate in ranked), default=0.0)
-            answerable = best >= ANSWERABLE or (
-                best >= SPECIFIC_ANSWERABLE
-                and names_a_rare_term(text, ranked[0].sentence, sentence_frequency(self.knowledge.current().text))
-            )
-            if not answerable and self.is_small_talk(route):
-                evidence, ranked = [], []  # "thanks!": a pleasantry, with nothing to state
-            elif not answerable:
+            if not selection.answerable and self.is_small_talk(route):
+                # "thanks!": a pleasantry, with nothing to state
+                evidence, selection = [], by_rules([], False)
+            elif not selection.answerable:
                 # About the business, but the help content does not say: never a guess.
                 fixed = NOT_SURE_REPLY
-                score = round(best, 3) if ranked else None
-                result.check = {"verdict": "not covered by the help content", "best_sentence_score": score}
+                score = round(selection.best, 3) if selection.ranked else None
+                result.check = {
+                    "verdict": "not covered by the help content", "best_sentence_score": score,
+                    "selected_by": selection.by,
+                }  # fmt: skip
             elif self.answers_from == "passages" and not self.is_small_talk(route):
                 # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
                 # for gift cards?") gets what the bot's last reply did not say, unless that leaves nothing.
                 told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
                 shown = [hit.passage for hit in evidence]
-                fixed = self.fallback(ranked, told, shown) or self.fallback(ranked, [], shown)
-                result.check = {"verdict": "from the passages", "sentences": len(split_sentences(fixed))}
+                fixed = self.fallback(selection, told, shown) or self.fallback(selection, [], shown)
+                sentences = len(split_sentences(fixed))
+                result.check = {
+                    "verdict": "from the passages", "sentences": sentences, "selected_by": selection.by,
+                    "best_sentence_score": round(selection.best, 3),
+                }  # fmt: skip
         if fixed is not None:
             result.text = fixed
             handoff = route.decision is Decision.handoff and route.language is None
             result.outside_hours = handoff and self.outside_hours()
-            result.stages_ms["total"] = _ms(started)
-            for word in _words(fixed):
-                yield word
-            yield result
-            return
+        return selection, evidence
 
+    async def worded_by_model(
+        self,
+        turns: Sequence[Turn],
+        summary: str,
+        query: str,
+        selection: Selection,
+        evidence: Sequence[Hit],
+        result: TurnResult,
+        started: float,
+    ) -> AsyncIterator[str]:
+        """The word and check stages: the model's reply streamed sentence by sentence, each sentence checked against
+        the passages before the customer sees it; one that fails is replaced by the passages' own sentences. Fills in
+        `result` (text, model, tokens, the check's verdict); `started` is when the turn began."""
+        text = turns[-1].text if turns else ""
+        next_state = result.state
         # The prompt carries only the passages that hold the best answer sentences: fewer tokens for the model to
         # read, and less for a 135M model to wander off into. The check reads every relevant passage: a true
         # sentence from one the ranking put lower is still supported.
-        holding = {candidate.passage for candidate in choose_sentences(ranked)}
+        ranked = selection.ranked
+        holding = {candidate.passage for candidate in selection.chosen()}
         prompted = [hit for number, hit in enumerate(evidence) if number in holding] or evidence
         prompt_started = time.perf_counter()
         prompt = self.build_prompt(turns, next_state, summary, prompted)
@@ -540,7 +582,7 @@ class DialogueManager:
                         sent.extend(held)
             if failures:
                 result.replaced = written.strip()
-                replacement = self.fallback(ranked, sent, [hit.passage for hit in evidence]) or (
+                replacement = self.fallback(selection, sent, [hit.passage for hit in evidence]) or (
                     "" if sent else SMALL_TALK_FALLBACK
                 )
                 result.check = {"verdict": "replaced", "failures": failures, "kept_sentences": len(sent)}
@@ -549,9 +591,7 @@ class DialogueManager:
             else:
                 result.check = {"verdict": "passed", "sentences": len(sent)}
         result.stages_ms["llm_total"] = _ms(llm_started)
-        result.stages_ms["total"] = _ms(started)
         result.text = "".join(out).strip()
-        yield result
 
     def needs_summary(self, turns: Sequence[Turn], dropped_turns: int, summarized_upto: int | None) -> list[Turn]:
         """Evicted turns that the running summary does not cover yet."""

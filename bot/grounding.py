@@ -444,6 +444,11 @@ def names_a_rare_term(question: str, sentence: str, frequency: Counter[str], *, 
     return bool(rare & set(content_stems(sentence)))
 
 
+def asks_for_fact(question: str) -> bool:
+    """Whether `question` asks for a kind of fact a sentence states with a figure (a duration, an amount)."""
+    return bool(_ASKS_DURATION.search(question) or _ASKS_AMOUNT.search(question))
+
+
 def holds_asked_fact(question: str, sentence: str) -> bool:
     """Whether `sentence` holds the kind of fact `question` asks for (a duration for "how long", an amount for
     "how much"); also true when the question asks for no such kind."""
@@ -499,15 +504,16 @@ def rank_sentences(
     return sorted(ranked, key=lambda c: (-c.rank, c.passage))
 
 
-def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 3) -> list[Candidate]:
-    """The best sentence, then up to `limit` in all of the next best while they score close to it
-    (CLOSE_TO_BEST of its rank) and say mostly something the chosen ones do not."""
+def choose_sentences(ranked: Sequence[Candidate], *, limit: int = 3, floor: float | None = None) -> list[Candidate]:
+    """The best sentence, then up to `limit` in all of the next best while they rank at least `floor` (by default
+    CLOSE_TO_BEST of the best one's rank) and say mostly something the chosen ones do not."""
     if not ranked:
         return []
+    floor = CLOSE_TO_BEST * ranked[0].rank if floor is None else floor
     chosen = [ranked[0]]
     said = set(content_stems(ranked[0].sentence))
     for candidate in ranked[1:]:
-        if len(chosen) == limit or candidate.rank < CLOSE_TO_BEST * ranked[0].rank:
+        if len(chosen) == limit or candidate.rank < floor:
             break
         own = set(content_stems(candidate.sentence))
         if len(own - said) >= len(own) / 2:

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from bot.articles import ArticleError, read_articles
 from bot.domain import load_pack
 from cli.database import open_database
+from cli.selection import train_answer_selector
 from conversations import crud
 from conversations import knowledge as kb
 from core.settings import get_settings
@@ -45,6 +46,9 @@ def _who(by: str | None) -> str:
 def import_articles(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders: Markdown, plain text, HTML or PDF.")],
     by: By = None,
+    train_selector: Annotated[
+        bool, typer.Option(help="Train the answer selector on the new content afterwards (a few minutes).")
+    ] = False,
 ) -> None:
     """Import help articles, one per file, named by the file (returns.md is article "returns").
 
@@ -73,8 +77,19 @@ def import_articles(
         for result in saved:
             article = result.article
             table.add_row(article.slug, article.title, str(article.version), str(result.change or "unchanged"))
-    console.print(table)
-    console.print(f"[green]{len(changed)} of {len(saved)} article(s) created or updated.[/]")
+        console.print(table)
+        console.print(f"[green]{len(changed)} of {len(saved)} article(s) created or updated.[/]")
+        if train_selector and changed:
+            train_answer_selector(get_settings(), session, console)
+        elif changed and get_settings().answer_selection == "learned":
+            console.print("The answer selector learns the new content with `supportbot kb train-selector`.")
+
+
+@kb_app.command("train-selector")
+def train_selector_command() -> None:
+    """Train the answer selector on the live help articles and the pack's conversations; promoted unless worse."""
+    with _session() as session:
+        train_answer_selector(get_settings(), session, console)
 
 
 @kb_app.command("list")

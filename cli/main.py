@@ -89,6 +89,16 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
         train_pack_classifier(settings, console=console)
     console.print(f"[green]Intent classifier in service[/]: {classifiers.active()}")
 
+    from cli.selection import train_answer_selector
+    from runtime.registry import selector_registry
+
+    selectors = selector_registry(settings.selectors_dir)
+    if settings.answer_selection == "learned" and selectors.active() is None:
+        # Before the app's first start the store has no articles yet: the pack's are what it will serve.
+        train_answer_selector(settings, None, console)
+    if settings.answer_selection == "learned":
+        console.print(f"[green]Answer selector in service[/]: {selectors.active()}")
+
 
 @app.command()
 def prepare(

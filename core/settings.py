@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # fails. On the grounded benchmark (208 questions) the passages got 188 right; with the model writing, 181-185,
     # and no question the passages missed came out right (tests/bench/README.md, "Ninth session").
     answers_from: Literal["passages", "model"] = "passages"
+    # Who decides whether the help content answers a question: the scores' rules, or the answer selector learned from
+    # the company's content and conversations (bot/selection.py; trained at first start and by `supportbot kb
+    # train-selector`). On the development set in customers' wording (tests/bench/dev_paraphrase.yaml) the learned
+    # selector decides no better than the rules yet (tests/bench/README.md, "Thirteenth session"), so the rules stay
+    # the default.
+    answer_selection: Literal["rules", "learned"] = "rules"
     # Conversations idle longer than this are anonymised (personal data masked) or deleted by the retention job.
     retention_days: int = Field(default=365, ge=1)
     retention_mode: Literal["anonymise", "delete"] = "anonymise"

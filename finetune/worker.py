@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bot.domain import DomainPack
@@ -57,12 +58,26 @@ from finetune.plan import (
 from finetune.preference import PreferenceRecipe, preference_pairs, preference_result, train_preference
 from finetune.safety_checks import judged_checks
 from finetune.seed import training_pack, with_system
+from finetune.selection import train_selector_version
 from finetune.sft import LoraRecipe, TrainingCancelled, compatible_adapter, shares_system_text, train_lora
+from runtime.dialogue import live_articles
 from runtime.registry import AdapterRegistry, promote
 
 logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).parent / "recipes"
+
+
+def retrain_selector(
+    settings: Settings, pack: DomainPack, engine: Engine, reviewed: list[list[dict[str, str]]]
+) -> dict:
+    """Train an answer selector on the live help content, the run's reviewed conversations and the questions
+    teammates answered where the bot could not; promoted unless it decides held-out questions worse."""
+    with Session(engine) as session:
+        articles = live_articles(session)
+        gaps = crud.answered_gaps(session=session)
+    trained = train_selector_version(settings, pack, articles, reviewed=[*reviewed, *gaps])
+    return {"name": trained.name, "promoted": trained.promoted, "reason": trained.reason}
 
 
 def _recipe_values(base_model_dir: Path) -> tuple[str, dict]:
@@ -317,9 +332,16 @@ def execute_run(
         classifier = retrain_classifier(settings, pack, relabels)
         reporter.update(classifier=classifier.get("name"))
 
+        selector = None
+        if settings.answer_selection == "learned":
+            reporter.stage("selector")
+            selector = retrain_selector(settings, pack, engine, [r.messages for r in prepared.selection.records])
+
         reporter.stage("evaluation")
         result = evaluate_candidate(settings, pack, evaluation, adapter_name, in_service, service_scores)
         result["classifier"] = classifier
+        if selector is not None:
+            result["selector"] = selector
         result["preference"] = preference_result(output_dir) or {
             "skipped": "preference stage off in the recipe"
             if preference.method == "off"

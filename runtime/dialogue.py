@@ -16,9 +16,10 @@ from bot.intents import IntentClassifier, load_classifier
 from bot.knowledge import KnowledgeIndex
 from bot.llm import ChatModel
 from bot.routing import RoutingConfig, RuleRouter
+from bot.selection import AnswerSelector, SelectorError, load_selector
 from conversations.knowledge import list_articles
 from core.settings import Settings
-from runtime.registry import classifier_registry
+from runtime.registry import classifier_registry, selector_registry
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,23 @@ def load_promoted_classifier(settings: Settings) -> tuple[str | None, IntentClas
         logger.warning("no intent classifier promoted yet: every message goes to the LLM")
         return None, None
     return active, load_classifier(registry.path(active))
+
+
+def load_promoted_selector(settings: Settings) -> tuple[str | None, AnswerSelector | None]:
+    """The promoted answer selector's version and model, or (None, None) when none is promoted (or it cannot be
+    read: the scores' rules then decide, as before any was trained)."""
+    if settings.answer_selection != "learned":
+        return None, None
+    registry = selector_registry(settings.selectors_dir)
+    active = registry.active()
+    if active is None:
+        logger.info("no answer selector promoted yet: the scores' rules select the answer sentences")
+        return None, None
+    try:
+        return active, load_selector(registry.path(active))
+    except SelectorError:
+        logger.exception("answer selector %s cannot be loaded: the scores' rules select instead", active)
+        return None, None
 
 
 def routing_config(settings: Settings, classifier: IntentClassifier | None) -> RoutingConfig:
@@ -53,6 +71,7 @@ def settings_dialogue(
     model: str,
     classifier: IntentClassifier | None,
     actions: ActionRunner | None = None,
+    selector: AnswerSelector | None = None,
 ) -> DialogueManager:
     """A dialogue manager as the settings describe it: the app's, and the retraining gate's."""
     return DialogueManager(
@@ -69,6 +88,7 @@ def settings_dialogue(
         first_sentence_within_s=settings.first_sentence_within_s or None,
         answers_from=settings.answers_from,
         actions=actions,
+        selector=Swappable(selector),
     )
 
 

@@ -23,6 +23,8 @@ ACTIVE_FILE = "active.json"
 ADAPTER_META = "supportbot-adapter.json"
 # bot.intents.CLASSIFIER_FILE; not imported, so that the store does not pull in torch.
 CLASSIFIER_MARKER = "classifier.json"
+# bot.selection.SELECTOR_MARKER, not imported for the same reason.
+SELECTOR_MARKER = "selector.json"
 
 
 class AdapterVersion(BaseModel):
@@ -122,6 +124,11 @@ class AdapterRegistry:
 def classifier_registry(root: Path) -> AdapterRegistry:
     """The intent classifiers' store: folders `intent-vN` holding a classifier.json."""
     return AdapterRegistry(root, prefix="intent", marker=CLASSIFIER_MARKER)
+
+
+def selector_registry(root: Path) -> AdapterRegistry:
+    """The answer selectors' store: folders `selector-vN` holding a selector.json (bot/selection.py)."""
+    return AdapterRegistry(root, prefix="selector", marker=SELECTOR_MARKER)
 
 
 def promote(registry: AdapterRegistry, name: str, *, serve_on: str | Sequence[str] | None = None) -> str | None:

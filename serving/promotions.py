@@ -1,4 +1,4 @@
-"""Picks up promoted models while the app runs: adapters and intent classifiers are swapped in.
+"""Picks up promoted models while the app runs: adapters, intent classifiers and answer selectors are swapped in.
 
 Promotion writes a pointer file (any process may do it: the CLI, a training job); the app polls it.
 """
@@ -13,11 +13,12 @@ from bot.domain import DomainPack
 from bot.intents import load_classifier
 from bot.llm import VLLMChatModel
 from bot.routing import RuleRouter
+from bot.selection import load_selector
 from bot.vllm_admin import load_adapter_into_vllm
 from core.settings import Settings
 from runtime.dialogue import routing_config
 from runtime.merged_serving import MergedServing
-from runtime.registry import AdapterRegistry, classifier_registry
+from runtime.registry import AdapterRegistry, classifier_registry, selector_registry
 
 logger = logging.getLogger(__name__)
 
@@ -40,23 +41,26 @@ class PromotionWatcher:
         dialogue: DialogueManager,
         classifier_name: str | None,
         merged: MergedServing | None = None,
+        selector_name: str | None = None,
     ) -> None:
         self.settings = settings
         self.pack = pack
         self.llm = llm
         self.dialogue = dialogue
         self.classifier_name = classifier_name
+        self.selector_name = selector_name
         self.interval_s = settings.promotion_check_s
         self.merged = merged
         self._checking = asyncio.Lock()
         self.classifiers = classifier_registry(settings.classifiers_dir)
         self.adapters = AdapterRegistry(settings.adapters_dir)
+        self.selectors = selector_registry(settings.selectors_dir)
 
     async def check(self) -> bool:
         """Swap in promoted versions not yet in use; True when something changed."""
         # One check at a time: the admin API's promotion and the polling loop must not swap the same version twice.
         async with self._checking:
-            return await self._check_adapter() | await self._check_classifier()
+            return await self._check_adapter() | await self._check_classifier() | await self._check_selector()
 
     async def _check_adapter(self) -> bool:
         active = await run_in_threadpool(self.adapters.active)
@@ -104,6 +108,18 @@ class PromotionWatcher:
         dialogue.classifier.switch(classifier)
         logger.info("intent classifier %s now in use (was %s)", active, self.classifier_name)
         self.classifier_name = active
+        return True
+
+    async def _check_selector(self) -> bool:
+        if self.settings.answer_selection != "learned":
+            return False
+        active = await run_in_threadpool(self.selectors.active)
+        if active is None or active == self.selector_name:
+            return False
+        selector = await run_in_threadpool(load_selector, self.selectors.path(active))
+        self.dialogue.selector.switch(selector)
+        logger.info("answer selector %s now in use (was %s)", active, self.selector_name)
+        self.selector_name = active
         return True
 
     async def run(self) -> None:

@@ -14,7 +14,7 @@ from conversations.db import init_db, make_engine
 from core.cpu_tuning import Tuning, tune
 from core.settings import Settings
 from core.vllm_process import vllm_config
-from runtime.dialogue import load_promoted_classifier, settings_dialogue
+from runtime.dialogue import load_promoted_classifier, load_promoted_selector, settings_dialogue
 from runtime.merged_serving import MergedServing
 from runtime.registry import AdapterRegistry
 from runtime.training import RunPlanner, TrainingManager
@@ -139,16 +139,19 @@ def build_services(settings: Settings, tuning: Tuning | None = None, planner: Ru
     )
     active = AdapterRegistry(settings.adapters_dir).active()
     classifier_name, classifier = load_promoted_classifier(settings)
+    selector_name, selector = load_promoted_selector(settings)
     knowledge = KnowledgeSync.start(engine, pack)
     model = active or settings.served_model_name
     dialogue = settings_dialogue(
-        settings, pack, llm=llm, knowledge=knowledge.index, model=model, classifier=classifier, actions=actions
-    )
+        settings, pack, llm=llm, knowledge=knowledge.index, model=model, classifier=classifier, actions=actions,
+        selector=selector,
+    )  # fmt: skip
     # Lingua loads its language models on first use: here at start (about a second), not on a customer's turn.
     dialogue.languages.detect("Where is my order? It has not arrived yet.")
     logger.info(
-        "serving with model %s, classifier %s and domain pack %s", dialogue.models.current(), classifier_name, pack.name
-    )
+        "serving with model %s, classifier %s, answer selector %s and domain pack %s", dialogue.models.current(),
+        classifier_name, selector_name or "none (rules)", pack.name,
+    )  # fmt: skip
     desk = Desk(engine=engine, settings=settings, pack=pack)
     merged = None
     if settings.manages_vllm:
@@ -162,7 +165,9 @@ def build_services(settings: Settings, tuning: Tuning | None = None, planner: Ru
         llm=llm,
         dialogue=dialogue,
         training=TrainingManager(settings, engine, planner),
-        promotions=PromotionWatcher(settings, pack, llm, dialogue, classifier_name, merged=merged),
+        promotions=PromotionWatcher(
+            settings, pack, llm, dialogue, classifier_name, merged=merged, selector_name=selector_name
+        ),
         chat=ChatService(engine=engine, dialogue=dialogue, pack=pack, desk=desk),
         watcher=ConversationWatcher(engine),
         knowledge=knowledge,

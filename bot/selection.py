@@ -1,0 +1,171 @@
+"""Learned answer selection: which help-article sentences answer a question, and whether any does.
+
+A selector is a model trained on the company's own questions and content (finetune/selection.py) that gives each
+candidate sentence a probability of answering from what the encoder, the words, retrieval and the intent classifier
+say of it; the answer is the sentences it accepts, or "not sure" when it accepts none. Versions live in their
+registry like the intent classifiers and are swapped in while the app runs.
+"""
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.grounding import (
+    CLOSE_TO_BEST,
+    Candidate,
+    asks_for_fact,
+    choose_sentences,
+    content_stems,
+    holds_asked_fact,
+    names_a_rare_term,
+    rank_sentences,
+)
+from bot.intent_net import settled
+from bot.knowledge import Hit, KnowledgeIndex
+
+logger = logging.getLogger(__name__)
+
+SELECTOR_MARKER = "selector.json"
+FORMAT = 1
+
+
+class SelectorError(Exception):
+    """A selector folder is missing, incomplete, or of a format this code cannot read."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How the selector's probabilities become an answer."""
+
+    answers: float = 0.5
+    """The help content answers the question from this probability on; below it the reply is "not sure". Replaced by
+    the value each trained version chose on its held-out questions (selector.json)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.answers < 1:
+            raise ValueError("answers is a probability between 0 and 1")
+
+
+FEATURES = (
+    "best_score", "best_semantic", "best_lexical", "mean_semantic", "second_gap", "answer_type", "rare_term",
+    "passage", "passage_dense", "passage_lexical", "relevant_passages",
+)  # fmt: skip
+"""What the selector reads of a question's candidates (see `question_features`)."""
+
+
+def question_features(
+    question: str, text: str, ranked: Sequence[Candidate], hits: Sequence[Hit], *, frequency: Counter[str]
+) -> dict[str, float]:
+    """A question's candidates as the selector reads them (`ranked` best first by the cheap ranking, from the passages
+    of `hits`; `text` is the customer's own message): the best sentence's score, encoder cosine (under its article's
+    title) and share of the question's words; the mean cosine of the best three; how far the best stands above the
+    next; whether the best states the kind of fact asked for and a word of the message the help content rarely uses;
+    the best passage's retrieval scores and how many passages passed retrieval's relevance bar."""
+    best = ranked[0]
+    top = ranked[:3]
+    return {
+        "best_score": best.score,
+        "best_semantic": best.semantic,
+        "best_lexical": best.lexical,
+        "mean_semantic": sum(c.semantic for c in top) / len(top),
+        "second_gap": best.rank - ranked[1].rank if len(ranked) > 1 else best.rank,
+        "answer_type": float(asks_for_fact(question) and holds_asked_fact(question, best.sentence)),
+        "rare_term": float(names_a_rare_term(text, best.sentence, frequency)),
+        "passage": max(h.score for h in hits),
+        "passage_dense": max(h.dense for h in hits),
+        "passage_lexical": max(h.lexical for h in hits),
+        "relevant_passages": float(sum(h.relevant for h in hits)),
+    }
+
+
+class AnswerSelector:
+    """A logistic model over `FEATURES`, trained on the company's own questions and content (finetune/selection.py):
+    the probability that the help content answers the question, read from its best candidates."""
+
+    def __init__(
+        self, weights: dict[str, float], bias: float, *, config: SelectionConfig | None = None, name: str = ""
+    ) -> None:
+        missing = set(FEATURES) - set(weights)
+        if missing:
+            raise SelectorError(f"the selector has no weight for {sorted(missing)}")
+        self.weights = {feature: float(weights[feature]) for feature in FEATURES}
+        self.bias = float(bias)
+        self.config = config or SelectionConfig()
+        self.name = name
+
+    def probability(self, features: dict[str, float]) -> float:
+        """Settled (rounded, so that every CPU's kernels give the same decisions)."""
+        z = self.bias + sum(self.weights[name] * features[name] for name in FEATURES)
+        return settled(1 / (1 + math.exp(-max(-60.0, min(60.0, z)))))
+
+
+def load_selector(folder: Path) -> AnswerSelector:
+    """The selector saved in `folder`; SelectorError when it is incomplete or of another format."""
+    marker = folder / SELECTOR_MARKER
+    if not marker.exists():
+        raise SelectorError(f"{folder}: no {SELECTOR_MARKER} (not a selector, or its training did not finish)")
+    try:
+        meta = json.loads(marker.read_text())
+        if meta.get("format") != FORMAT:
+            raise SelectorError(f"{folder}: selector format {meta.get('format')}, this version reads {FORMAT}")
+        model = meta["model"]
+        return AnswerSelector(
+            model["weights"], model["bias"], config=SelectionConfig(**meta["config"]), name=folder.name
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SelectorError(f"{folder}: {error}") from error
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The select stage's outcome: the candidate sentences best first, and whether any of them answers."""
+
+    ranked: list[Candidate]
+    answerable: bool
+    best: float  # the best candidate's score: the selector's probability, or the rules' score
+    floor: float  # a companion sentence ranks at least this
+    by: str  # the selector version that decided, or "rules"
+    hits: Sequence[Hit] = ()  # the passages the candidates come from (`Candidate.passage` indexes them)
+
+    def chosen(self, said: Sequence[str] = ()) -> list[Candidate]:
+        """The one to three sentences that answer, less those whose words the customer was already told (`said`)."""
+        already = set(content_stems(" ".join(said), courtesy=True))
+        picked = choose_sentences(self.ranked, floor=self.floor)
+        return [c for c in picked if not set(content_stems(c.sentence, courtesy=True)) <= already]
+
+
+def rank_candidates(index: KnowledgeIndex, question: str, hits: Sequence[Hit]) -> list[Candidate]:
+    """Every sentence of the passages of `hits`, best answer to `question` first by the cheap ranking (word overlap,
+    the encoder's cosine of the sentence under its article's title, the passage's retrieval score)."""
+    cosine = index.sentence_similarity(question, [hit.passage for hit in hits])
+    return rank_sentences(
+        question, [hit.passage.text for hit in hits], passage_scores=[hit.score for hit in hits],
+        similarity=lambda _, sentences: [cosine.get(sentence, 0.0) for sentence in sentences],
+    )  # fmt: skip
+
+
+def by_rules(ranked: Sequence[Candidate], answerable: bool) -> Selection:
+    """A selection the scores' rules made (no selector in service): companions within CLOSE_TO_BEST of the best."""
+    best = max((candidate.score for candidate in ranked), default=0.0)
+    floor = CLOSE_TO_BEST * ranked[0].rank if ranked else 0.0
+    return Selection(list(ranked), answerable, best, floor, "rules")
+
+
+def select(
+    selector: AnswerSelector,
+    question: str,
+    text: str,
+    ranked: Sequence[Candidate],
+    hits: Sequence[Hit],
+    *,
+    frequency: Counter[str],
+) -> Selection:
+    """The selector's decision on `ranked` (the cheap ranking's order, candidates of the passages of `hits`): whether
+    the help content answers at all; the sentences then chosen are the cheap ranking's best."""
+    probability = selector.probability(question_features(question, text, ranked, hits, frequency=frequency))
+    floor = CLOSE_TO_BEST * ranked[0].rank
+    return Selection(list(ranked), probability >= selector.config.answers, probability, floor, selector.name)
