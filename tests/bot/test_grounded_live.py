@@ -57,3 +57,14 @@ def check_the_edited_article_wins(test_client: TestClient, answers_from: str) ->
         assert trace["replaced"]
         for failure in trace["check"]["failures"]:
             assert failure["sentence"] not in reply["text"] and failure["reasons"]
+
+
+def test_a_follow_up_is_answered_about_what_the_conversation_is_about(app_settings: Settings) -> None:
+    # The second question names nothing: the price asked for is international shipping's, not the domestic options'.
+    with TestClient(create_app(app_settings.model_copy(update={"answers_from": "passages"}))) as test_client:
+        conversation_id, headers = open_conversation(test_client)
+        first = bot_reply(send(test_client, conversation_id, headers, "Do you ship to Canada?"))
+        assert re.search(r"Canada", first["text"]), first["text"]
+        second = bot_reply(send(test_client, conversation_id, headers, "how much is it?"))
+    assert "$19.95" in second["text"], second["text"]
+    assert not re.search(r"\$(5\.95|14\.95)", second["text"]), second["text"]
