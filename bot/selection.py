@@ -1,9 +1,10 @@
 """Learned answer selection: which help-article sentences answer a question, and whether any does.
 
-A selector is a model trained on the company's own questions and content (finetune/selection.py) that gives each
-candidate sentence a probability of answering from what the encoder, the words, retrieval and the intent classifier
-say of it; the answer is the sentences it accepts, or "not sure" when it accepts none. Versions live in their
-registry like the intent classifiers and are swapped in while the app runs.
+A selector is a model trained on the company's own questions and content (finetune/selection.py) that gives the
+probability that the help content answers a question, from what the encoder, the words and retrieval say of its best
+candidate sentences; below its threshold the reply is "not sure", above it the best candidates are the answer.
+Versions live in their registry like the intent classifiers and are swapped in while the app runs. Without one (the
+default, `SUPPORTBOT_ANSWER_SELECTION=rules`) the scores' rules decide (`by_rules`).
 """
 
 import json

@@ -1,14 +1,14 @@
 """Training data and training for the answer selector (bot/selection.py), from the company's own material only.
 
-Questions come from three places: the help content itself (FAQ headings, and questions made from each sentence's
-own words, lower-cased, misspelt, after a short story), the pack's seed conversations and the reviewed conversations
-of the store (a customer's question and the help sentences the reply states). The sentences retrieval finds for
-each question are its candidates: those the reply or the question's source states are positives, the rest negatives.
-Out-of-scope examples, and questions asked again with their answer's article left out of retrieval (about the
-business, but not covered), have only negatives. The selector is a logistic model over each candidate's features.
+Questions come from the help content itself (FAQ headings, and questions made from each sentence's own words,
+lower-cased, misspelt, after a short story), the pack's seed conversations and intent examples, and the reviewed
+conversations and answered gaps of the store. Each is read as the dialogue reads it (retrieval, the cheap ranking of
+the candidate sentences) and labelled covered when one of its best candidates is an answer. Out-of-scope examples,
+and the same questions asked again with their answer's article left out of retrieval (about the business, but not
+covered), are labelled not covered. The selector is a logistic model over the question's features
+(bot/selection.question_features); its threshold is chosen on held-out questions.
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -61,7 +61,6 @@ _STORIES = [
     "hi, quick question.", "so i placed an order last week and", "sorry to bother you but", "hello there,",
     "i was wondering", "my friend told me to ask,", "ok so", "before i buy anything,",
 ]  # fmt: skip
-SOURCES = ("heading", "sentence", "seed", "reviewed", "out_of_scope")
 
 
 @dataclass(frozen=True)
@@ -226,10 +225,6 @@ def _questions_in(messages: Sequence[dict[str, str]]) -> list[tuple[str, str]]:
 
 
 # --- Examples ------------------------------------------------------------------------------------------
-
-
-def _group(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
