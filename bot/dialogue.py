@@ -74,16 +74,6 @@ NOT_SERVED_REPLY = (
     "Sorry, I can only help in {languages}. I'm passing this conversation to a member of our support team, "
     "who will answer you here."
 )
-# Below this, the best passage sentence does not answer the question (word overlap + encoder cosine of the
-# sentence under its article's title, see bot/grounding.rank_sentences): the help content does not cover it,
-# whatever retrieval returned. Chosen with the float32 encoder on two development sets: the pack's intent examples
-# that ask what an article answers (159) against its out-of-scope examples (29), where every value from 0.52 to 0.56
-# keeps 82 % of the first and lets 3 % of the second through, and the development questions of
-# tests/bench/grounded_questions.yaml, where the best uncovered one scores 0.50 and the lowest covered one 0.55.
-ANSWERABLE = 0.54
-# A best sentence that holds a word of the question the help content uses only once or twice (a rare, specific term)
-# answers from this score on: the content speaks to exactly what was asked even when the rest is worded otherwise.
-SPECIFIC_ANSWERABLE = 0.4
 SUMMARY_INSTRUCTION = (
     "You keep a short running summary of a customer-support chat. Update the summary with the new "
     "messages. Keep order numbers, e-mails, products and what the customer wants. At most 60 words."
@@ -323,14 +313,14 @@ class DialogueManager:
         selector = self.selector.current()
         evidence = list(hits) if selector is not None else [hit for hit in hits if hit.relevant]
         ranked = self.answers(question, evidence) if evidence else []
-        frequency = sentence_frequency(self.knowledge.current().text)
+        help_text = self.knowledge.current().text
         if selector is not None and ranked:
-            return replace(select(selector, question, text, ranked, evidence, frequency=frequency), hits=evidence)
-        best = max((candidate.score for candidate in ranked), default=0.0)
-        answerable = best >= ANSWERABLE or (
-            best >= SPECIFIC_ANSWERABLE and names_a_rare_term(text, ranked[0].sentence, frequency)
-        )
-        return replace(by_rules(ranked, answerable), hits=evidence)
+            return select(selector, question, text, ranked, evidence, frequency=sentence_frequency(help_text))
+
+        def rare_term(best: Candidate) -> bool:
+            return names_a_rare_term(text, best.sentence, sentence_frequency(help_text))
+
+        return replace(by_rules(ranked, rare_term), hits=evidence)
 
     @staticmethod
     def fallback(selection: Selection, said: Sequence[str], passages: Sequence[Passage]) -> str:
@@ -392,7 +382,7 @@ class DialogueManager:
         route = result.route
         evidence = [hit for hit in result.hits if hit.relevant]
         fixed = self.fixed_reply(route)
-        selection = by_rules([], False)
+        selection = by_rules([])
         if fixed is None:
             started_ranking = time.perf_counter()
             selection = self.select(query, text, result.hits)
@@ -400,7 +390,7 @@ class DialogueManager:
             result.stages_ms["rank"] = _ms(started_ranking)
             if not selection.answerable and self.is_small_talk(route):
                 # "thanks!": a pleasantry, with nothing to state
-                evidence, selection = [], by_rules([], False)
+                evidence, selection = [], by_rules([])
             elif not selection.answerable:
                 # About the business, but the help content does not say: never a guess.
                 fixed = NOT_SURE_REPLY

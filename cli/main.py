@@ -93,10 +93,10 @@ def prepare_models(settings: Settings, steps: int | None = None) -> None:
     from runtime.registry import selector_registry
 
     selectors = selector_registry(settings.selectors_dir)
-    if settings.answer_selection == "learned" and selectors.active() is None:
-        # Before the app's first start the store has no articles yet: the pack's are what it will serve.
-        train_answer_selector(settings, None, console)
     if settings.answer_selection == "learned":
+        if selectors.active() is None:
+            # Before the app's first start the store has no articles yet: the pack's are what it will serve.
+            train_answer_selector(settings, None, console)
         console.print(f"[green]Answer selector in service[/]: {selectors.active()}")
 
 

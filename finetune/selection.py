@@ -24,7 +24,6 @@ import torch
 
 from bot.articles import Article, split_sentences
 from bot.context import Turn, retrieval_query
-from bot.dialogue import ANSWERABLE, SPECIFIC_ANSWERABLE
 from bot.domain import DomainPack
 from bot.grounding import COURTESY, STOPWORDS, Candidate, content_stems, numbers, sentence_frequency, words
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
@@ -36,6 +35,7 @@ from bot.selection import (
     AnswerSelector,
     SelectionConfig,
     SelectorError,
+    answerable_by_rules,
     load_selector,
     question_features,
     rank_candidates,
@@ -370,10 +370,7 @@ def score_examples(selector: AnswerSelector, examples: Sequence[Example]) -> lis
 def rules_decisions(examples: Sequence[Example]) -> Decisions:
     """How the scores' rules (the dialogue without a selector) decide the same questions."""
     answered = [
-        float(
-            e.features["best_score"] >= ANSWERABLE
-            or (e.features["best_score"] >= SPECIFIC_ANSWERABLE and e.features["rare_term"])
-        )
+        float(answerable_by_rules(e.features["best_score"], lambda e=e: bool(e.features["rare_term"])))
         for e in examples
     ]
     return decisions(examples, answered, 0.5)

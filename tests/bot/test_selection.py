@@ -82,7 +82,7 @@ def test_chosen_sentences_leave_out_what_the_customer_was_told() -> None:
         Candidate("Standard shipping takes 3 to 5 business days.", 0.8, 0, 0, 0, 0.8),
         Candidate("Returns are free.", 0.2, 0, 0, 0, 0.2),
     ]
-    selection = by_rules(ranked, True)
+    selection = by_rules(ranked)
     assert [c.sentence for c in selection.chosen()] == [ranked[0].sentence, ranked[1].sentence]
     told = ["Express shipping costs $14.95 on any order."]
     assert [c.sentence for c in selection.chosen(told)] == [ranked[1].sentence]

@@ -196,7 +196,7 @@ def test_an_imported_faq_answers_a_how_to_with_its_whole_procedure(
         question, [hit.passage.text for hit in hits], passage_scores=[hit.score for hit in hits],
         similarity=lambda _, sentences: [cosine.get(sentence, 0.0) for sentence in sentences],
     )  # fmt: skip
-    reply = DialogueManager.fallback(by_rules(ranked, True), [], [hit.passage for hit in hits])
+    reply = DialogueManager.fallback(by_rules(ranked), [], [hit.passage for hit in hits])
     assert reply.splitlines() == [
         "Moving takes a few minutes online. To move your plan:",
         "1. Sign in and open My plan.",
