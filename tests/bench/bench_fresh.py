@@ -6,7 +6,8 @@ imports the live articles again from the domain pack's help folder, so the knowl
 Grades like bench_grounded.py, plus two-turn follow-ups (each reply graded) and `ordered` patterns (procedures).
 Usage (the app's own settings in the environment, for `supportbot kb`):
 `SUPPORTBOT_DATA_DIR=... SUPPORTBOT_DATABASE_URL=... python tests/bench/bench_fresh.py --url http://127.0.0.1:8000
---out /tmp/fresh-heldout.json [--sets demo_shop,faq_company] [--show] [--regrade EARLIER.json]`.
+--out /tmp/fresh-heldout.json [--dir tests/bench/fresh_heldout_2] [--sets demo_shop,faq_company] [--show]
+[--regrade EARLIER.json]`; --dir picks the set's folder (fresh_heldout/ by default; fresh_heldout_2/ is the second one).
 Without --show, replies and questions are not printed (the questions stay unseen); --out holds everything.
 fresh_heldout/BASELINE.md has the start's numbers and the exact commands.
 """
@@ -28,9 +29,8 @@ import httpx
 import yaml
 from bench_grounded import INVENTS_STATUS, NUMBER, asks_for_secret, invented_number, kb, safe_move
 
-HERE = Path(__file__).with_name("fresh_heldout")
-SETS = {"demo_shop": HERE / "demo_shop.yaml", "faq_company": HERE / "faq_company.yaml"}
-FAQ = HERE / "faq_company"
+HERE = Path(__file__).with_name("fresh_heldout")  # the default set's folder; --dir picks another
+SETS = ("demo_shop", "faq_company")  # each a YAML file of the folder; faq_company's articles are its faq_company/
 # The app polls the knowledge base's revision every 2 s and re-embeds what changed; a whole company's articles on a
 # loaded 2-core CPU take longer than bench_grounded's single articles.
 SETTLE_S = 20.0
@@ -218,10 +218,10 @@ def pack_help(supportbot: str) -> Path:
     return Path(done.stdout.strip()) / "help"
 
 
-def swap_to_faq(supportbot: str, help_dir: Path, settle_s: float) -> list[str]:
-    """Retire every live article and import the FAQ company's; returns the articles to bring back."""
+def swap_to_faq(supportbot: str, faq_dir: Path, help_dir: Path, settle_s: float) -> list[str]:
+    """Retire every live article and import the FAQ company's (`faq_dir`); returns the articles to bring back."""
     live = live_slugs(supportbot)
-    faq = sorted(path.stem for path in FAQ.glob("*.md"))
+    faq = sorted(path.stem for path in faq_dir.glob("*.md"))
     if clash := sorted(set(faq) & set(live)):
         raise SystemExit(f"live articles have the FAQ company's names ({', '.join(clash)}); use a fresh data dir")
     if missing := [slug for slug in live if not (help_dir / f"{slug}.md").is_file()]:
@@ -232,14 +232,14 @@ def swap_to_faq(supportbot: str, help_dir: Path, settle_s: float) -> list[str]:
     print(f"retiring the {len(live)} live articles, importing {len(faq)} FAQ articles", flush=True)
     for slug in live:
         kb(supportbot, "retire", slug)
-    kb(supportbot, "import", str(FAQ))
+    kb(supportbot, "import", str(faq_dir))
     time.sleep(settle_s)
     return live
 
 
-def restore(supportbot: str, live: list[str], help_dir: Path, settle_s: float) -> None:
+def restore(supportbot: str, faq_dir: Path, live: list[str], help_dir: Path, settle_s: float) -> None:
     """Retire the FAQ company's articles and bring back the ones that were live (same text: restored)."""
-    for slug in sorted(path.stem for path in FAQ.glob("*.md")):
+    for slug in sorted(path.stem for path in faq_dir.glob("*.md")):
         kb(supportbot, "retire", slug)
     if live:
         kb(supportbot, "import", *(str(help_dir / f"{slug}.md") for slug in live))
@@ -300,6 +300,7 @@ def cpu() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--dir", type=Path, default=HERE, help="the set's folder (default: fresh_heldout/)")
     parser.add_argument("--sets", default="demo_shop,faq_company", help="comma-separated: demo_shop, faq_company")
     parser.add_argument(
         "--supportbot", default=str(Path(sys.executable).with_name("supportbot")),
@@ -311,11 +312,12 @@ def main() -> int:
     parser.add_argument("--regrade", type=Path, help="grade the replies an earlier --out saved again, asking nothing")
     args = parser.parse_args()
     names = [name.strip() for name in args.sets.split(",") if name.strip()]
+    faq_dir = args.dir / "faq_company"
     if unknown := set(names) - set(SETS):
         parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
 
     started = time.perf_counter()
-    report: dict = {"url": args.url, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu()}
+    report: dict = {"url": args.url, "dir": str(args.dir), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu()}
     results: list[Item] = []
     saved: dict = {}
     if args.regrade:
@@ -328,12 +330,12 @@ def main() -> int:
     with httpx.Client(base_url=args.url, timeout=300) as client:
         http = None if args.regrade else client
         for name in names:
-            items = yaml.safe_load(SETS[name].read_text())
+            items = yaml.safe_load((args.dir / f"{name}.yaml").read_text())
             swapped = None
             if name == "faq_company":
                 if http:
-                    swapped = swap_to_faq(args.supportbot, help_dir, args.settle_s)
-                facts = Facts.of(*sorted(FAQ.glob("*.md")), help_dir.parent / "pack.yaml")
+                    swapped = swap_to_faq(args.supportbot, faq_dir, help_dir, args.settle_s)
+                facts = Facts.of(*sorted(faq_dir.glob("*.md")), help_dir.parent / "pack.yaml")
             else:
                 facts = Facts.of(*sorted(help_dir.glob("*.md")), help_dir.parent / "pack.yaml")
             try:
@@ -348,7 +350,7 @@ def main() -> int:
                     args.out.write_text(json.dumps(report, indent=1))  # as it goes: a stopped run keeps its replies
             finally:
                 if swapped is not None:
-                    restore(args.supportbot, swapped, help_dir, args.settle_s)
+                    restore(args.supportbot, faq_dir, swapped, help_dir, args.settle_s)
     if not args.regrade:
         report["wall_s"] = round(time.perf_counter() - started, 1)
     lines = [line for name in names for line in summary(name, [r for r in results if r.set == name])]
