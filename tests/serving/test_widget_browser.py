@@ -123,7 +123,10 @@ def continue_conversation(widget: Widget, base_url: str, conversation_id: str, h
         "([key, value]) => localStorage.setItem(key, value)",
         [f"supportbot:{base_url}", json.dumps({"id": conversation_id, "token": token})],
     )
-    widget.page.reload()
+    # The widget follows the live stream only once it has read the history: what the test changes after
+    # this returns is live news to the widget, not history (a take-over read as history has no "joined" note).
+    with widget.page.expect_response(lambda response: f"/api/conversations/{conversation_id}/events" in response.url):
+        widget.page.reload()
 
 
 def write(settings: Settings, conversation_id: str, text: str, *, take_over: bool = False) -> int:
