@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SERVING ?= cpu
 STAMP := $(VENV)/.installed-$(SERVING)
 
-.PHONY: install start test lint clean browsers postgres
+.PHONY: install start test lint clean browsers postgres check-images
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ postgres:
 
 test: install browsers postgres
 	$(BIN)/python -m pytest
+
+# Both images built with podman and compose.yaml run with them (deploy/README.md, "Checking the images"). Not in
+# `test`: it takes longer than the suite's budget.
+check-images: install
+	deploy/local/setup-podman.sh
+	SUPPORTBOT_TEST_IMAGES=1 $(BIN)/python -m pytest -s tests/deploy/test_compose_images.py
 
 lint: install
 	$(BIN)/ruff check core cli bot conversations runtime finetune serving tests
