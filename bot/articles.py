@@ -17,6 +17,8 @@ from bs4 import BeautifulSoup, UnicodeDammit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from bot.text import split_sentences
+
 logger = logging.getLogger(__name__)
 
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -48,25 +50,6 @@ class Article:
 # --- Markdown text ---------------------------------------------------------------------------------
 
 _MARKDOWN = MarkdownIt("commonmark").enable("table")
-# A sentence ends at . ! or ? (and a closing quote or bracket) followed by space and a capital or digit.
-_SENTENCE_END = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "approx", "no", "mr", "mrs", "ms", "dr", "st", "incl", "ca"}
-
-
-def split_sentences(text: str) -> list[str]:
-    """Whole sentences of a paragraph; "P.O. boxes", "e.g. Visa" and "U.S. orders" stay whole."""
-    text = " ".join(text.split())
-    sentences, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        words = text[start : match.start() + 1].split()
-        last = words[-1].rstrip(".").lower() if words else ""
-        if last in _ABBREVIATIONS or re.fullmatch(r"(?:[a-z]\.)*[a-z]", last):
-            continue  # an abbreviation or initials, not the end of a sentence
-        sentences.append(text[start : match.end()].strip())
-        start = match.end()
-    if text[start:].strip():
-        sentences.append(text[start:].strip())
-    return sentences
 
 
 def _inline_text(token: Token) -> str:

@@ -3,7 +3,6 @@
 Budgets are counted in real tokens with the served model's own tokenizer and chat template.
 """
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,50 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from bot.domain import DomainPack, Policy
+from bot.text import content_words
 
-_WORD = re.compile(r"[a-z]{3,}")
-_STOPWORDS = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "you",
-        "your",
-        "are",
-        "can",
-        "with",
-        "this",
-        "that",
-        "have",
-        "has",
-        "was",
-        "not",
-        "but",
-        "how",
-        "what",
-        "when",
-        "where",
-        "why",
-        "who",
-        "will",
-        "would",
-        "could",
-        "should",
-        "please",
-        "thanks",
-        "thank",
-        "hello",
-        "there",
-        "them",
-        "they",
-        "our",
-        "out",
-        "get",
-        "got",
-        "its",
-        "about",
-    ]
-)
+
+def _topic_words(text: str) -> set[str]:
+    """The words of `text` that say what it is about (bot/text.py), three letters or more."""
+    return {word for word in content_words(text) if len(word) >= 3 and word.isalpha()}
 
 
 @dataclass(frozen=True)
@@ -105,11 +66,11 @@ class ChatTemplateCounter(TokenCounter):
 
 def relevant_policies(pack: DomainPack, text: str, limit: int = 1) -> list[Policy]:
     """Policies sharing the most content words with the customer's message."""
-    words = set(_WORD.findall(text.lower())) - _STOPWORDS
+    words = _topic_words(text)
     scored = []
     for policy in pack.policies:
-        policy_words = set(_WORD.findall(f"{policy.id} {policy.title} {policy.text}".lower()))
-        title_words = set(_WORD.findall(f"{policy.id} {policy.title}".lower()))
+        policy_words = _topic_words(f"{policy.id} {policy.title} {policy.text}")
+        title_words = _topic_words(f"{policy.id} {policy.title}")
         score = len(words & policy_words) + 2 * len(words & title_words)
         if score:
             scored.append((score, policy.id, policy))
@@ -155,7 +116,7 @@ def retrieval_query(turns: Sequence[Turn], min_words: int = 3) -> str:
     if not customer:
         return ""
     latest = customer[-1]
-    if len(set(_WORD.findall(latest.lower())) - _STOPWORDS) < min_words and len(customer) > 1:
+    if len(_topic_words(latest)) < min_words and len(customer) > 1:
         return f"{customer[-2]} {latest}"
     return latest
 

@@ -20,7 +20,6 @@ from typing import Generic, TypeVar
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from bot.actions import ActionRunner, Handled
-from bot.articles import split_sentences
 from bot.compose import compose_reply
 from bot.context import (
     Prompt,
@@ -51,6 +50,7 @@ from bot.routing import Decision, DialogueState, Route, Router
 from bot.selection import AnswerSelector, Selection, by_rules, rank_candidates, select
 from bot.sentiment import is_negative
 from bot.slots import SlotExtractor, masked_fields, masked_slots, render_slots
+from bot.text import split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -401,15 +401,23 @@ class DialogueManager:
                 }  # fmt: skip
             elif self.answers_from == "passages" and not self.is_small_talk(route):
                 # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
-                # for gift cards?") gets what the bot's last reply did not say, unless that leaves nothing.
+                # for gift cards?") gets what the bot's last reply did not say (Selection.after_reply).
                 told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
-                shown = [hit.passage for hit in evidence]
-                fixed = self.fallback(selection, told, shown) or self.fallback(selection, [], shown)
-                sentences = len(split_sentences(fixed))
-                result.check = {
-                    "verdict": "from the passages", "sentences": sentences, "selected_by": selection.by,
-                    "best_sentence_score": round(selection.best, 3),
-                }  # fmt: skip
+                earlier = [turn.text for turn in turns[:-1]]
+                frequency = sentence_frequency(self.knowledge.current().text)
+                chosen = selection.after_reply(told, text, earlier, frequency)
+                if chosen is None:
+                    fixed = NOT_SURE_REPLY
+                    result.check = {
+                        "verdict": "not covered beyond the last reply", "selected_by": selection.by,
+                        "best_sentence_score": round(selection.best, 3),
+                    }  # fmt: skip
+                else:
+                    fixed = compose_reply(chosen, [hit.passage for hit in evidence])
+                    result.check = {
+                        "verdict": "from the passages", "sentences": len(split_sentences(fixed)),
+                        "selected_by": selection.by, "best_sentence_score": round(selection.best, 3),
+                    }  # fmt: skip
         if fixed is not None:
             result.text = fixed
             handoff = route.decision is Decision.handoff and route.language is None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from bot.articles import split_sentences
+from bot.text import NEGATIONS, NUMBER_WORDS, STOPWORDS, split_sentences, stem, words
 
 # Clauses carry their own polarity: "no receipt is needed" must not make the whole sentence negative.
 _CLAUSE_BREAK = re.compile(
@@ -20,14 +20,7 @@ _CLAUSE_BREAK = re.compile(
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"')]+", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CAPITALISED = re.compile(r"(?<![\w@.])([A-Z][a-zA-Z]+(?:[ -](?:&[ ]|of[ ]|and[ ])?[A-Z][a-zA-Z]+)*)")
-_NUMBER_WORDS = {
-    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fourteen": "14", "fifteen": "15",
-    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "ninety": "90",
-    "hundred": "100",
-}  # fmt: skip
 _UNITS = {
     "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute", "hour": "hour", "hours": "hour",
     "hr": "hour", "hrs": "hour", "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month",
@@ -44,24 +37,8 @@ def _word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_NEGATION = _word_set(
-    "not no never cannot can't don't doesn't didn't won't isn't aren't wasn't weren't shouldn't couldn't "
-    "wouldn't hasn't haven't without none nothing neither nor unable"
-)
-STOPWORDS = (
-    _word_set(
-        """a an the and or but if so of to in on at by for from with as into onto about over under than then
-    that this these those there here it its it's is are was were be been being am do does did done doing
-    have has had having will would shall should can could may might must i me my mine we us our ours you
-    your yours he she they them their his her what which who whom whose when where why how all any some
-    each every more most much many such only also just very too again once both either just yet still up
-    out off via per please just i'm we're you're they're we'll you'll i'll we've you've i've let let's
-    get gets got make makes made go goes going use used using need needs needed one ones
-    yes yeah ok okay sure certainly course absolutely percent what's that's there's here's who's where's how's
-    when's why's"""
-    )
-    | _NEGATION
-)
+# What content words leave out: the stopwords and, since a sentence's polarity is checked on its own, negations.
+_IGNORED = STOPWORDS | NEGATIONS
 # Pleasantries carry no claim; a sentence made only of them needs no support.
 COURTESY = _word_set(
     """hi hello hey thanks thank welcome glad happy help helping assist assistance sorry apologise apologize
@@ -86,41 +63,18 @@ def clauses(sentence: str) -> list[str]:
     return [piece for piece in _CLAUSE_BREAK.split(sentence) if piece and piece.strip()]
 
 
-def stem(word: str) -> str:
-    """A crude, symmetric stemmer: good enough to match "returns" with "return" and "shipped" with "ship"."""
-    word = word.lower().replace("’", "'")
-    if word.endswith("'s"):
-        word = word[:-2]
-    word = _NUMBER_WORDS.get(word, word)
-    # "es" only where English adds it ("boxes", "matches"); "codes" loses just the "s".
-    if re.search(r"(?:s|x|z|ch|sh)es$", word) and len(word) > 5:
-        word = word[:-2]
-    for suffix, keep in (("ery", "er"), ("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("s", "")):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            word = word[: len(word) - len(suffix)] + keep
-            break
-    if len(word) > 4 and word[-1] == word[-2] and word[-1] not in "ls":
-        word = word[:-1]  # "shipp" (from shipped/shipping) -> "ship"
-    return word
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower().replace("’", "'").replace("e-mail", "email"))
-
-
 def content_stems(text: str, *, courtesy: bool = False) -> list[str]:
     """The stems of the words that carry meaning (no stopwords; no pleasantries unless `courtesy`)."""
     kept = []
     for word in words(text):
-        if word in STOPWORDS or (not courtesy and word in COURTESY):
+        if word in _IGNORED or (not courtesy and word in COURTESY):
             continue
         kept.append(stem(word))
     return kept
 
 
 def is_negated(text: str) -> bool:
-    lowered = text.lower().replace("’", "'")
-    return any(word in _NEGATION or word.endswith("n't") for word in _WORD.findall(lowered))
+    return any(word in NEGATIONS or word.endswith("n't") for word in words(text))
 
 
 def negated_terms(text: str) -> set[str]:
@@ -128,10 +82,10 @@ def negated_terms(text: str) -> set[str]:
     scoped: set[str] = set()
     remaining = 0
     for word in words(text):
-        if word in _NEGATION or word.endswith("n't"):
+        if word in NEGATIONS or word.endswith("n't"):
             remaining = 1 if word in ("no", "without", "none", "nothing") else 3
             continue
-        if word in STOPWORDS or word in COURTESY:
+        if word in _IGNORED or word in COURTESY:
             continue
         if remaining:
             scoped.add(stem(word))
@@ -143,7 +97,7 @@ def numbers(text: str) -> set[tuple[str, str]]:
     """(number, unit) pairs: "$5.95" -> ("5.95", "$"), "30 days" -> ("30", "day"), "10%" -> ("10", "%")."""
     found: set[tuple[str, str]] = set()
     normalised = re.sub(
-        r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", lambda m: _NUMBER_WORDS[m.group(1).lower()], text, flags=re.I
+        r"\b(" + "|".join(NUMBER_WORDS) + r")\b", lambda m: NUMBER_WORDS[m.group(1).lower()], text, flags=re.I
     )
     normalised = _EMAIL.sub(" ", _URL.sub(" ", normalised))
     for match in _NUMBER.finditer(normalised):

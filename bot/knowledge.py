@@ -7,23 +7,21 @@ tens of thousands of passages (tests/bench/bench_retrieval.py). Past that, see t
 
 import logging
 import math
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
 import bm25s
 import numpy as np
-import snowballstemmer
 from transformers import AutoModel, AutoTokenizer
 
-from bot.articles import Article, Block, article_blocks, split_sentences
+from bot.articles import Article, Block, article_blocks
 from bot.intent_net import SCORE_DECIMALS, settled
 from bot.intents import EncoderIntentClassifier, IntentNet, encoder_path
+from bot.text import content_words, split_sentences, stem
 
 logger = logging.getLogger(__name__)
 
@@ -205,36 +203,10 @@ class SentenceEncoder:
 
 # --- Lexical tokens -------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
-_STEMMER = snowballstemmer.stemmer("english")
-# Words that say nothing about the topic of a question. Negations are kept: they carry meaning in
-# support questions ("not arrived", "no receipt").
-_STOPWORDS = frozenset({
-    "a", "about", "above", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because",
-    "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does",
-    "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
-    "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more",
-    "most", "my", "myself", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own",
-    "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "then",
-    "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we",
-    "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
-    "yours", "yourself", "hi", "hello", "hey", "please", "thanks", "thank", "i'm", "i've", "it's"
-})  # fmt: skip
-
-
-_STEMMER_LOCK = threading.Lock()  # a Snowball stemmer keeps its state between calls
-
-
-@lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    with _STEMMER_LOCK:
-        return _STEMMER.stemWord(word)
-
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased, stemmed content words: the lexical half's view of a text."""
-    words = _WORD.findall(text.lower().replace("e-mail", "email"))
-    return [_stem(word.replace("’", "'")) for word in words if word not in _STOPWORDS]
+    """Lower-cased, stemmed content words (bot/text.py): the lexical half's view of a text."""
+    return [stem(word) for word in content_words(text)]
 
 
 # --- The index ------------------------------------------------------------------------------------

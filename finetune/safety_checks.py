@@ -3,8 +3,8 @@ checks that assume no company's facts (keep the instructions private, hand over 
 invent an order's status), worded from the pack's own system prompt and handoff message where they need its words.
 """
 
-from bot.articles import split_sentences
 from bot.domain import Check, DomainPack
+from bot.text import split_sentences
 
 PACK = "pack"
 SAFETY = "safety"

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from bot.articles import Article, split_sentences
+from bot.articles import Article
 from bot.context import Turn, retrieval_query
 from bot.domain import DomainPack
-from bot.grounding import COURTESY, STOPWORDS, Candidate, content_stems, numbers, sentence_frequency, words
+from bot.grounding import COURTESY, Candidate, content_stems, numbers, sentence_frequency
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from bot.routing import RoutingConfig
 from bot.selection import (
@@ -40,6 +40,7 @@ from bot.selection import (
     question_features,
     rank_candidates,
 )
+from bot.text import NEGATIONS, STOPWORDS, split_sentences, words
 from core.settings import Settings
 from runtime.registry import promote, selector_registry
 
@@ -163,9 +164,12 @@ def _kind(sentence: str) -> str:
     return "any"
 
 
+_NOT_OWN = STOPWORDS | NEGATIONS | COURTESY  # words that do not make a sentence this one
+
+
 def sentence_questions(sentence: str, title: str, idf: dict[str, float], rng: random.Random, count: int) -> list[str]:
     """Questions a customer could ask that `sentence` answers, in its own rarest words with a question frame."""
-    own = [w for w in dict.fromkeys(words(sentence)) if w not in STOPWORDS and w not in COURTESY and not w.isdigit()]
+    own = [w for w in dict.fromkeys(words(sentence)) if w not in _NOT_OWN and not w.isdigit()]
     if not own:
         return []
     by_rarity = sorted(own, key=lambda w: -idf.get(w, 0.0))

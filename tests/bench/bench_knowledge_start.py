@@ -38,9 +38,9 @@ from sqlalchemy.engine import Engine
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bot.articles import split_sentences  # noqa: E402
 from bot.domain import default_pack_path, load_pack  # noqa: E402
 from bot.knowledge import Article, KnowledgeIndex, SentenceEncoder, tokenize  # noqa: E402
+from bot.text import split_sentences  # noqa: E402
 from conversations.db import make_engine, upgrade_db  # noqa: E402
 from runtime.embeddings import StoredEncoder, encoder_id, reading_ahead, storing  # noqa: E402
 from tests.utils.encoders import CountingEncoder  # noqa: E402

@@ -7,7 +7,7 @@ from functools import cache
 import pytest
 from langchain_core.messages import BaseMessage
 
-from bot.articles import read_article, split_sentences
+from bot.articles import read_article
 from bot.context import NOTE_HEADING, SUMMARY_LABEL, ChatTemplateCounter, Turn
 from bot.dialogue import NOT_SURE_REPLY, REFUSAL, SCOPE_REPLY, DialogueManager, Swappable, TurnResult
 from bot.domain import default_pack_path, load_pack
@@ -16,6 +16,7 @@ from bot.intents import IntentClassifier, IntentScore, Prediction
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from bot.llm import ChatModel, ReplyDone
 from bot.routing import Decision, DialogueState, RoutingConfig, RuleRouter
+from bot.text import split_sentences
 
 CONTEXT, REPLY = 900, 100
 
