@@ -403,21 +403,12 @@ class DialogueManager:
                 # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
                 # for gift cards?") gets what the bot's last reply did not say (Selection.after_reply).
                 told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
-                earlier = [turn.text for turn in turns[:-1]]
                 frequency = sentence_frequency(self.knowledge.current().text)
-                chosen = selection.after_reply(told, text, earlier, frequency)
-                if chosen is None:
-                    fixed = NOT_SURE_REPLY
-                    result.check = {
-                        "verdict": "not covered beyond the last reply", "selected_by": selection.by,
-                        "best_sentence_score": round(selection.best, 3),
-                    }  # fmt: skip
-                else:
-                    fixed = compose_reply(chosen, [hit.passage for hit in evidence])
-                    result.check = {
-                        "verdict": "from the passages", "sentences": len(split_sentences(fixed)),
-                        "selected_by": selection.by, "best_sentence_score": round(selection.best, 3),
-                    }  # fmt: skip
+                fixed = compose_reply(selection.after_reply(told, text, frequency), [hit.passage for hit in evidence])
+                result.check = {
+                    "verdict": "from the passages", "sentences": len(split_sentences(fixed)),
+                    "selected_by": selection.by, "best_sentence_score": round(selection.best, 3),
+                }  # fmt: skip
         if fixed is not None:
             result.text = fixed
             handoff = route.decision is Decision.handoff and route.language is None

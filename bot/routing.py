@@ -13,6 +13,7 @@ from bot.domain import DomainPack
 from bot.guard import looks_like_injection
 from bot.intents import Prediction
 from bot.sentiment import is_negative
+from bot.text import content_words
 
 
 class Decision(StrEnum):
@@ -121,13 +122,21 @@ _CONDITION = re.compile(r"^\s*(?:once|if|when|after|before|as soon as)\b[^,?]{0,
 _MY_STATUS = re.compile(r"\b(?:where|when) (?:is|are|will) my\b", re.IGNORECASE)
 
 
+# A message with this many content words (bot/text.py) says what it is about, even when no intent fits it and its
+# words are no question: the customer wrote a whole request, and asking them to rephrase it helps nobody.
+SUBSTANTIAL_WORDS = 5
+
+
 def _sentences(text: str) -> list[str]:
     return [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part]
 
 
 def is_clear_question(text: str) -> bool:
-    """A whole question ("Is your packaging plastic-free?"): when nothing covers it, it deserves an honest "not sure",
-    not a request to rephrase it."""
+    """A whole question ("Is your packaging plastic-free?") or a message that says what it is about in
+    SUBSTANTIAL_WORDS content words or more: when nothing covers it, it deserves an honest "not sure", not a request
+    to rephrase it."""
+    if len(content_words(text)) >= SUBSTANTIAL_WORDS:
+        return True
     return bool(_GENERAL.search(text)) or (text.strip().endswith("?") and len(text.split()) >= 4)
 
 

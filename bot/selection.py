@@ -145,19 +145,14 @@ class Selection:
         picked = choose_sentences(self.ranked, floor=self.floor)
         return [c for c in picked if not set(content_stems(c.sentence, courtesy=True)) <= already]
 
-    def after_reply(
-        self, said: Sequence[str], text: str, earlier: Sequence[str], frequency: Counter[str]
-    ) -> list[Candidate] | None:
-        """The sentences that answer the customer's newest message `text` after the bot told them `said`, or None
-        when the help content does not answer what `text` asks beyond that (the reply is "not sure", never the
-        last answer again). `earlier` is the conversation before `text`; `frequency` how many help sentences use
-        each content stem.
+    def after_reply(self, said: Sequence[str], text: str, frequency: Counter[str]) -> list[Candidate]:
+        """The sentences that answer the customer's newest message `text` after the bot told them `said`;
+        `frequency` is how many help sentences use each content stem.
 
-        When the best candidate is what the customer was already told, the question is a follow-up about something
-        else ("and to <another place>?") or the same question again: the best sentence the customer was not told
-        answers when it would answer on its own (`answerable_by_rules`), else the companions not told yet; failing
-        both, a message that names something the conversation has not and the help content rarely or never does
-        is not answered by repeating, while a question asked again gets its answer again."""
+        When the best candidate is what the customer was already told, the message is a follow-up about something
+        else ("and to <another place>?") or the question again. A sentence not told that holds a word of `text` the
+        told reply does not (what the follow-up adds) answers when it would answer on its own
+        (`answerable_by_rules`); else the companions not told yet; else the answer again."""
         already = set(content_stems(" ".join(said), courtesy=True))
 
         def told(candidate: Candidate) -> bool:
@@ -165,17 +160,13 @@ class Selection:
 
         if not said or not self.ranked or not told(self.ranked[0]):
             return self.chosen(said) or self.chosen()
-        untold = [candidate for candidate in self.ranked if not told(candidate)]
-        if untold and answerable_by_rules(
-            untold[0].score, lambda: names_a_rare_term(text, untold[0].sentence, frequency)
+        added = set(content_stems(text)) - already
+        speaking = [c for c in self.ranked if not told(c) and added & set(content_stems(c.sentence))]
+        if speaking and answerable_by_rules(
+            speaking[0].score, lambda: names_a_rare_term(text, speaking[0].sentence, frequency)
         ):
-            return choose_sentences(untold, floor=CLOSE_TO_BEST * untold[0].rank)
-        fresh = self.chosen(said)
-        if fresh:
-            return fresh
-        if new_rare_terms(text, [*earlier, *said], frequency):
-            return None
-        return self.chosen()
+            return choose_sentences(speaking, floor=CLOSE_TO_BEST * speaking[0].rank)
+        return self.chosen(said) or self.chosen()
 
 
 def rank_candidates(index: KnowledgeIndex, question: str, hits: Sequence[Hit]) -> list[Candidate]:
@@ -186,16 +177,6 @@ def rank_candidates(index: KnowledgeIndex, question: str, hits: Sequence[Hit]) -
         question, [hit.passage.text for hit in hits], passage_scores=[hit.score for hit in hits],
         similarity=lambda _, sentences: [cosine.get(sentence, 0.0) for sentence in sentences],
     )  # fmt: skip
-
-
-def new_rare_terms(text: str, earlier: Sequence[str], frequency: Counter[str], *, at_most: int = 2) -> set[str]:
-    """The content stems of `text` the conversation so far (`earlier`) does not use and the help content uses in at
-    most `at_most` sentences, or in none: what a message names that is new to the conversation and specific."""
-    before = set(content_stems(" ".join(earlier), courtesy=True))
-    return {
-        stem for stem in content_stems(text)
-        if stem.isalpha() and len(stem) >= 4 and stem not in before and frequency[stem] <= at_most
-    }  # fmt: skip
 
 
 def answerable_by_rules(best: float, rare_term: Callable[[], bool]) -> bool:

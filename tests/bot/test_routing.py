@@ -165,7 +165,14 @@ def test_an_unclear_message_the_help_content_covers_is_answered_not_rephrased(ro
     assert router.route(text="blorp", prediction=unclear, state=DialogueState()).decision is Decision.rephrase
 
 
-@pytest.mark.parametrize("text", ["Is your packaging plastic-free?", "Can I swap my lamp for a different colour?"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Is your packaging plastic-free?",
+        "Can I swap my lamp for a different colour?",
+        "the delivery driver left our garden gate open twice this month",  # no question form, five words or more
+    ],
+)
 def test_a_clear_question_nothing_covers_is_not_sent_back_to_be_rephrased(router: RuleRouter, text: str) -> None:
     unclear = prediction("shipping_cost", 0.35, 0.3)
     route = router.route(text=text, prediction=unclear, state=DialogueState())
