@@ -112,11 +112,18 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
             [sys.executable, "-m", "cli", "start"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     app = LiveApp(process, settings, log_path)
-    wait_ready(app.url, process, log_path, path="/readyz", timeout_s=1200)
-    yield app
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
+    try:
+        wait_ready(app.url, process, log_path, path="/readyz", timeout_s=1200)
+        yield app
+    finally:
+        # Also when the start failed or a test timeout interrupted it: no app and vLLM left running after the tests.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="session")
