@@ -236,7 +236,12 @@ def train_intent_classifier(
 
             return report_step
 
+        fit_started = time.monotonic()
         classifier, stats = _fit(train + described, labels, recipe, progress(0), deadline)
+        if refit and not _refit_fits(stats, time.monotonic() - fit_started, planned, deadline):
+            # No time left to train again on every example (a slow or busy machine): the classifier just trained
+            # is the one, rather than a refit that the deadline would stop early or before its first step.
+            refit = False
         calibration = calibrate(classifier, held_out, recipe)
         report = evaluate_classifier(classifier, held_out) if held_out else None
         if held_out and not refit and recipe.memory_weight:
@@ -288,6 +293,15 @@ def train_intent_classifier(
 
 
 # --- Training -----------------------------------------------------------------------------------
+
+
+def _refit_fits(first: dict[str, Any], seconds: float, planned: int, deadline: float) -> bool:
+    """Whether the refit on every example can take all its steps before `deadline`: the first fit took all of its
+    own, and its pace (`seconds` for `first["steps"]`) leaves time for the rest of the `planned` steps."""
+    steps = first["steps"]
+    if steps < first["planned_steps"] or steps == 0:
+        return False
+    return time.monotonic() + seconds / steps * (planned - steps) <= deadline
 
 
 def _planned_steps(examples: int, recipe: ClassifierRecipe) -> int:

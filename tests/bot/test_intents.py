@@ -217,6 +217,17 @@ def test_without_a_refit_the_held_out_examples_join_the_memory_after_measuring(t
     assert load_classifier(tmp_path / "c").memory_size == len(examples)
 
 
+def test_a_run_out_of_time_keeps_the_classifier_it_trained_instead_of_an_unfinished_refit(tmp_path: Path) -> None:
+    # A busy machine: the time limit ends the first fit early, so there is no time to train again on every example.
+    # The classifier trained and calibrated so far is kept, and the held-out examples join its memory.
+    examples = examples_from_pack(load_pack(default_pack_path()))
+    recipe = ClassifierRecipe(train_layers=1, min_steps=400, epochs=1, max_minutes=0.05)
+    meta = train_intent_classifier(examples, output_dir=tmp_path / "c", recipe=recipe)
+    assert meta["training"]["steps"] < meta["training"]["planned_steps"]
+    assert not meta["examples"]["refit_on_all"] and "refit_on_all" not in meta["training"]
+    assert load_classifier(tmp_path / "c").memory_size == len(examples)
+
+
 def test_training_never_overwrites_a_version(trained: tuple[Path, dict]) -> None:
     with pytest.raises(FileExistsError):
         train_intent_classifier([("hi", "greeting"), ("bye", "goodbye")], output_dir=trained[0])
