@@ -8,7 +8,7 @@
   maps, secrets, claims, selectors; the files kustomization.yaml lists). Not checked: that a cluster accepts
   them (admission, storage classes, the GPU operator) — nothing here runs Kubernetes.
 - Dockerfiles: every COPY/ADD source exists in the build context and is not excluded by the .dockerignore;
-  the commands they run exist; hadolint's rules pass. Not checked: that the images build (no engine here).
+  the commands they run exist; hadolint's rules pass. That the images build and run: test_compose_images.py.
 - All YAML passes yamllint; the Grafana dashboard only uses metric names the app and vLLM really export.
 """
 
