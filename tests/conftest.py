@@ -6,7 +6,6 @@ The application is started the way a user starts it (`supportbot start`), with i
 import ctypes
 import gc
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from tests.utils.browser import chromium
 from tests.utils.fake_vllm import FakeVLLM
 from tests.utils.ports import free_port
 from tests.utils.postgres import PostgresServer, PostgresUnavailable
-from tests.utils.server import wait_ready
+from tests.utils.server import stop_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 # Kept between local runs so the model is converted and the test adapter trained only once.
@@ -117,13 +116,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
         yield app
     finally:
         # Also when the start failed or a test timeout interrupted it: no app and vLLM left running after the tests.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from finetune.seed import with_system  # noqa: E402
 from finetune.worker import execute_run, plan_summary, prepare_run  # noqa: E402
 from runtime.registry import AdapterRegistry  # noqa: E402
 from tests.utils.ports import free_port  # noqa: E402
+from tests.utils.server import stop_process  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cucom-ecommerce" / "ecommerce_v_0_1.jsonl.zip"
 
@@ -243,11 +243,7 @@ def main() -> None:
                        "promoted": run.promoted, "plan": run.progress.get("plan"), "tokens_per_s": sft["tokens_per_s"],
                        "load_average_end": load_average()}  # fmt: skip
     finally:
-        app.send_signal(signal.SIGINT)
-        try:
-            app.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop_process(app)
     print(f"load average at end: {load_average()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

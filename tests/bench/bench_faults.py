@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.utils.ports import free_port  # noqa: E402
+from tests.utils.server import stop_process  # noqa: E402
 
 QUESTION = "How many days do I have to return an item?"
 ANSWER = (
@@ -104,12 +105,8 @@ class App:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process, timeout_s=60)
 
 
 def make_app(data_dir: Path, database_url: str, model_port: int, base_model: Path) -> App:

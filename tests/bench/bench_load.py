@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.utils.load import report, run_load  # noqa: E402
 from tests.utils.ports import free_port  # noqa: E402
+from tests.utils.server import stop_process  # noqa: E402
 
 
 @contextmanager
@@ -68,12 +68,7 @@ def started_app(args: argparse.Namespace, database_url: str, vllm_url: str | Non
             time.sleep(1)
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_process(process, timeout_s=60)
 
 
 def database_for(kind: str, stack: ExitStack, workdir: Path) -> str:

@@ -1,6 +1,7 @@
 """The app behind a real uvicorn server: in a thread, configured as `supportbot start` configures it, or as a
 `supportbot start` process of its own."""
 
+import signal
 import subprocess
 import sys
 import threading
@@ -48,6 +49,19 @@ def start_process(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "cli", "start", "--skip-prepare"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Stop a `supportbot start` process as Ctrl+C does (it stops its vLLM servers too), killed if it has not exited
+    after `timeout_s`; nothing when it has already exited."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_ready(url: str, process: subprocess.Popen, log: Path, path: str = "/healthz", timeout_s: float = 300) -> None:
