@@ -313,14 +313,16 @@ class DialogueManager:
         selector = self.selector.current()
         evidence = list(hits) if selector is not None else [hit for hit in hits if hit.relevant]
         ranked = self.answers(question, evidence) if evidence else []
-        help_text = self.knowledge.current().text
         if selector is not None and ranked:
-            return select(selector, question, text, ranked, evidence, frequency=sentence_frequency(help_text))
+            frequency = sentence_frequency(self.knowledge.current().text)
+            return select(selector, question, text, ranked, evidence, frequency=frequency)
+        return replace(by_rules(ranked, self.rare_term(text)), hits=evidence)
 
-        def rare_term(best: Candidate) -> bool:
-            return names_a_rare_term(text, best.sentence, sentence_frequency(help_text))
-
-        return replace(by_rules(ranked, rare_term), hits=evidence)
+    def rare_term(self, text: str) -> Callable[[Candidate], bool]:
+        """Whether a candidate sentence holds a word of `text` that the help content uses in one or two sentences
+        only; the content's sentence frequencies are read only when it is asked."""
+        help_text = self.knowledge.current().text
+        return lambda candidate: names_a_rare_term(text, candidate.sentence, sentence_frequency(help_text))
 
     @staticmethod
     def fallback(selection: Selection, said: Sequence[str], passages: Sequence[Passage]) -> str:
@@ -403,8 +405,8 @@ class DialogueManager:
                 # The help content's own words: nothing for a small model to get wrong on the way. A follow-up ("And
                 # for gift cards?") gets what the bot's last reply did not say (Selection.after_reply).
                 told = [turn.text for turn in turns[:-1] if turn.role != "customer"][-1:]
-                frequency = sentence_frequency(self.knowledge.current().text)
-                fixed = compose_reply(selection.after_reply(told, text, frequency), [hit.passage for hit in evidence])
+                chosen = selection.after_reply(told, text, self.rare_term(text))
+                fixed = compose_reply(chosen, [hit.passage for hit in evidence])
                 result.check = {
                     "verdict": "from the passages", "sentences": len(split_sentences(fixed)),
                     "selected_by": selection.by, "best_sentence_score": round(selection.best, 3),

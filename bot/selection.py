@@ -141,32 +141,35 @@ class Selection:
 
     def chosen(self, said: Sequence[str] = ()) -> list[Candidate]:
         """The one to three sentences that answer, less those whose words the customer was already told (`said`)."""
-        already = set(content_stems(" ".join(said), courtesy=True))
+        already = _stems_of(said)
         picked = choose_sentences(self.ranked, floor=self.floor)
-        return [c for c in picked if not set(content_stems(c.sentence, courtesy=True)) <= already]
+        return [c for c in picked if not _told(c, already)]
 
-    def after_reply(self, said: Sequence[str], text: str, frequency: Counter[str]) -> list[Candidate]:
+    def after_reply(self, said: Sequence[str], text: str, rare_term: Callable[[Candidate], bool]) -> list[Candidate]:
         """The sentences that answer the customer's newest message `text` after the bot told them `said`;
-        `frequency` is how many help sentences use each content stem.
+        `rare_term` says whether a candidate holds a rare term of `text` (as for `by_rules`).
 
         When the best candidate is what the customer was already told, the message is a follow-up about something
         else ("and to <another place>?") or the question again. A sentence not told that holds a word of `text` the
         told reply does not (what the follow-up adds) answers when it would answer on its own
         (`answerable_by_rules`); else the companions not told yet; else the answer again."""
-        already = set(content_stems(" ".join(said), courtesy=True))
-
-        def told(candidate: Candidate) -> bool:
-            return set(content_stems(candidate.sentence, courtesy=True)) <= already
-
-        if not said or not self.ranked or not told(self.ranked[0]):
+        already = _stems_of(said)
+        if not said or not self.ranked or not _told(self.ranked[0], already):
             return self.chosen(said) or self.chosen()
         added = set(content_stems(text)) - already
-        speaking = [c for c in self.ranked if not told(c) and added & set(content_stems(c.sentence))]
-        if speaking and answerable_by_rules(
-            speaking[0].score, lambda: names_a_rare_term(text, speaking[0].sentence, frequency)
-        ):
+        speaking = [c for c in self.ranked if not _told(c, already) and added & set(content_stems(c.sentence))]
+        if speaking and answerable_by_rules(speaking[0].score, lambda: rare_term(speaking[0])):
             return choose_sentences(speaking, floor=CLOSE_TO_BEST * speaking[0].rank)
         return self.chosen(said) or self.chosen()
+
+
+def _stems_of(said: Sequence[str]) -> set[str]:
+    return set(content_stems(" ".join(said), courtesy=True))
+
+
+def _told(candidate: Candidate, already: set[str]) -> bool:
+    """Whether every word of `candidate` is among the stems the customer was already told (`already`)."""
+    return set(content_stems(candidate.sentence, courtesy=True)) <= already
 
 
 def rank_candidates(index: KnowledgeIndex, question: str, hits: Sequence[Hit]) -> list[Candidate]:

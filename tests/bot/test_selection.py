@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.articles import Article
-from bot.grounding import Candidate, sentence_frequency
+from bot.grounding import Candidate, names_a_rare_term, sentence_frequency
 from bot.knowledge import KnowledgeIndex, SentenceEncoder
 from bot.selection import (
     FEATURES,
@@ -96,13 +96,17 @@ def test_a_follow_up_gets_what_it_adds_and_not_the_last_answer_again() -> None:
     frequency = sentence_frequency(" ".join(c.sentence for c in (us, express, canada, returns)))
     told = [us.sentence]
     selection = by_rules([us, express, canada, returns])
+
+    def after_reply(said: list[str], text: str) -> list[Candidate]:
+        return selection.after_reply(said, text, lambda c: names_a_rare_term(text, c.sentence, frequency))
+
     # The place the follow-up names is in a sentence the customer was not told: that sentence answers, not the
     # best one (told) nor one that says nothing of what the follow-up adds.
-    assert selection.after_reply(told, "and to canada?", frequency) == [canada]
+    assert after_reply(told, "and to canada?") == [canada]
     # Asked again, or about what the reply already said: the answer again.
-    assert selection.after_reply(told, "so how much was it?", frequency) == [us]
+    assert after_reply(told, "so how much was it?") == [us]
     # After another reply, the best sentences as usual.
-    assert selection.after_reply(["Returns are free."], "how long", frequency) == selection.chosen()
+    assert after_reply(["Returns are free."], "how long") == selection.chosen()
 
 
 def test_a_folder_without_its_marker_or_of_another_format_is_refused(tmp_path: Path) -> None:
