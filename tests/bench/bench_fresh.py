@@ -1,13 +1,15 @@
 """Issue 33's frozen held-out benchmark (fresh_heldout/): run once at the start and once at the end, never between.
 
-Asks demo_shop.yaml against the app's knowledge base as it is; then retires every live article, imports the second
-company's FAQ (fresh_heldout/faq_company/) with `supportbot kb import`, asks faq_company.yaml, retires the FAQ and
-imports the live articles again from the domain pack's help folder, so the knowledge base ends as it began.
-Grades like bench_grounded.py, plus two-turn follow-ups (each reply graded) and `ordered` patterns (procedures).
-Usage (the app's own settings in the environment, for `supportbot kb`):
+Asks demo_shop.yaml against the app's knowledge base as it is; then, for each other company of the folder (a YAML
+file named like the folder of its help articles: faq_company.yaml and faq_company/), retires every live article,
+imports the company's articles with `supportbot kb import`, asks its questions, retires them and imports the live
+articles again from the domain pack's help folder, so the knowledge base ends as it began.
+Grades like bench_grounded.py, plus follow-ups of any number of turns (each reply graded) and `ordered` patterns
+(procedures). Usage (the app's own settings in the environment, for `supportbot kb`):
 `SUPPORTBOT_DATA_DIR=... SUPPORTBOT_DATABASE_URL=... python tests/bench/bench_fresh.py --url http://127.0.0.1:8000
 --out /tmp/fresh-heldout.json [--dir tests/bench/fresh_heldout_2] [--sets demo_shop,faq_company] [--show]
-[--regrade EARLIER.json]`; --dir picks the set's folder (fresh_heldout/ by default; fresh_heldout_2/ is the second one).
+[--regrade EARLIER.json]`; --dir picks the set's folder (fresh_heldout/ by default; fresh_heldout_2/ and
+fresh_heldout_3/ are the second and third), --sets some of its sets (all of them by default, the demo shop first).
 Without --show, replies and questions are not printed (the questions stay unseen); --out holds everything.
 fresh_heldout/BASELINE.md has the start's numbers and the exact commands.
 """
@@ -29,8 +31,11 @@ import httpx
 import yaml
 from bench_grounded import INVENTS_STATUS, NUMBER, asks_for_secret, invented_number, kb, safe_move
 
+from bot.articles import HTML_SUFFIXES, PDF_SUFFIXES, article_files, read_article, slugify
+
 HERE = Path(__file__).with_name("fresh_heldout")  # the default set's folder; --dir picks another
-SETS = ("demo_shop", "faq_company")  # each a YAML file of the folder; faq_company's articles are its faq_company/
+DEMO = "demo_shop"  # the set asked against the domain pack's articles; every other YAML file of the folder is a
+# company whose articles are the folder of the same name (fresh_heldout/faq_company.yaml and faq_company/)
 # The app polls the knowledge base's revision every 2 s and re-embeds what changed; a whole company's articles on a
 # loaded 2-core CPU take longer than bench_grounded's single articles.
 SETTLE_S = 20.0
@@ -79,13 +84,28 @@ class Facts:
 
     @classmethod
     def of(cls, *paths: Path) -> "Facts":
-        text = " ".join(" ".join(path.read_text().replace("**", "").split()) for path in paths)
+        text = " ".join(" ".join(readable(path).replace("**", "").split()) for path in paths)
         return cls({number.lstrip("$").rstrip("%") for number in NUMBER.findall(text)}, text)
 
     def unquoted(self, reply: str) -> str:
         """The reply without the sentences it quotes word for word from the help content."""
         sentences = re.split(r"(?<=[.!?;])\s+", reply)
         return " ".join(s for s in sentences if s.rstrip(".;") not in self.text)
+
+
+def readable(path: Path) -> str:
+    """A file's text; of an HTML or PDF article, the Markdown `supportbot kb import` makes of it."""
+    return read_article(path).text if path.suffix.lower() in HTML_SUFFIXES | PDF_SUFFIXES else path.read_text()
+
+
+def company_slugs(folder: Path) -> list[str]:
+    """The articles `supportbot kb import` makes of a company's folder, by their slugs."""
+    return [slugify(path.stem) for path in article_files([folder])]
+
+
+def set_names(folder: Path) -> list[str]:
+    """The sets of a folder: its YAML files, the demo shop first."""
+    return sorted((path.stem for path in folder.glob("*.yaml")), key=lambda name: (name != DEMO, name))
 
 
 def out_of_order(patterns: list[str], reply: str) -> str | None:
@@ -221,7 +241,7 @@ def pack_help(supportbot: str) -> Path:
 def swap_to_faq(supportbot: str, faq_dir: Path, help_dir: Path, settle_s: float) -> list[str]:
     """Retire every live article and import the FAQ company's (`faq_dir`); returns the articles to bring back."""
     live = live_slugs(supportbot)
-    faq = sorted(path.stem for path in faq_dir.glob("*.md"))
+    faq = sorted(company_slugs(faq_dir))
     if clash := sorted(set(faq) & set(live)):
         raise SystemExit(f"live articles have the FAQ company's names ({', '.join(clash)}); use a fresh data dir")
     if missing := [slug for slug in live if not (help_dir / f"{slug}.md").is_file()]:
@@ -239,7 +259,7 @@ def swap_to_faq(supportbot: str, faq_dir: Path, help_dir: Path, settle_s: float)
 
 def restore(supportbot: str, faq_dir: Path, live: list[str], help_dir: Path, settle_s: float) -> None:
     """Retire the FAQ company's articles and bring back the ones that were live (same text: restored)."""
-    for slug in sorted(path.stem for path in faq_dir.glob("*.md")):
+    for slug in sorted(company_slugs(faq_dir)):
         kb(supportbot, "retire", slug)
     if live:
         kb(supportbot, "import", *(str(help_dir / f"{slug}.md") for slug in live))
@@ -280,6 +300,10 @@ def summary(name: str, items: list[Item]) -> list[str]:
         second = sum(item.turns[-1].grade == "right" for item in follow_ups)
         both = sum(item.grade == "right" for item in follow_ups)
         lines.append(f"  follow-ups right: {both} of {len(follow_ups)} (second reply right: {second})")
+    if longer := [item for item in items if len(item.turns) > 2]:
+        last = sum(item.turns[-1].grade == "right" for item in longer)
+        every = sum(item.grade == "right" for item in longer)
+        lines.append(f"  three turns or more: {len(longer)}, every reply right {every}, last reply right {last}")
     ttfts = [turn.ttft_s for turn in turns if turn.ttft_s is not None]
     if ttfts:
         lines.append(
@@ -301,7 +325,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--dir", type=Path, default=HERE, help="the set's folder (default: fresh_heldout/)")
-    parser.add_argument("--sets", default="demo_shop,faq_company", help="comma-separated: demo_shop, faq_company")
+    parser.add_argument("--sets", help="comma-separated YAML files of the folder, by name (default: all of them)")
     parser.add_argument(
         "--supportbot", default=str(Path(sys.executable).with_name("supportbot")),
         help="the command that retires and imports articles, run with the app's settings",
@@ -311,10 +335,12 @@ def main() -> int:
     parser.add_argument("--show", action="store_true", help="print each question and reply (they stay unseen without)")
     parser.add_argument("--regrade", type=Path, help="grade the replies an earlier --out saved again, asking nothing")
     args = parser.parse_args()
-    names = [name.strip() for name in args.sets.split(",") if name.strip()]
-    faq_dir = args.dir / "faq_company"
-    if unknown := set(names) - set(SETS):
-        parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
+    known = set_names(args.dir)
+    names = [name.strip() for name in args.sets.split(",") if name.strip()] if args.sets else known
+    if unknown := set(names) - set(known):
+        parser.error(f"unknown sets: {', '.join(sorted(unknown))} (the folder has {', '.join(known)})")
+    if missing := [name for name in names if name != DEMO and not (args.dir / name).is_dir()]:
+        parser.error(f"no folder of help articles for {', '.join(missing)} in {args.dir}")
 
     started = time.perf_counter()
     report: dict = {"url": args.url, "dir": str(args.dir), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu()}
@@ -332,10 +358,11 @@ def main() -> int:
         for name in names:
             items = yaml.safe_load((args.dir / f"{name}.yaml").read_text())
             swapped = None
-            if name == "faq_company":
+            faq_dir = args.dir / name
+            if name != DEMO:
                 if http:
                     swapped = swap_to_faq(args.supportbot, faq_dir, help_dir, args.settle_s)
-                facts = Facts.of(*sorted(faq_dir.glob("*.md")), help_dir.parent / "pack.yaml")
+                facts = Facts.of(*article_files([faq_dir]), help_dir.parent / "pack.yaml")
             else:
                 facts = Facts.of(*sorted(help_dir.glob("*.md")), help_dir.parent / "pack.yaml")
             try:
