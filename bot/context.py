@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from bot.domain import DomainPack, Policy
-from bot.text import content_words
+from bot.text import REFERS_BACK, content_words, words
 
 
 def _topic_words(text: str) -> set[str]:
@@ -109,16 +109,24 @@ def conversation_note(*, details: str = "", summary: str = "") -> str:
     return "\n".join([NOTE_HEADING, *parts]) if parts else ""
 
 
-def retrieval_query(turns: Sequence[Turn], min_words: int = 3) -> str:
-    """What to search the help content for: the newest customer message, with the one before it when the
-    newest is too short to stand alone ("and to Canada?", "LL-104233")."""
+def refers_back(text: str, min_words: int = 3) -> bool:
+    """Whether `text` only makes sense with what the conversation said before: it is short ("how much?", "and to
+    Canada?") or points back to something named earlier ("can it go to a P.O. box?", "how long does that take?")."""
+    return len(_topic_words(text)) < min_words or bool(set(words(text)) & REFERS_BACK)
+
+
+def retrieval_query(turns: Sequence[Turn], min_words: int = 3, history: int = 2) -> str:
+    """What to search the help content for: the newest customer message and, when it does not stand alone
+    (`refers_back`), the `history` customer messages before it. A place, product or option named two turns ago
+    stays in the search ("Do you ship to Canada?", "How long?", "And the postage?"); a message that stands alone
+    is searched on its own, so a new topic does not inherit the old one."""
     customer = [turn.text for turn in turns if turn.role == "customer"]
     if not customer:
         return ""
-    latest = customer[-1]
-    if len(_topic_words(latest)) < min_words and len(customer) > 1:
-        return f"{customer[-2]} {latest}"
-    return latest
+    latest, earlier = customer[-1], customer[:-1][-history:]
+    if not earlier or not refers_back(latest, min_words):
+        return latest
+    return " ".join([*earlier, latest])
 
 
 def chat_role(turn: Turn) -> str:

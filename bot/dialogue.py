@@ -45,7 +45,7 @@ from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, Passage, SentenceEncoder
 from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
-from bot.places import expanded_query
+from bot.places import expanded_query, in_scope
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.selection import AnswerSelector, Selection, by_rules, rank_candidates, select
 from bot.sentiment import is_negative
@@ -312,6 +312,9 @@ class DialogueManager:
         else the scores' rules, over the passages that passed retrieval's relevance bar."""
         selector = self.selector.current()
         evidence = list(hits) if selector is not None else [hit for hit in hits if hit.relevant]
+        headings = [f"{hit.passage.title} {hit.passage.heading}" for hit in evidence]
+        scope = in_scope(headings, question, self.knowledge.current().text)
+        evidence = [hit for hit, kept in zip(evidence, scope, strict=True) if kept]
         ranked = self.answers(question, evidence) if evidence else []
         if selector is not None and ranked:
             frequency = sentence_frequency(self.knowledge.current().text)

@@ -2,12 +2,14 @@
 say "all European Union countries", or not at all: "Do you ship to Mexico?" where they list where the shop ships and
 say it ships nowhere else. The question is searched in the help content's words (the region, or "another country"
 for a country in no region it names), so retrieval and answer ranking find the rule that applies; the reply check
-still refuses a claim naming the place itself (bot/grounding.py). Days work the same way: "Are you open on
-Saturdays?" where the help content gives "Monday to Friday" is searched with the days it names. And "abroad",
-"overseas" or "outside the US" is searched as "international" where the help content uses that word.
-"""
+still refuses a claim naming the place itself (bot/grounding.py). A passage whose heading is about another place
+("Shipping options in the United States") does not answer a question about Canada (`in_scope`). Days work the
+same way as places: "Are you open on Saturdays?" where the help content gives "Monday to Friday" is searched with
+the days it names. And "abroad", "overseas" or "outside the US" is searched as "international" where the help
+content uses that word."""
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 import pycountry
@@ -119,3 +121,26 @@ def expanded_query(query: str, known: str) -> str:
         query = f"{query} (international)"
     days = _days_asked(query, known)
     return f"{query} ({', '.join(days)}, hours)" if days else query
+
+
+def _places(text: str, known: str) -> frozenset[str]:
+    """The places of the help content (`known`: its countries, and its regions with their members and aliases) that
+    `text` names, in any case, each as the name the help content uses ("scotland" is the United Kingdom)."""
+    present = _present(known)
+    found = set()
+    for region, members in REGIONS.items():
+        names = (region, *ALIASES.get(region, ()))
+        if any(name in present for name in names) and any(_named(name, text) for name in (*names, *members)):
+            found.add(region)
+    return frozenset(found | {name for name in _countries_in(known) if _named(name, text)})
+
+
+def in_scope(headings: Sequence[str], query: str, known: str) -> list[bool]:
+    """Which of `headings` (passages' titles and section headings) a question about the places `query` names is
+    in scope of: a heading naming places, none of them one asked about, is about somewhere else. All are in scope
+    when the query names no place of the help content, or when none would be."""
+    asked = _places(query, known)
+    if not asked:
+        return [True] * len(headings)
+    scoped = [not (named := _places(heading, known)) or bool(named & asked) for heading in headings]
+    return scoped if any(scoped) else [True] * len(headings)

@@ -33,6 +33,8 @@ STOPWORDS = _word_set(
     further because while through during between yes yeah ok okay sure certainly course absolutely percent
     what's that's there's here's who's where's how's when's why's hi hello hey thanks thank"""
 )
+# Words that point back to something named earlier in the conversation ("can it go there?", "how much are those?").
+REFERS_BACK = _word_set("it its it's itself that this these those them they they're their there")
 # Number words read as their figures, so that "five days" and "5 days" are the same words.
 NUMBER_WORDS = {
     "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",

@@ -1,8 +1,9 @@
 """Answer selection on a development set, in process: the rules against a trained answer selector.
 
-Answers each question of a question file (by default dev_paraphrase.yaml: customers' own wording, two-turn
-follow-ups with `before`) the way the app does by default (answers from the passages, real encoder, real intent
-classifier) and grades every reply as bench_grounded.py does (right / safe / wrong / miss).
+Answers each question of a question file (by default dev_paraphrase.yaml: customers' own wording, follow-ups with
+`before`, one earlier message or a list of them; dev_multiturn.yaml has three-turn ones) the way the app does by
+default (answers from the passages, real encoder, real intent classifier) and grades every reply as
+bench_grounded.py does (right / safe / wrong / miss).
 
 Usage:
   python tests/bench/bench_selection.py                      # the rules, no selector
@@ -57,6 +58,12 @@ def train(pack, index, folder: Path) -> dict:  # noqa: ANN001
     return meta
 
 
+def earlier_messages(item: dict) -> list[str]:
+    """The customer messages before `q`, oldest first: `before` is one message or a list of them."""
+    before = item.get("before") or []
+    return [before] if isinstance(before, str) else list(before)
+
+
 def answer(items: Sequence[dict], pack, index, selector_dir: Path | None) -> list[dict]:  # noqa: ANN001
     from langchain_core.messages import BaseMessage
 
@@ -90,8 +97,8 @@ def answer(items: Sequence[dict], pack, index, selector_dir: Path | None) -> lis
     rows = []
     for item in items:
         turns, state = [], DialogueState()
-        if item.get("before"):
-            turns.append(Turn("customer", item["before"]))
+        for earlier in earlier_messages(item):
+            turns.append(Turn("customer", earlier))
             first = asyncio.run(turn(turns, state))
             turns.append(Turn("bot", first.text or ""))
             state = first.state
@@ -133,7 +140,7 @@ def main() -> int:
     rows = answer(items, pack, index, selector_dir)
     for row in rows:
         if not args.quiet or row["grade"] != "right":
-            before = f"[{row['before']}] " if row["before"] else ""
+            before = "".join(f"[{message}] " for message in earlier_messages(row))
             print(f"[{row['grade']:5}] {before}{row['q']}\n        -> {(row['reply'] or '')[:240]!r} ({row['why']})")
     if args.out:
         args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))

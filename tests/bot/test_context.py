@@ -4,7 +4,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from bot.context import ChatTemplateCounter, TokenCounter, Turn, WindowTooSmall, fit_recent_turns, relevant_policies
+from bot.context import (
+    ChatTemplateCounter,
+    TokenCounter,
+    Turn,
+    WindowTooSmall,
+    fit_recent_turns,
+    relevant_policies,
+    retrieval_query,
+)
 from bot.domain import default_pack_path, load_pack
 
 
@@ -54,3 +62,23 @@ def test_the_policy_that_matches_the_question_is_chosen() -> None:
     assert relevant_policies(pack, "How do I return an item I bought?")[0].id == "returns"
     assert relevant_policies(pack, "What does shipping cost to Canada?")[0].id in {"shipping", "international_shipping"}
     assert relevant_policies(pack, "zzz qqq") == []
+
+
+def test_a_follow_up_is_searched_with_the_messages_before_it_and_a_new_question_alone() -> None:
+    def query(*messages: str) -> str:
+        turns = [Turn("customer" if i % 2 == 0 else "bot", text) for i, text in enumerate(messages)]
+        return retrieval_query(turns)
+
+    # Short, or pointing back ("it"): the two customer messages before it come along, oldest first.
+    assert query("Do you ship to Canada?", "Yes.", "How long does it take?", "7 to 14 days.", "And the cost?") == (
+        "Do you ship to Canada? How long does it take? And the cost?"
+    )
+    assert query("Tell me about express shipping", "...", "can it go to a P.O. box") == (
+        "Tell me about express shipping can it go to a P.O. box"
+    )
+    # A message that stands alone is searched alone, and so is the first one.
+    assert query("Do you ship to Canada?", "Yes.", "How long do refunds take to reach my bank?") == (
+        "How long do refunds take to reach my bank?"
+    )
+    assert query("how much?") == "how much?"
+    assert query() == ""

@@ -385,3 +385,25 @@ def test_a_bullet_comes_with_its_lead_in(counter: ChatTemplateCounter, faq_knowl
     assert result.text.startswith("Our workshop opening hours are:"), result.text
     assert "Saturday, 9 am to 1 pm." in result.text
     assert "Sign in" not in result.text and "$15" not in result.text
+
+
+def test_a_place_named_two_turns_ago_decides_a_follow_up_and_a_new_question_stands_alone(
+    counter: ChatTemplateCounter,
+) -> None:
+    dialogue = manager(counter, ScriptedModel("Happy to help!"))
+    dialogue.answers_from = "passages"
+    turns: list[Turn] = []
+
+    def ask(text: str) -> TurnResult:
+        turns.append(Turn("customer", text))
+        result = run_turn(dialogue, turns, DialogueState())
+        turns.append(Turn("bot", result.text))
+        return result
+
+    ask("my parents live in wales, can they order from you?")
+    ask("how many days would it take?")
+    postage = ask("and what's the postage?")
+    assert "$19.95" in postage.text and "$5.95" not in postage.text, postage.text
+    # A question that names its own topic is not about Wales.
+    refunds = ask("How long does a refund take to reach my credit card?")
+    assert "5 to 7 business days" in refunds.text and "$19.95" not in refunds.text, refunds.text

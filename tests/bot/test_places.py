@@ -1,6 +1,6 @@
 """Places and days the help content names only by region or range: the question is searched with those."""
 
-from bot.places import expanded_query, regions_named
+from bot.places import expanded_query, in_scope, regions_named
 
 HELP = "Outside the United States we ship to Canada, the United Kingdom and all European Union countries."
 
@@ -49,3 +49,14 @@ def test_abroad_is_searched_as_international_where_the_help_content_says_so() ->
     assert expanded_query("Can you send it outside the US?", international).endswith("(international)")
     assert expanded_query("Do you ship overseas?", HELP) == "Do you ship overseas?", "the help content never says it"
     assert expanded_query("Do you sell outdoor lamps?", international) == "Do you sell outdoor lamps?"
+
+
+def test_a_heading_about_another_place_is_out_of_scope() -> None:
+    headings = ["Shipping in the United States", "International orders to Canada, the UK and the EU", "Returns"]
+    known = f"{HELP}\n" + "\n".join(headings)
+    assert in_scope(headings, "how long to scotland", known) == [False, True, True]
+    assert in_scope(headings, "Shipping to Canada?", known) == [False, True, True]
+    assert in_scope(headings, "shipping in the united states", known) == [True, False, True]
+    # No place asked, or none of the headings' places: every passage stays.
+    assert in_scope(headings, "How long does shipping take?", known) == [True, True, True]
+    assert in_scope(headings[:2], "Do you ship to Mexico?", known) == [True, True]
