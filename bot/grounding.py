@@ -369,6 +369,9 @@ _ASKS_DURATION = re.compile(
     re.IGNORECASE,
 )
 _ASKS_AMOUNT = re.compile(r"\b(how much|cost|costs|price|fee|fees|charge|pay for)\b", re.IGNORECASE)
+_ASKS_PROCEDURE = re.compile(
+    r"\b(how (do|can|should|could|would) (i|we)|how to|what (do|should|can|must) (i|we) do|steps? to)\b", re.IGNORECASE
+)
 ANSWER_TYPE_BONUS = 0.3
 # A reply built from the passages adds a second and third sentence while it ranks at least this share of the best
 # one. On the development questions (tests/bench/grounded_questions.yaml) 0.8 states the fact in 81 of 84 answers
@@ -421,6 +424,22 @@ def _answer_type_bonus(question: str, sentence: str) -> float:
     return 0.0
 
 
+def word_overlap(question: str, sentences: Sequence[str]) -> Callable[[str], float]:
+    """The share of the question's words a text holds, each word weighing more the fewer of `sentences` (the
+    candidates) use it; a word of the question that none uses still counts in the total ("gift wrapping" matching
+    only "gift")."""
+    frequency: Counter[str] = Counter(s for sentence in sentences for s in set(content_stems(sentence, courtesy=True)))
+    asked = set(content_stems(question, courtesy=True))
+    weight = {s: math.log(1 + len(sentences) / frequency.get(s, 0.5)) for s in asked}
+    asked_weight = sum(weight.values()) or 1.0
+    return lambda text: sum(weight[s] for s in asked & set(content_stems(text, courtesy=True))) / asked_weight
+
+
+def asks_how_to(question: str) -> bool:
+    """Whether `question` asks for a procedure ("how do I cancel?", "what do I do now?"): the answer is steps."""
+    return _ASKS_PROCEDURE.search(question) is not None
+
+
 def rank_sentences(
     question: str,
     passages: Sequence[str],
@@ -440,16 +459,9 @@ def rank_sentences(
         candidates += [(s, number) for s in split_sentences(passage) if s not in {c for c, _ in candidates}]
     if not candidates:
         return []
-    stems_of = [set(content_stems(sentence, courtesy=True)) for sentence, _ in candidates]
-    frequency: Counter[str] = Counter(s for stems in stems_of for s in stems)
-    asked = set(content_stems(question, courtesy=True))
-    total = len(candidates)
-    # A word of the question that no passage uses still counts in the total: "gift wrapping" matching only "gift".
-    weight = {s: math.log(1 + total / frequency.get(s, 0.5)) for s in asked}
-    asked_weight = sum(weight.values()) or 1.0
-    lexical = [sum(weight[s] for s in asked & stems) / asked_weight for stems in stems_of]
     texts = [sentence for sentence, _ in candidates]
-    semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * total
+    lexical = list(map(word_overlap(question, texts), texts))
+    semantic = list(similarity(question, texts)) if similarity is not None else [0.0] * len(texts)
     ranked = []
     for (sentence, number), lex, sem in zip(candidates, lexical, semantic, strict=True):
         score = LEXICAL_WEIGHT * lex + sem + _answer_type_bonus(question, sentence)

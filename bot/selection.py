@@ -15,14 +15,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.grounding import (
+    ANSWER_TYPE_BONUS,
     CLOSE_TO_BEST,
+    LEXICAL_WEIGHT,
     Candidate,
     asks_for_fact,
+    asks_how_to,
     choose_sentences,
     content_stems,
     holds_asked_fact,
     names_a_rare_term,
     rank_sentences,
+    word_overlap,
 )
 from bot.intent_net import settled
 from bot.knowledge import Hit, KnowledgeIndex
@@ -174,12 +178,43 @@ def _told(candidate: Candidate, already: set[str]) -> bool:
 
 def rank_candidates(index: KnowledgeIndex, question: str, hits: Sequence[Hit]) -> list[Candidate]:
     """Every sentence of the passages of `hits`, best answer to `question` first by the cheap ranking (word overlap,
-    the encoder's cosine of the sentence under its article's title, the passage's retrieval score)."""
+    the encoder's cosine of the sentence under its article's title, the passage's retrieval score). For a question
+    that asks how to do something, the steps of a procedure rank as the procedure does (`procedure_scores`)."""
     cosine = index.sentence_similarity(question, [hit.passage for hit in hits])
-    return rank_sentences(
+    ranked = rank_sentences(
         question, [hit.passage.text for hit in hits], passage_scores=[hit.score for hit in hits],
         similarity=lambda _, sentences: [cosine.get(sentence, 0.0) for sentence in sentences],
     )  # fmt: skip
+    if not asks_how_to(question):
+        return ranked
+    overlap = word_overlap(question, [candidate.sentence for candidate in ranked])
+    procedures = procedure_scores(hits, overlap)
+    lifted = []
+    for candidate in ranked:
+        score = procedures.get((candidate.passage, candidate.sentence), candidate.score)
+        if score > candidate.score:
+            bonus = candidate.rank - candidate.score
+            candidate = replace(candidate, score=score, rank=score + bonus)
+        lifted.append(candidate)
+    return sorted(lifted, key=lambda c: (-c.rank, c.passage))
+
+
+def procedure_scores(hits: Sequence[Hit], overlap: Callable[[str], float]) -> dict[tuple[int, str], float]:
+    """The score of each numbered procedure of the passages of `hits` as one answer to the question, for each of its
+    steps (keyed by passage number and sentence): the word overlap (`overlap`) of its heading, lead-in and steps
+    together, the encoder's cosine of its passage, and the answer-type bonus a procedure earns for "how do I"."""
+    scores = {}
+    for number, hit in enumerate(hits):
+        passage = hit.passage
+        for group in {part.group for part in passage.parts if part.kind == "step"}:
+            steps = [sentence for sentence, parts in passage.layout() if any(
+                part.group == group and part.kind == "step" for part in parts
+            )]  # fmt: skip
+            lead = [part.text for part in passage.parts if part.group == group and part.kind == "lead_in"]
+            text = " ".join([passage.heading, *lead, *steps])
+            score = LEXICAL_WEIGHT * overlap(text) + hit.dense + ANSWER_TYPE_BONUS
+            scores.update({(number, step): score for step in steps})
+    return scores
 
 
 def answerable_by_rules(best: float, rare_term: Callable[[], bool]) -> bool:

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from functools import cache
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import BaseMessage
@@ -407,3 +408,18 @@ def test_a_place_named_two_turns_ago_decides_a_follow_up_and_a_new_question_stan
     # A question that names its own topic is not about Wales.
     refunds = ask("How long does a refund take to reach my credit card?")
     assert "5 to 7 business days" in refunds.text and "$19.95" not in refunds.text, refunds.text
+
+
+def test_a_how_do_i_question_gets_the_procedure_over_a_sentence_about_the_same_thing(
+    counter: ChatTemplateCounter, tmp_path: Path
+) -> None:
+    plan = "## Can I end my repair plan?\n\nYour repair plan stays active until the end of the month you paid for.\n\n"
+    steps = ["Sign in and open Account > Plans.", "Choose End plan.", "Press Confirm on the next page."]
+    path = tmp_path / "plan-help.md"
+    path.write_text(FAQ + "\n" + plan + "".join(f"{n}. {step}\n" for n, step in enumerate(steps, 1)), encoding="utf-8")
+    dialogue = manager(counter, ScriptedModel())
+    dialogue.knowledge = Swappable(KnowledgeIndex.build([read_article(path)], SentenceEncoder()))
+    dialogue.answers_from = "passages"
+    question = "im moving away so i want to stop my repair plan, how do i do that?"
+    result = run_turn(dialogue, [Turn("customer", question)], DialogueState())
+    assert [line.split(". ", 1)[-1] for line in result.text.splitlines()[1:]] == steps, result.text
