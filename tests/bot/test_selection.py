@@ -109,6 +109,17 @@ def test_a_follow_up_gets_what_it_adds_and_not_the_last_answer_again() -> None:
     assert after_reply(["Returns are free."], "how long") == selection.chosen()
 
 
+def test_a_follow_up_that_points_back_to_the_answer_gets_it_again_and_one_that_asks_for_more_gets_the_rest() -> None:
+    waterfall = Candidate("The Waterfall tour on e-bikes costs $129 and runs on weekends.", 0.9, 0, 0, 0, 1.4)
+    sunset = Candidate("The Sunset tour costs $45 and runs on Fridays.", 0.8, 0, 0, 0, 1.3)
+    selection = by_rules([waterfall, sunset])
+    told = [waterfall.sentence]
+    # "That one" is the tour the customer was told about, not the other one ranked close to it.
+    assert selection.after_reply(told, "how much is that one", lambda _: False) == [waterfall]
+    # Nothing added and nothing pointed back to: what the reply left out.
+    assert selection.after_reply(told, "anything else?", lambda _: False) == [sunset]
+
+
 def test_a_folder_without_its_marker_or_of_another_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SelectorError, match="no selector.json"):
         load_selector(tmp_path)
