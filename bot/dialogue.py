@@ -45,7 +45,7 @@ from bot.intents import IntentClassifier, Prediction
 from bot.knowledge import Hit, KnowledgeIndex, Passage, SentenceEncoder
 from bot.language import LanguageDetection, language_name
 from bot.llm import ChatModel, ReplyDone
-from bot.places import expanded_query, in_scope
+from bot.places import conversation_places, expanded_query, in_scope, with_places
 from bot.routing import Decision, DialogueState, Route, Router
 from bot.selection import AnswerSelector, Selection, by_rules, rank_candidates, select
 from bot.sentiment import is_negative
@@ -117,6 +117,7 @@ class TurnResult:
     action: dict | None = None  # the action called for the turn: inputs (personal data masked), outcome, time
     language: str | None = None  # the customer message's language, when it was clear
     outside_hours: bool = False  # handed off while the team is away (the reply says when they answer)
+    places: list[str] = field(default_factory=list)  # where the conversation is about (bot/places.py)
 
     def trace(self) -> dict:
         """What staff see next to the reply: why the bot said what it said."""
@@ -306,14 +307,15 @@ class DialogueManager:
         """The sentences of `passages`, best answer to `question` first."""
         return rank_candidates(self.knowledge.current(), question, passages)
 
-    def select(self, question: str, text: str, hits: Sequence[Hit]) -> Selection:
+    def select(self, question: str, text: str, hits: Sequence[Hit], place: str = "") -> Selection:
         """Which sentences of the passages `hits` answer `question` (`text` is the customer's own message), and whether
         any does: the learned selector decides when one is in service, reading every passage retrieval returned;
-        else the scores' rules, over the passages that passed retrieval's relevance bar."""
+        else the scores' rules, over the passages that passed retrieval's relevance bar. A passage headed by another
+        place than the question or the conversation (`place`, bot/places.conversation_places) is about is left out."""
         selector = self.selector.current()
         evidence = list(hits) if selector is not None else [hit for hit in hits if hit.relevant]
         headings = [f"{hit.passage.title} {hit.passage.heading}" for hit in evidence]
-        scope = in_scope(headings, question, self.knowledge.current().text)
+        scope = in_scope(headings, f"{question} {place}", self.knowledge.current().text)
         evidence = [hit for hit, kept in zip(evidence, scope, strict=True) if kept]
         ranked = self.answers(question, evidence) if evidence else []
         if selector is not None and ranked:
@@ -348,9 +350,12 @@ class DialogueManager:
         """
         started = time.perf_counter()
         text = turns[-1].text if turns else ""
-        query = expanded_query(retrieval_query(turns), self.knowledge.current().text)
+        known = self.knowledge.current().text
+        places = conversation_places([turn.text for turn in turns if turn.role == "customer"], known)
+        query = with_places(expanded_query(retrieval_query(turns), known), places, known)
         route, prediction, next_state, stages, hits = self.plan(text, state, query)
         result = TurnResult(route=route, prediction=prediction, state=next_state, stages_ms=stages, hits=hits)
+        result.places = places
         result.language = route.language or self.languages.detect(text)
         handled = await self.actions.handle(route, next_state, state, text) if self.actions is not None else None
         if handled is not None:
@@ -390,7 +395,7 @@ class DialogueManager:
         selection = by_rules([])
         if fixed is None:
             started_ranking = time.perf_counter()
-            selection = self.select(query, text, result.hits)
+            selection = self.select(query, text, result.hits, " ".join(result.places))
             evidence = list(selection.hits)
             result.stages_ms["rank"] = _ms(started_ranking)
             if not selection.answerable and self.is_small_talk(route):

@@ -179,10 +179,23 @@ def _places(text: str, known: str) -> frozenset[str]:
 
 def in_scope(headings: Sequence[str], query: str, known: str) -> list[bool]:
     """Which of `headings` (passages' titles and section headings) a question about the places `query` names is
-    in scope of: a heading naming places, none of them one asked about, is about somewhere else. All are in scope
-    when the query names no place of the help content, or when none would be."""
+    in scope of: a heading naming places, none of them one asked about, is about somewhere else, even when that
+    leaves no passage (the reply is then "not sure", never another place's rule). All are in scope when the query
+    names no place of the help content."""
     asked = _places(query, known)
-    if not asked:
-        return [True] * len(headings)
-    scoped = [not (named := _places(heading, known)) or bool(named & asked) for heading in headings]
-    return scoped if any(scoped) else [True] * len(headings)
+    return [not asked or not (named := _places(heading, known)) or bool(named & asked) for heading in headings]
+
+
+def conversation_places(messages: Sequence[str], known: str) -> list[str]:
+    """The places of the help content (`known`) the newest of the customer's `messages` that names any names, as
+    the help content names them: where the conversation is about ("hello from London!" three turns before "how
+    many days to arrive?" is about the United Kingdom)."""
+    for message in reversed(messages):
+        if found := _places(expanded_query(message, known), known):
+            return sorted(found)
+    return []
+
+
+def with_places(query: str, places: Sequence[str], known: str) -> str:
+    """`query`, searched with the conversation's `places` when it names no place of its own."""
+    return f"{query} ({', '.join(places)})" if places and not _places(query, known) else query

@@ -408,6 +408,9 @@ def test_a_place_named_two_turns_ago_decides_a_follow_up_and_a_new_question_stan
     # A question that names its own topic is not about Wales.
     refunds = ask("How long does a refund take to reach my credit card?")
     assert "5 to 7 business days" in refunds.text and "$19.95" not in refunds.text, refunds.text
+    # A question that stands alone but names no place is still about Wales, however many turns later.
+    days = ask("roughly how many business days does delivery take?")
+    assert "7 to 14 business days" in days.text and "3 to 5" not in days.text, days.text
 
 
 def test_a_how_do_i_question_gets_the_procedure_over_a_sentence_about_the_same_thing(

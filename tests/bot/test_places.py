@@ -1,6 +1,6 @@
 """Places and days the help content names only by region or range: the question is searched with those."""
 
-from bot.places import expanded_query, in_scope, regions_named
+from bot.places import conversation_places, expanded_query, in_scope, regions_named, with_places
 
 HELP = "Outside the United States we ship to Canada, the United Kingdom and all European Union countries."
 
@@ -57,9 +57,10 @@ def test_a_heading_about_another_place_is_out_of_scope() -> None:
     assert in_scope(headings, "how long to scotland", known) == [False, True, True]
     assert in_scope(headings, "Shipping to Canada?", known) == [False, True, True]
     assert in_scope(headings, "shipping in the united states", known) == [True, False, True]
-    # No place asked, or none of the headings' places: every passage stays.
+    # No place asked: every passage stays. Asked about a place no heading names, the headings about other places
+    # are out even when nothing is left: no answer is better than another place's rule.
     assert in_scope(headings, "How long does shipping take?", known) == [True, True, True]
-    assert in_scope(headings[:2], "Do you ship to Mexico?", known) == [True, True]
+    assert in_scope(headings[:1], "Shipping to Canada?", known) == [False]
 
 
 def test_a_large_city_is_read_as_its_country_in_any_case() -> None:
@@ -71,3 +72,14 @@ def test_a_large_city_is_read_as_its_country_in_any_case() -> None:
         "Do you ship from Columbus?"
     )
     assert expanded_query("do you have a shop in chicago", "We sell only online.") == "do you have a shop in chicago"
+
+
+def test_the_conversation_is_about_the_newest_place_a_customer_named() -> None:
+    messages = ["hi from glasgow!", "do i get a tracking link?", "how many days does it take?"]
+    assert conversation_places(messages, HELP) == ["United Kingdom"]
+    assert conversation_places([*messages, "and to my cousin in Toronto?"], HELP) == ["Canada"]
+    assert conversation_places(["how many days does it take?"], HELP) == []
+    # A question that names no place is searched with the conversation's.
+    assert with_places("how many days?", ["United Kingdom"], HELP) == "how many days? (United Kingdom)"
+    assert with_places("and to Canada?", ["United Kingdom"], HELP) == "and to Canada?"
+    assert with_places("how many days?", [], HELP) == "how many days?"
