@@ -157,13 +157,14 @@ class Selection:
         When the best candidate is what the customer was already told, the message is a follow-up about something
         else ("and to <another place>?") or the question again. A sentence not told that holds a word of `text` the
         told reply does not (what the follow-up adds) answers when it would answer on its own
-        (`answerable_by_rules`); else, when the message adds nothing and points back to what was told ("how much
-        is that one?"), what was told of the answer again; else the companions not told yet; else the answer again."""
+        (`answerable_by_rules`); else, when the message adds no word a candidate holds and points back to what was
+        told ("how much is that one?"), what was told of the answer again; else the companions not told yet; else
+        the answer again."""
         already = _stems_of(said)
         if not said or not self.ranked or not _told(self.ranked[0], already):
             return self.chosen(said) or self.chosen()
         added = set(content_stems(text)) - already
-        if not added and set(words(text)) & REFERS_BACK:
+        if not any(added & set(content_stems(c.sentence)) for c in self.ranked) and set(words(text)) & REFERS_BACK:
             return [candidate for candidate in self.chosen() if _told(candidate, already)]
         speaking = [c for c in self.ranked if not _told(c, already) and added & set(content_stems(c.sentence))]
         if speaking and answerable_by_rules(speaking[0].score, lambda: rare_term(speaking[0])):

@@ -116,6 +116,8 @@ def test_a_follow_up_that_points_back_to_the_answer_gets_it_again_and_one_that_a
     told = [waterfall.sentence]
     # "That one" is the tour the customer was told about, not the other one ranked close to it.
     assert selection.after_reply(told, "how much is that one", lambda _: False) == [waterfall]
+    # Words no candidate holds ("whats", "seats") select nothing: still the told tour.
+    assert selection.after_reply(told, "whats the price of it for 2 seats", lambda _: False) == [waterfall]
     # Nothing added and nothing pointed back to: what the reply left out.
     assert selection.after_reply(told, "anything else?", lambda _: False) == [sunset]
 
