@@ -112,6 +112,12 @@ def _cities() -> tuple[re.Pattern[str], dict[str, str]]:
     return pattern, found
 
 
+@lru_cache(maxsize=8)
+def _words_in(known: str) -> frozenset[str]:
+    """The words the help content uses, and the stopwords: once per help-content text."""
+    return frozenset(words(known)) | STOPWORDS
+
+
 def _with_countries_of_cities(text: str, known: str) -> str:
     """`text` with the country after each large city it names ("toronto (Canada)"), when the help content (`known`)
     names countries or regions at all. A city name the help content uses as a word ("nice"), or a stopword, is
@@ -119,7 +125,7 @@ def _with_countries_of_cities(text: str, known: str) -> str:
     if not (_countries_in(known) or _present(known) - set(DAYS)):
         return text
     pattern, countries = _cities()
-    used = set(words(known)) | STOPWORDS
+    used = _words_in(known)
     named = [match for match in pattern.finditer(text) if match.group(0).lower() not in used]
     for match in reversed(named):
         text = f"{text[: match.end()]} ({countries[match.group(0).lower()]}){text[match.end() :]}"
@@ -186,11 +192,15 @@ def in_scope(headings: Sequence[str], query: str, known: str) -> list[bool]:
     return [not asked or not (named := _places(heading, known)) or bool(named & asked) for heading in headings]
 
 
+# How many of the customer's latest messages can set where the conversation is about.
+RECENT_MESSAGES = 10
+
+
 def conversation_places(messages: Sequence[str], known: str) -> list[str]:
-    """The places of the help content (`known`) the newest of the customer's `messages` that names any names, as
-    the help content names them: where the conversation is about ("hello from London!" three turns before "how
-    many days to arrive?" is about the United Kingdom)."""
-    for message in reversed(messages):
+    """The places of the help content (`known`) the newest of the customer's last `RECENT_MESSAGES` messages that
+    names any names, as the help content names them: where the conversation is about ("hello from London!" three
+    turns before "how many days to arrive?" is about the United Kingdom)."""
+    for message in reversed(messages[-RECENT_MESSAGES:]):
         if found := _places(expanded_query(message, known), known):
             return sorted(found)
     return []
