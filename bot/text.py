@@ -49,9 +49,20 @@ def normalise(text: str) -> str:
     return text.lower().replace("’", "'").replace("e-mail", "email")
 
 
+# Function words as customers type them in a chat, read as written out ("u" is "you", "dont" is "don't"), so that
+# they are stopwords and negations like the written-out forms.
+CHAT_SPELLINGS = {
+    "u": "you", "ur": "your", "r": "are", "im": "i'm", "ive": "i've", "dont": "don't", "doesnt": "doesn't",
+    "didnt": "didn't", "cant": "can't", "isnt": "isn't", "arent": "aren't", "wasnt": "wasn't", "havent": "haven't",
+    "hasnt": "hasn't", "couldnt": "couldn't", "shouldnt": "shouldn't", "wouldnt": "wouldn't", "whats": "what's",
+    "thats": "that's", "theres": "there's", "hows": "how's", "wheres": "where's", "pls": "please", "plz": "please",
+    "thx": "thanks",
+}  # fmt: skip
+
+
 def words(text: str) -> list[str]:
-    """The words of `text`, lower-cased, numbers and contractions ("can't") whole."""
-    return _WORD.findall(normalise(text))
+    """The words of `text`, lower-cased, numbers and contractions ("can't") whole, chat spellings written out."""
+    return [CHAT_SPELLINGS.get(word, word) for word in _WORD.findall(normalise(text))]
 
 
 _STEMMER = snowballstemmer.stemmer("english")
