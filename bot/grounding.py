@@ -428,11 +428,17 @@ def word_overlap(question: str, sentences: Sequence[str]) -> Callable[[str], flo
     """The share of the question's words a text holds, each word weighing more the fewer of `sentences` (the
     candidates) use it; a word of the question that none uses still counts in the total ("gift wrapping" matching
     only "gift")."""
-    frequency: Counter[str] = Counter(s for sentence in sentences for s in set(content_stems(sentence, courtesy=True)))
+    stems_of = {sentence: set(content_stems(sentence, courtesy=True)) for sentence in sentences}
+    frequency: Counter[str] = Counter(s for sentence in sentences for s in stems_of[sentence])
     asked = set(content_stems(question, courtesy=True))
     weight = {s: math.log(1 + len(sentences) / frequency.get(s, 0.5)) for s in asked}
     asked_weight = sum(weight.values()) or 1.0
-    return lambda text: sum(weight[s] for s in asked & set(content_stems(text, courtesy=True))) / asked_weight
+
+    def overlap(text: str) -> float:
+        stems = stems_of[text] if text in stems_of else set(content_stems(text, courtesy=True))
+        return sum(weight[s] for s in asked & stems) / asked_weight
+
+    return overlap
 
 
 def asks_how_to(question: str) -> bool:

@@ -164,9 +164,10 @@ class Selection:
         if not said or not self.ranked or not _told(self.ranked[0], already):
             return self.chosen(said) or self.chosen()
         added = set(content_stems(text)) - already
-        if not any(added & set(content_stems(c.sentence)) for c in self.ranked) and set(words(text)) & REFERS_BACK:
+        holding = [c for c in self.ranked if added & set(content_stems(c.sentence))]  # what the follow-up adds
+        if not holding and set(words(text)) & REFERS_BACK:
             return [candidate for candidate in self.chosen() if _told(candidate, already)]
-        speaking = [c for c in self.ranked if not _told(c, already) and added & set(content_stems(c.sentence))]
+        speaking = [c for c in holding if not _told(c, already)]
         if speaking and answerable_by_rules(speaking[0].score, lambda: rare_term(speaking[0])):
             return choose_sentences(speaking, floor=CLOSE_TO_BEST * speaking[0].rank)
         return self.chosen(said) or self.chosen()
