@@ -118,8 +118,8 @@ def refers_back(text: str, min_words: int = 3) -> bool:
 def retrieval_query(turns: Sequence[Turn], min_words: int = 3, history: int = 2) -> str:
     """What to search the help content for: the newest customer message and, when it does not stand alone
     (`refers_back`), the `history` customer messages before it. A place, product or option named two turns ago
-    stays in the search ("Do you ship to Canada?", "How long?", "And the postage?"); a message that stands alone
-    is searched on its own, so a new topic does not inherit the old one."""
+    stays in the search (a place in the first message, a question about it in the second, "and the price?" in the
+    third); a message that stands alone is searched on its own, so a new topic does not inherit the old one."""
     customer = [turn.text for turn in turns if turn.role == "customer"]
     if not customer:
         return ""

@@ -198,8 +198,8 @@ RECENT_MESSAGES = 10
 
 def conversation_places(messages: Sequence[str], known: str) -> list[str]:
     """The places of the help content (`known`) the newest of the customer's last `RECENT_MESSAGES` messages that
-    names any names, as the help content names them: where the conversation is about ("hello from London!" three
-    turns before "how many days to arrive?" is about the United Kingdom)."""
+    names any names, as the help content names them: where the conversation is about (a customer who said they
+    live in a city of the United Kingdom asks, turns later, how long delivery takes)."""
     for message in reversed(messages[-RECENT_MESSAGES:]):
         if found := _places(expanded_query(message, known), known):
             return sorted(found)

@@ -158,8 +158,8 @@ class Selection:
         else ("and to <another place>?") or the question again. A sentence not told that holds a word of `text` the
         told reply does not (what the follow-up adds) answers when it would answer on its own
         (`answerable_by_rules`); else, when the message adds no word a candidate holds and points back to what was
-        told ("how much is that one?"), what was told of the answer again; else the companions not told yet; else
-        the answer again."""
+        told (the price of "it" after a reply about one item), what was told of the answer again; else the
+        companions not told yet; else the answer again."""
         already = _stems_of(said)
         if not said or not self.ranked or not _told(self.ranked[0], already):
             return self.chosen(said) or self.chosen()
